@@ -1,0 +1,140 @@
+"""The `lcrag` command line: serve, model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lcrag.logs import configure_logging
+from lcrag.settings import Settings, SettingsError, load_settings
+
+app = typer.Typer(
+    help="lcrag: answer questions over document collections with RAG or long context.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+model_app = typer.Typer(help="Manage the model lcrag serves.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
+
+DataDirOption = Annotated[
+    Path | None, typer.Option("--data-dir", help="Data folder (models, collections). Env: LCRAG_DATA_DIR.")
+]
+CPU_KV_CACHE_DEFAULT_GB = 4
+
+
+def _settings(**flags: object) -> Settings:
+    try:
+        return load_settings(**flags)
+    except SettingsError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(code=2) from None
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"Error: {message}", err=True)
+    raise typer.Exit(code=1)
+
+
+@model_app.command("prepare")
+def model_prepare(
+    data_dir: DataDirOption = None,
+    force: Annotated[bool, typer.Option(help="Convert again even if already prepared.")] = False,
+) -> None:
+    """Convert the bundled SmolLM2-135M-Instruct GGUF into a checkpoint vLLM serves (once)."""
+    from lcrag.default_model import ModelPrepareError, default_model_dir, is_prepared, prepare_default_model
+
+    settings = _settings(data_dir=data_dir)
+    target = default_model_dir(settings.models_dir)
+    if is_prepared(target) and not force:
+        typer.echo(f"Default model ready: {target}")
+        return
+    try:
+        path = prepare_default_model(settings.models_dir, force=force)
+    except ModelPrepareError as error:
+        _fail(str(error))
+    typer.echo(f"Default model prepared: {path}")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def serve(
+    ctx: typer.Context,
+    model: Annotated[str | None, typer.Option(help="Local HF model directory. Env: LCRAG_MODEL.")] = None,
+    host: Annotated[str | None, typer.Option(help="Listen address. Env: LCRAG_HOST.")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port. Env: LCRAG_PORT.")] = None,
+    api_key: Annotated[
+        str | None, typer.Option(help="Require this bearer token. Env: LCRAG_API_KEY.")
+    ] = None,
+    max_model_len: Annotated[
+        int | None, typer.Option(help="Context length. Env: LCRAG_MAX_MODEL_LEN.")
+    ] = None,
+    kv_cache_gb: Annotated[int | None, typer.Option(help="KV cache GiB. Env: LCRAG_KV_CACHE_GB.")] = None,
+    enable_lora: Annotated[
+        bool | None,
+        typer.Option("--enable-lora/--no-enable-lora", help="Serve LoRA adapters. Env: LCRAG_ENABLE_LORA."),
+    ] = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Start the OpenAI-compatible server. Flags after the known ones are passed to vLLM as they are."""
+    settings = _settings(
+        model=model,
+        host=host,
+        port=port,
+        api_key=api_key,
+        max_model_len=max_model_len,
+        kv_cache_gb=kv_cache_gb,
+        enable_lora=enable_lora,
+        data_dir=data_dir,
+    )
+    configure_logging(settings.log_level)
+    model_path, served_name = _resolve_model(settings)
+    _prepare_vllm_environment(settings, local_model=Path(model_path).is_dir())
+
+    import uvloop
+
+    from server.app import serve as serve_app
+    from server.app import vllm_args
+
+    uvloop.run(serve_app(settings, vllm_args(settings, model_path, served_name, ctx.args)))
+
+
+def _resolve_model(settings: Settings) -> tuple[str, str]:
+    """The model to load and the name clients call it by; prepares the default model if needed."""
+    if settings.model is None:
+        from lcrag.default_model import DEFAULT_MODEL_NAME, ModelPrepareError, prepare_default_model
+
+        try:
+            path = prepare_default_model(settings.models_dir)
+        except ModelPrepareError as error:
+            _fail(str(error))
+        return str(path), settings.served_model_name or DEFAULT_MODEL_NAME
+    local = Path(settings.model).expanduser()
+    if local.is_dir():
+        if not (local / "config.json").is_file():
+            _fail(f"--model {local} has no config.json: pass a Hugging Face model directory.")
+        return str(local.resolve()), settings.served_model_name or local.resolve().name
+    if local.exists() or settings.model.startswith((".", "/", "~")):
+        _fail(f"--model {settings.model} is not a model directory.")
+    return settings.model, settings.served_model_name or settings.model
+
+
+def _prepare_vllm_environment(settings: Settings, local_model: bool) -> None:
+    """Environment vLLM reads at start-up: KV space on CPU, no telemetry, offline for local models."""
+    # With V1 multiprocessing off, vLLM on CPU runs the model worker inside the engine-core process
+    # instead of a third process: start-up 58 s -> 43 s, and prefill 189 -> 375 tokens/s, decode
+    # 10.5 -> 18.1 tokens/s on the 2-core machine (bench/model_speed.py). The API server still runs
+    # the engine core in its own process (AsyncLLM always does).
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    if settings.kv_cache_gb is not None or "VLLM_CPU_KVCACHE_SPACE" not in os.environ:
+        os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(settings.kv_cache_gb or CPU_KV_CACHE_DEFAULT_GB)
+    os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if local_model:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,97 @@
+"""Server settings: defaults < environment (`LCRAG_*`) < command-line flags.
+
+Every setting is a field of `Settings`; the CLI passes only the flags a user gave, so unset flags fall
+back to the environment and then to the defaults here. A bad value raises `SettingsError` with one line
+per bad setting, naming both its environment variable and its flag.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "LCRAG_"
+
+
+class SettingsError(ValueError):
+    """One or more settings have values lcrag cannot use; the message names each."""
+
+
+class Settings(BaseSettings):
+    """Everything `lcrag serve` and the other commands can be configured with."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
+
+    data_dir: Path = Field(
+        default=Path("~/.cache/lcrag"),
+        description="Where models, collections and caches live.",
+    )
+    model: str | None = Field(
+        default=None,
+        description="Local HF model directory to serve; empty means the bundled SmolLM2-135M-Instruct.",
+    )
+    served_model_name: str | None = Field(
+        default=None, description="Model name clients use; defaults to the model directory's name."
+    )
+    host: str = Field(default="127.0.0.1", min_length=1, description="Address to listen on.")
+    port: int = Field(default=8000, ge=1, le=65535, description="TCP port to listen on.")
+    api_key: SecretStr | None = Field(
+        default=None, description="If set, every route except /health needs 'Authorization: Bearer <key>'."
+    )
+    max_model_len: int | None = Field(
+        default=None, ge=16, description="Context length in tokens; defaults to the model's own."
+    )
+    kv_cache_gb: int | None = Field(
+        default=None, ge=1, le=1024, description="KV-cache memory in whole GiB; 4 on CPU if unset."
+    )
+    enable_lora: bool = Field(
+        default=False, description="Allow LoRA adapters (loaded at start or at run time)."
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto", description="Model dtype; 'auto' is float32 on CPU and the model's own on GPU."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="lcrag's own log level (vLLM logs warnings and errors only)."
+    )
+
+    @field_validator("data_dir")
+    @classmethod
+    def _expand_user(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @field_validator("model", "served_model_name", "api_key", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def base_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from the environment with `overrides` (flags) on top; `None` means 'not given'."""
+    given = {name: value for name, value in overrides.items() if value is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as error:
+        raise SettingsError(_describe(error, given)) from None
+
+
+def _describe(error: ValidationError, given: dict[str, Any]) -> str:
+    lines = []
+    for problem in error.errors():
+        name = str(problem["loc"][0]) if problem["loc"] else "settings"
+        source = f"--{name.replace('_', '-')}" if name in given else f"{ENV_PREFIX}{name.upper()}"
+        value = problem.get("input")
+        shown = "" if isinstance(value, dict) or name == "api_key" else f" (got {value!r})"
+        lines.append(f"Invalid setting '{name}' from {source}: {problem['msg']}{shown}")
+    return "\n".join(lines)

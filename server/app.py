@@ -1,0 +1,95 @@
+"""Run vLLM's OpenAI-compatible server in this process, with lcrag's middleware and routers added.
+
+No vLLM code is copied or forked: `serve` follows vLLM's own `run_server_worker` sequence with its public
+launcher functions (`setup_server`, `build_async_engine_client`, `build_app`, `init_app_state`,
+`serve_http`) and calls `extend_app` on the built app before serving it.
+"""
+
+from __future__ import annotations
+
+import logging
+from argparse import Namespace
+from collections.abc import Sequence
+
+from fastapi import FastAPI
+
+from lcrag.settings import Settings
+from server.errors import ApiError, error_response
+from server.middleware import ApiKeyMiddleware, LcragOptionsMiddleware
+
+log = logging.getLogger("lcrag.server")
+
+
+def vllm_args(settings: Settings, model: str, served_name: str, extra: Sequence[str] = ()) -> Namespace:
+    """Parse the vLLM server arguments lcrag's settings stand for, plus `extra` raw vLLM flags."""
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser, validate_parsed_serve_args
+    from vllm.platforms import current_platform
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    argv = [
+        "--model", model,
+        "--served-model-name", served_name,
+        "--host", settings.host,
+        "--port", str(settings.port),
+        "--uvicorn-log-level", "warning",
+        "--disable-uvicorn-access-log",
+    ]  # fmt: skip
+    on_cpu = current_platform.is_cpu()
+    dtype = "float32" if settings.dtype == "auto" and on_cpu else settings.dtype
+    argv += ["--dtype", dtype]
+    if on_cpu:
+        argv.append("--enforce-eager")
+    elif settings.kv_cache_gb is not None:
+        argv += ["--kv-cache-memory-bytes", str(settings.kv_cache_gb * 2**30)]
+    if settings.max_model_len is not None:
+        argv += ["--max-model-len", str(settings.max_model_len)]
+    if settings.enable_lora:
+        argv.append("--enable-lora")
+    parser = make_arg_parser(FlexibleArgumentParser(prog="lcrag serve"))
+    args = parser.parse_args([*argv, *extra])
+    validate_parsed_serve_args(args)
+    return args
+
+
+def extend_app(app: FastAPI, settings: Settings) -> FastAPI:
+    """Add lcrag's error handler and middleware to vLLM's built app (the last added runs first)."""
+    app.add_exception_handler(ApiError, lambda _request, error: error_response(error))
+    # vLLM's SageMaker bootstrap builds the middleware stack eagerly; Starlette rebuilds it on the first
+    # request when it is unset, so clearing it lets ours join vLLM's instead of being refused.
+    app.middleware_stack = None
+    app.add_middleware(LcragOptionsMiddleware)
+    if settings.api_key is not None:
+        app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key.get_secret_value())
+    return app
+
+
+async def serve(settings: Settings, args: Namespace) -> None:
+    """Start the engine, build vLLM's app, extend it and serve until SIGINT/SIGTERM."""
+    import vllm.envs as envs
+    from vllm.entrypoints.launchers.api_server.app_state import init_app_state
+    from vllm.entrypoints.launchers.api_server.entry import build_async_engine_client
+    from vllm.entrypoints.launchers.app import build_app
+    from vllm.entrypoints.launchers.launcher import serve_http, setup_server
+
+    listen_address, sock = setup_server(args, reuse_port=False)
+    async with build_async_engine_client(args) as engine_client:
+        supported_tasks = await engine_client.get_supported_tasks()
+        app = build_app(args, supported_tasks, engine_client.model_config)
+        await init_app_state(engine_client, app.state, args, supported_tasks)
+        extend_app(app, settings)
+        log.info(
+            "lcrag is serving %s at %s (OpenAI API under /v1)", args.served_model_name[0], listen_address
+        )
+        shutdown_task = await serve_http(
+            app,
+            sock=sock,
+            host=args.host,
+            port=args.port,
+            log_level=args.uvicorn_log_level,
+            access_log=not args.disable_uvicorn_access_log,
+            timeout_keep_alive=envs.VLLM_HTTP_TIMEOUT_KEEP_ALIVE,
+        )
+    try:
+        await shutdown_task
+    finally:
+        sock.close()

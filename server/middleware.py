@@ -1,0 +1,143 @@
+"""ASGI middleware lcrag puts in front of vLLM's app.
+
+- `ApiKeyMiddleware`: with an API key set, every route except /health needs `Authorization: Bearer <key>`
+  (vLLM's own check covers only /v1, /v2 and /inference).
+- `LcragOptionsMiddleware`: takes the `lcrag` field out of chat/completion request bodies and validates it
+  before vLLM sees the request (vLLM would log and ignore an unknown top-level field). The parsed options
+  are left in `request.state.lcrag` for the handlers downstream.
+
+Both are plain ASGI classes, not `BaseHTTPMiddleware`, so streamed responses pass through untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from server.errors import (
+    ApiError,
+    AuthenticationError,
+    NotImplementedYetError,
+    send_error,
+    validation_error,
+)
+from server.schemas import LcragOptions
+
+OPEN_PATHS = frozenset({"/health"})
+GENERATION_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
+LCRAG_FIELD = "lcrag"
+
+
+class ApiKeyMiddleware:
+    """Rejects requests without the right bearer token with a 401 in OpenAI's error shape."""
+
+    def __init__(self, app: ASGIApp, api_key: str) -> None:
+        self.app = app
+        self.expected = f"Bearer {api_key}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not self._allowed(scope):
+            error = AuthenticationError(
+                "Missing or wrong API key: send the header 'Authorization: Bearer <key>' "
+                "with the key the server was started with (--api-key / LCRAG_API_KEY).",
+            )
+            await send_error(error, scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    def _allowed(self, scope: Scope) -> bool:
+        # CORS preflight requests never carry credentials and return no data.
+        if scope["method"] == "OPTIONS" or scope["path"] in OPEN_PATHS:
+            return True
+        given = Headers(scope=scope).get("authorization", "").encode()
+        return secrets.compare_digest(given, self.expected)
+
+
+class LcragOptionsMiddleware:
+    """Validates and removes the `lcrag` request field on the generation routes."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in GENERATION_PATHS:
+            await self.app(scope, receive, send)
+            return
+        body = await _read_body(receive)
+        payload = _json_object(body)
+        if payload is None or LCRAG_FIELD not in payload:
+            # Not ours to judge: vLLM answers malformed bodies with its own 400.
+            await self.app(scope, _replay(body, receive), send)
+            return
+        try:
+            options = parse_lcrag_options(payload.pop(LCRAG_FIELD))
+        except ApiError as error:
+            await send_error(error, scope, receive, send)
+            return
+        scope.setdefault("state", {})["lcrag"] = options
+        new_body = json.dumps(payload).encode()
+        await self.app(_with_content_length(scope, len(new_body)), _replay(new_body, receive), send)
+
+
+def parse_lcrag_options(raw: Any) -> LcragOptions:
+    """Validate the `lcrag` field; raise a 400 naming the bad field, or a 501 for what is not built yet."""
+    try:
+        options = LcragOptions.model_validate(raw)
+    except ValidationError as error:
+        raise validation_error(error, LCRAG_FIELD) from None
+    for field in ("collection", "mode", "top_k"):
+        if getattr(options, field) is not None:
+            raise NotImplementedYetError(
+                f"'{LCRAG_FIELD}.{field}': document collections are not available in this lcrag version "
+                "yet; send the request without it.",
+                param=f"{LCRAG_FIELD}.{field}",
+            )
+    if options.kv is not None and options.kv.evicts:
+        raise NotImplementedYetError(
+            f"'{LCRAG_FIELD}.kv': KV-cache eviction is not available in this lcrag version yet; "
+            "use policy 'none' or ratio 0.",
+            param=f"{LCRAG_FIELD}.kv",
+        )
+    return options
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that yields `body` once, then hands over to the client's own (for disconnects)."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+def _with_content_length(scope: Scope, length: int) -> Scope:
+    headers = [(name, value) for name, value in scope["headers"] if name.lower() != b"content-length"]
+    headers.append((b"content-length", str(length).encode()))
+    return {**scope, "headers": headers}

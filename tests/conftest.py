@@ -1,0 +1,154 @@
+"""Shared fixtures: real things built once per session (a tiny random Llama, running lcrag servers)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from lcrag.default_model import prepare_default_model
+from lcrag.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+LCRAG = Path(sys.executable).with_name("lcrag")
+SERVER_START_TIMEOUT_S = 240
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    base_url: str
+    model: str
+    api_key: str | None
+    log_path: Path
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def default_model_path() -> Path:
+    """The real bundled model, prepared once in the user's data dir (`make setup` normally did it)."""
+    return prepare_default_model(Settings().models_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, default_model_path: Path) -> Path:
+    """A 2-layer random Llama with the real model's tokenizer and chat template: loads in seconds."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    out = tmp_path_factory.mktemp("tiny-llama")
+    config = LlamaConfig(
+        vocab_size=49152,
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=64,
+        max_position_embeddings=2048,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=2,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(out)
+    for name in TOKENIZER_FILES:
+        shutil.copy(default_model_path / name, out / name)
+    return out
+
+
+def start_server(
+    log_dir: Path, args: list[str], model: str, api_key: str | None = None, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], RunningServer]:
+    port = free_port()
+    log_path = log_dir / f"lcrag-serve-{port}.log"
+    command = [str(LCRAG), "serve", "--port", str(port), *args]
+    if api_key:
+        command += ["--api-key", api_key]
+    process = subprocess.Popen(
+        command,
+        cwd=REPO_ROOT,
+        stdout=log_path.open("wb"),
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
+    )
+    server = RunningServer(f"http://127.0.0.1:{port}", model, api_key, log_path)
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"lcrag serve exited with {process.returncode}:\n{log_path.read_text()[-4000:]}"
+            )
+        try:
+            if httpx.get(f"{server.base_url}/health", timeout=2).status_code == 200:
+                return process, server
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    stop_server(process)
+    raise RuntimeError(
+        f"lcrag serve not healthy after {SERVER_START_TIMEOUT_S}s:\n{log_path.read_text()[-4000:]}"
+    )
+
+
+def stop_server(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture(scope="session")
+def tiny_server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[RunningServer]:
+    """`lcrag serve` on the tiny model, with an API key and a 512-token context."""
+    data_dir = tmp_path_factory.mktemp("tiny-data")
+    process, server = start_server(
+        data_dir,
+        [
+            "--model",
+            str(tiny_model_dir),
+            "--max-model-len",
+            "512",
+            "--kv-cache-gb",
+            "1",
+            "--data-dir",
+            str(data_dir),
+        ],
+        model=tiny_model_dir.name,
+        api_key="test-key",
+    )
+    yield server
+    stop_server(process)
+
+
+@pytest.fixture(scope="session")
+def real_server(
+    tmp_path_factory: pytest.TempPathFactory, default_model_path: Path
+) -> Iterator[RunningServer]:
+    """`lcrag serve` with the bundled SmolLM2-135M-Instruct, as `make serve` starts it."""
+    log_dir = tmp_path_factory.mktemp("real-server")
+    process, server = start_server(
+        log_dir, ["--max-model-len", "2048", "--kv-cache-gb", "1"], model=default_model_path.name
+    )
+    yield server
+    stop_server(process)
