@@ -7,12 +7,14 @@ launcher functions (`setup_server`, `build_async_engine_client`, `build_app`, `i
 
 from __future__ import annotations
 
+import json
 import logging
 from argparse import Namespace
 from collections.abc import Sequence
 
 from fastapi import FastAPI
 
+from lcrag.logs import vllm_logging_config_file
 from lcrag.settings import Settings
 from server.errors import ApiError, error_response
 from server.middleware import ApiKeyMiddleware, LcragOptionsMiddleware
@@ -23,9 +25,11 @@ log = logging.getLogger("lcrag.server")
 def vllm_args(settings: Settings, model: str, served_name: str, extra: Sequence[str] = ()) -> Namespace:
     """Parse the vLLM server arguments lcrag's settings stand for, plus `extra` raw vLLM flags."""
     from vllm.entrypoints.launchers.cli_args import make_arg_parser, validate_parsed_serve_args
+    from vllm.logger import configure_logging_from_args
     from vllm.platforms import current_platform
     from vllm.utils.argparse_utils import FlexibleArgumentParser
 
+    log_config = vllm_logging_config_file(debug=settings.log_level == "debug")
     argv = [
         "--model", model,
         "--served-model-name", served_name,
@@ -33,6 +37,7 @@ def vllm_args(settings: Settings, model: str, served_name: str, extra: Sequence[
         "--port", str(settings.port),
         "--uvicorn-log-level", "warning",
         "--disable-uvicorn-access-log",
+        "--logging-config", json.dumps({"pylogging_config_file": str(log_config)}),
     ]  # fmt: skip
     on_cpu = current_platform.is_cpu()
     dtype = "float32" if settings.dtype == "auto" and on_cpu else settings.dtype
@@ -48,6 +53,7 @@ def vllm_args(settings: Settings, model: str, served_name: str, extra: Sequence[
     parser = make_arg_parser(FlexibleArgumentParser(prog="lcrag serve"))
     args = parser.parse_args([*argv, *extra])
     validate_parsed_serve_args(args)
+    configure_logging_from_args(args)  # as vLLM's own `main` does; the engine process gets it from args
     return args
 
 

@@ -137,3 +137,9 @@ def test_health_needs_no_key_and_tokenize_works_with_it(tiny_server: RunningServ
     assert httpx.get(f"{tiny_server.base_url}/health", timeout=30).status_code == 200
     response = post(tiny_server, "/tokenize", json={"model": tiny_server.model, "prompt": "hello world"})
     assert response.status_code == 200 and response.json()["count"] >= 2
+
+
+def test_startup_log_names_the_url_and_holds_no_warnings(tiny_server: RunningServer) -> None:
+    log = tiny_server.log_path.read_text()
+    assert f"lcrag is serving {tiny_server.model} at {tiny_server.base_url}" in log
+    assert [line for line in log.splitlines() if "WARNING" in line or "Warning" in line] == []
