@@ -1,2 +1,2 @@
-"""Retrieval over document collections: loaders, chunking, embeddings, Chroma store, retrieval, citations and
-long-context assembly. Built by the RAG issue; nothing here yet."""
+"""Retrieval over document collections: loaders, token-sized chunking, offline embeddings, a Chroma store,
+retrieval with citations, and long-context (LC) assembly of a whole collection. Never imports `server`."""

@@ -152,3 +152,21 @@ def real_server(
     )
     yield server
     stop_server(process)
+
+
+@pytest.fixture(scope="session")
+def tokenizer(default_model_path: Path):
+    """The served default model's tokenizer (chunks are sized in its tokens)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(default_model_path)
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    """The real offline MiniLM embedder, loaded once."""
+    from rag.embeddings import Embedder
+
+    loaded = Embedder()
+    loaded.embed(["warm up"])
+    return loaded

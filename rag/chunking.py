@@ -1,0 +1,72 @@
+"""Split a document into chunks sized in *model tokens* with LangChain's RecursiveCharacterTextSplitter.
+
+Chunks keep their character offsets into the document text (and the PDF page they start on), so a
+citation can point at the exact passage and the whole text can be rebuilt in order for LC mode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from rag.loaders import LoadedDocument
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+DEFAULT_CHUNK_TOKENS = 256
+DEFAULT_OVERLAP_TOKENS = 32
+
+
+@dataclass(frozen=True)
+class Chunk:
+    index: int
+    text: str
+    start: int  # character offsets into the document text
+    end: int
+    page: int | None
+    tokens: int
+
+
+def chunk_document(
+    document: LoadedDocument,
+    tokenizer: PreTrainedTokenizerBase,
+    chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+    overlap_tokens: int = DEFAULT_OVERLAP_TOKENS,
+) -> list[Chunk]:
+    """Chunks of at most about `chunk_tokens` tokens (by `tokenizer`), neighbours sharing `overlap_tokens`."""
+    from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+    if not 0 <= overlap_tokens < chunk_tokens:
+        raise ValueError(
+            f"overlap_tokens ({overlap_tokens}) must be >= 0 and below chunk_tokens ({chunk_tokens})."
+        )
+    splitter = RecursiveCharacterTextSplitter.from_huggingface_tokenizer(
+        tokenizer, chunk_size=chunk_tokens, chunk_overlap=overlap_tokens
+    )
+    chunks = []
+    previous_start = -1
+    for index, text in enumerate(splitter.split_text(document.text)):
+        # Chunks come in document order, each starting after the previous one; searching from there finds
+        # the right occurrence even when passages repeat (LangChain's own start_index guess does not).
+        start = document.text.find(text, previous_start + 1)
+        if start < 0:
+            raise ValueError(f"Chunk {index} of {document.name} is not a span of its text.")
+        tokens = len(tokenizer.encode(text, add_special_tokens=False))
+        chunks.append(Chunk(index, text, start, start + len(text), document.page_at(start), tokens))
+        previous_start = start
+    return chunks
+
+
+def join_chunks(chunks: list[Chunk]) -> str:
+    """The document text rebuilt from its chunks in order, overlaps counted once."""
+    parts: list[str] = []
+    covered = 0
+    for chunk in sorted(chunks, key=lambda c: c.start):
+        if chunk.end <= covered:
+            continue
+        if chunk.start > covered and parts:
+            parts.append("\n")  # the separator the splitter dropped between chunks
+        parts.append(chunk.text[max(0, covered - chunk.start) :])
+        covered = chunk.end
+    return "".join(parts)

@@ -1,0 +1,87 @@
+"""Prompts for both modes, in one place, with the question after the context.
+
+- RAG: the retrieved chunks, numbered [1]..[k] with their titles (and pages), to be cited as [n].
+- LC: every complete document of the collection in upload order, each under its title, rebuilt from its
+  chunks; `check_fits` refuses a prompt that leaves no room for the answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import groupby
+from typing import TYPE_CHECKING
+
+from rag.chunking import join_chunks
+from rag.errors import ContextTooLongError
+from rag.retrieve import Citation
+from rag.store import Store
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+Message = dict[str, str]
+
+RAG_INSTRUCTIONS = (
+    "Answer the question using only the numbered passages. Cite each passage you use as [n]. "
+    "If the passages do not contain the answer, say that you do not know."
+)
+LC_INSTRUCTIONS = (
+    "Answer the question using only the documents. "
+    "If the documents do not contain the answer, say that you do not know."
+)
+
+
+@dataclass(frozen=True)
+class LcDocument:
+    doc_id: str
+    title: str
+    text: str
+
+
+def rag_messages(question: str, citations: Sequence[Citation]) -> list[Message]:
+    passages = "\n\n".join(
+        f"[{c.number}] {c.title}{f' (page {c.page})' if c.page else ''}\n{c.text}" for c in citations
+    )
+    return _messages(RAG_INSTRUCTIONS, f"Passages:\n\n{passages}", question)
+
+
+def lc_documents(store: Store, collection: str) -> list[LcDocument]:
+    """The whole collection in upload order, each document's text rebuilt from its chunks."""
+    stored = store.chunks(collection)
+    documents = []
+    for doc_id, group in groupby(stored, key=lambda s: s.doc_id):
+        members = list(group)
+        documents.append(LcDocument(doc_id, members[0].doc_title, join_chunks([s.chunk for s in members])))
+    return documents
+
+
+def lc_messages(question: str, documents: Sequence[LcDocument]) -> list[Message]:
+    body = "\n\n".join(f"Document {i}: {d.title}\n{d.text}" for i, d in enumerate(documents, start=1))
+    return _messages(LC_INSTRUCTIONS, f"Documents:\n\n{body}", question)
+
+
+def count_prompt_tokens(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message]) -> int:
+    """Exact prompt length in tokens, as the chat template renders it for generation."""
+    rendered = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+    return len(tokenizer.encode(str(rendered), add_special_tokens=False))
+
+
+def check_fits(prompt_tokens: int, max_model_len: int, answer_tokens: int) -> None:
+    """Raise if the prompt leaves fewer than `answer_tokens` of the context for the answer."""
+    available = max_model_len - answer_tokens
+    if prompt_tokens > available:
+        raise ContextTooLongError(
+            f"The whole collection needs {prompt_tokens} prompt tokens but only {available} are available "
+            f"({max_model_len} context - {answer_tokens} for the answer): "
+            "use mode 'rag', or a smaller collection.",
+            needed=prompt_tokens,
+            available=available,
+        )
+
+
+def _messages(instructions: str, context: str, question: str) -> list[Message]:
+    return [
+        {"role": "system", "content": instructions},
+        {"role": "user", "content": f"{context}\n\nQuestion: {question}"},
+    ]

@@ -1,0 +1,188 @@
+"""Collections in real Chroma with the real MiniLM embedder: ingest, idempotence, replacement, crash
+safety, retrieval with citations, MMR, and LC assembly in upload order."""
+
+from pathlib import Path
+
+import pytest
+
+from rag import store as store_module
+from rag.context import check_fits, count_prompt_tokens, lc_documents, lc_messages, rag_messages
+from rag.errors import (
+    CollectionExistsError,
+    CollectionNotFoundError,
+    ContextTooLongError,
+    DocumentNotFoundError,
+    InvalidCollectionNameError,
+)
+from rag.ingest import Ingestor
+from rag.loaders import load_bytes
+from rag.retrieve import retrieve
+from rag.store import Store
+from tests.documents_text import TOWNS, town_paragraph, towns_text
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store.open(path=str(tmp_path / "chroma"))
+
+
+@pytest.fixture
+def ingestor(store: Store, embedder, tokenizer) -> Ingestor:
+    store.create_collection("towns")
+    return Ingestor(store, embedder, tokenizer, chunk_tokens=64, overlap_tokens=8)
+
+
+def town_file(i: int) -> tuple[str, bytes]:
+    name, *_ = TOWNS[i]
+    return f"{name.lower()}.txt", town_paragraph(*TOWNS[i]).encode()
+
+
+def ingest_towns(ingestor: Ingestor) -> None:
+    for i in range(len(TOWNS)):
+        ingestor.add("towns", load_bytes(*town_file(i)))
+
+
+def snapshot(store: Store) -> tuple[int, list[str]]:
+    return store.count_chunks("towns"), [d.doc_id for d in store.documents("towns")]
+
+
+def test_collection_names_follow_chromas_rules(store: Store) -> None:
+    for bad in ["ab", "Docs", "-docs", "docs-", "a" * 64, "my docs", "../x"]:
+        with pytest.raises(InvalidCollectionNameError, match="3-63 characters"):
+            store.create_collection(bad)
+    store.create_collection("a_b-9")
+    with pytest.raises(CollectionExistsError):
+        store.create_collection("a_b-9")
+    assert store.list_collections() == ["a_b-9"]
+    store.delete_collection("a_b-9")
+    with pytest.raises(CollectionNotFoundError, match="does not exist"):
+        store.delete_collection("a_b-9")
+
+
+def test_documents_are_listed_in_upload_order_with_their_counts(store: Store, ingestor: Ingestor) -> None:
+    ingest_towns(ingestor)
+    docs = store.documents("towns")
+    assert [d.name for d in docs] == [town_file(i)[0] for i in range(len(TOWNS))]
+    assert all(d.chunks >= 1 and d.tokens > 50 for d in docs)
+    assert store.count_chunks("towns") == sum(d.chunks for d in docs)
+
+
+def test_reingesting_the_same_file_adds_nothing(store: Store, ingestor: Ingestor) -> None:
+    ingest_towns(ingestor)
+    before = snapshot(store)
+    result = ingestor.add("towns", load_bytes("copy-of-arlen.txt", town_file(0)[1]))
+    assert result.status == "skipped"
+    assert snapshot(store) == before
+
+
+def test_a_changed_file_replaces_its_old_version_in_place(store: Store, ingestor: Ingestor) -> None:
+    ingest_towns(ingestor)
+    old = store.documents("towns")[1]
+    result = ingestor.add(
+        "towns", load_bytes("brisk.txt", b"The town of Brisk now trades only in silver spoons.")
+    )
+    assert result.status == "replaced"
+    docs = store.documents("towns")
+    assert docs[1].name == "brisk.txt" and docs[1].doc_id == result.doc_id != old.doc_id
+    assert len(docs) == len(TOWNS)
+    with pytest.raises(DocumentNotFoundError):
+        store.delete_document("towns", old.doc_id)
+
+
+def test_deleting_a_document_removes_all_its_chunks(store: Store, ingestor: Ingestor) -> None:
+    ingest_towns(ingestor)
+    doomed = store.documents("towns")[2]
+    count = store.count_chunks("towns")
+    store.delete_document("towns", doomed.doc_id)
+    assert store.count_chunks("towns") == count - doomed.chunks
+    assert doomed.doc_id not in [d.doc_id for d in store.documents("towns")]
+
+
+def test_an_interrupted_ingest_lists_nothing_half_and_resumes_to_a_clean_result(
+    store: Store,
+    ingestor: Ingestor,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    embedder,
+    tokenizer,
+) -> None:
+    long_doc = load_bytes("all-towns.txt", (towns_text() + "\n\n").encode() * 2)
+    real_upsert = store_module._upsert
+
+    def crash_on_head(collection, records, embeddings) -> None:
+        if records[0]["id"].endswith(":0"):
+            raise KeyboardInterrupt  # killed after the tail was stored, before the head
+        real_upsert(collection, records, embeddings)
+
+    monkeypatch.setattr(store_module, "_upsert", crash_on_head)
+    with pytest.raises(KeyboardInterrupt):
+        ingestor.add("towns", long_doc)
+    assert store.documents("towns") == [] and store.chunks("towns") == []
+    assert store.count_chunks("towns") > 0  # orphaned tail chunks exist but are not used
+
+    monkeypatch.setattr(store_module, "_upsert", real_upsert)
+    assert ingestor.add("towns", long_doc).status == "added"
+    clean = Store.open(path=str(tmp_path / "clean"))
+    clean.create_collection("towns")
+    Ingestor(clean, embedder, tokenizer, chunk_tokens=64, overlap_tokens=8).add("towns", long_doc)
+    ids = sorted(store.client.get_collection("towns").get(include=[])["ids"])
+    assert ids == sorted(clean.client.get_collection("towns").get(include=[])["ids"])
+    assert len(ids) == len(set(ids)) == store.documents("towns")[0].chunks
+
+
+def test_retrieval_finds_the_passage_and_cites_it(store: Store, ingestor: Ingestor, embedder) -> None:
+    ingest_towns(ingestor)
+    hits = retrieve(store, embedder, "towns", "Which town has an observatory on the hill?", k=3)
+    assert [h.number for h in hits] == [1, 2, 3]
+    assert "observatory" in hits[0].text and hits[0].title == "corvale"
+    assert hits[0].score > hits[1].score >= hits[2].score
+    assert 0.0 < hits[0].score <= 1.0 and hits[0].end > hits[0].start
+    only_dunmere = store.documents("towns")[3].doc_id
+    filtered = retrieve(store, embedder, "towns", "observatory", k=2, doc_id=only_dunmere)
+    assert {h.doc_id for h in filtered} == {only_dunmere}
+
+
+def test_mmr_spreads_results_over_more_documents(store: Store, ingestor: Ingestor, embedder) -> None:
+    ingest_towns(ingestor)
+    question = "What does the town council repair every decade?"
+    plain = retrieve(store, embedder, "towns", question, k=4)
+    diverse = retrieve(store, embedder, "towns", question, k=4, mmr_lambda=0.3)
+    assert len(diverse) == 4
+    assert len({h.doc_id for h in diverse}) >= len({h.doc_id for h in plain})
+    assert len({(h.doc_id, h.chunk_index) for h in diverse}) == 4
+
+
+def test_lc_context_is_the_whole_collection_in_upload_order(
+    store: Store, ingestor: Ingestor, tokenizer
+) -> None:
+    ingest_towns(ingestor)
+    documents = lc_documents(store, "towns")
+    assert [d.title for d in documents] == [name.lower() for name, *_ in TOWNS]
+    assert [d.text for d in documents] == [town_paragraph(*town) for town in TOWNS]
+    messages = lc_messages("Where is the clock tower?", documents)
+    user = messages[-1]["content"]
+    assert user.index("Document 1: arlen") < user.index("Document 6: fenwick") < user.index("Question:")
+    tokens = count_prompt_tokens(tokenizer, messages)
+    assert tokens > sum(d.tokens for d in store.documents("towns"))
+    check_fits(tokens, max_model_len=8192, answer_tokens=256)
+    with pytest.raises(ContextTooLongError) as error:
+        check_fits(tokens, max_model_len=512, answer_tokens=256)
+    assert f"needs {tokens} prompt tokens but only 256 are available" in str(error.value)
+    assert "use mode 'rag'" in str(error.value)
+
+
+def test_rag_prompt_numbers_passages_and_puts_the_question_last(
+    store: Store, ingestor: Ingestor, embedder
+) -> None:
+    ingest_towns(ingestor)
+    hits = retrieve(store, embedder, "towns", "red sails", k=2)
+    user = rag_messages("Which mill has red sails?", hits)[-1]["content"]
+    assert user.startswith("Passages:\n\n[1] ") and "\n\n[2] " in user
+    assert user.rstrip().endswith("Question: Which mill has red sails?")
+
+
+def test_unknown_collection_is_reported_by_name(store: Store) -> None:
+    with pytest.raises(CollectionNotFoundError, match="'nothing-here'"):
+        store.documents("nothing-here")

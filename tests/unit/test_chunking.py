@@ -1,0 +1,53 @@
+"""Chunking in model tokens: sizes, overlaps, offsets, pages, and the text rebuilt from chunks."""
+
+import re
+from itertools import pairwise
+
+import pytest
+
+from rag.chunking import chunk_document, join_chunks
+from rag.loaders import load_bytes
+from tests.documents import make_pdf
+from tests.documents_text import towns_text
+
+
+def squash(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()
+
+
+@pytest.fixture(scope="module")
+def document():
+    return load_bytes("towns.txt", (towns_text() + "\n\n").encode() * 3)
+
+
+def test_chunks_stay_within_the_token_budget_and_point_at_their_text(document, tokenizer) -> None:
+    chunks = chunk_document(document, tokenizer, chunk_tokens=64, overlap_tokens=8)
+    assert len(chunks) > 10
+    assert [c.index for c in chunks] == list(range(len(chunks)))
+    for chunk in chunks:
+        assert chunk.tokens == len(tokenizer.encode(chunk.text, add_special_tokens=False)) <= 64
+        assert document.text[chunk.start : chunk.end] == chunk.text
+
+
+def test_neighbouring_chunks_overlap_and_the_text_is_rebuilt_once(document, tokenizer) -> None:
+    chunks = chunk_document(document, tokenizer, chunk_tokens=64, overlap_tokens=16)
+    assert any(later.start < earlier.end for earlier, later in pairwise(chunks))
+    assert squash(join_chunks(chunks)) == squash(document.text)
+    assert squash(join_chunks(list(reversed(chunks)))) == squash(document.text)
+
+
+def test_pdf_chunks_know_their_page(tokenizer) -> None:
+    pages = [
+        [f"Page {p} line {i} talks about river {p} and its many bridges." for i in range(12)]
+        for p in (1, 2, 3)
+    ]
+    doc = load_bytes("atlas.pdf", make_pdf(pages))
+    chunks = chunk_document(doc, tokenizer, chunk_tokens=48, overlap_tokens=0)
+    for chunk in chunks:
+        assert chunk.page == int(re.match(r"Page (\d)", chunk.text).group(1))  # type: ignore[union-attr]
+    assert {c.page for c in chunks} == {1, 2, 3}
+
+
+def test_overlap_must_be_smaller_than_the_chunk(document, tokenizer) -> None:
+    with pytest.raises(ValueError, match="overlap_tokens"):
+        chunk_document(document, tokenizer, chunk_tokens=32, overlap_tokens=32)
