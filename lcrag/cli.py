@@ -75,6 +75,9 @@ def serve(
         bool | None,
         typer.Option("--enable-lora/--no-enable-lora", help="Serve LoRA adapters. Env: LCRAG_ENABLE_LORA."),
     ] = None,
+    chroma_url: Annotated[
+        str | None, typer.Option(help="Use a `chroma run` server (http://host:port). Env: LCRAG_CHROMA_URL.")
+    ] = None,
     data_dir: DataDirOption = None,
 ) -> None:
     """Start the OpenAI-compatible server. Flags after the known ones are passed to vLLM as they are."""
@@ -86,6 +89,7 @@ def serve(
         max_model_len=max_model_len,
         kv_cache_gb=kv_cache_gb,
         enable_lora=enable_lora,
+        chroma_url=chroma_url,
         data_dir=data_dir,
     )
     configure_logging(settings.log_level)

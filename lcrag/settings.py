@@ -53,6 +53,18 @@ class Settings(BaseSettings):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         default="auto", description="Model dtype; 'auto' is float32 on CPU and the model's own on GPU."
     )
+    chroma_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^/\s]+/?$",
+        description="A `chroma run` server (http://host:port); empty means embedded Chroma in the data dir.",
+    )
+    embedder: Path | None = Field(
+        default=None, description="Local sentence-transformers model folder; empty means the bundled MiniLM."
+    )
+    max_upload_mb: int = Field(default=50, ge=1, le=4096, description="Largest accepted upload file, in MB.")
+    answer_tokens: int = Field(
+        default=512, ge=1, description="Tokens kept free for the answer when a request sets no max_tokens."
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="lcrag's own log level (vLLM logs warnings and errors only)."
     )
@@ -62,7 +74,7 @@ class Settings(BaseSettings):
     def _expand_user(cls, value: Path) -> Path:
         return value.expanduser()
 
-    @field_validator("model", "served_model_name", "api_key", mode="before")
+    @field_validator("model", "served_model_name", "api_key", "chroma_url", "embedder", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if value == "" else value
@@ -70,6 +82,10 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
+
+    @property
+    def chroma_dir(self) -> Path:
+        return self.data_dir / "chroma"
 
     @property
     def base_url(self) -> str:

@@ -18,6 +18,8 @@ from lcrag.logs import vllm_logging_config_file
 from lcrag.settings import Settings
 from server.errors import ApiError, error_response
 from server.middleware import ApiKeyMiddleware, LcragOptionsMiddleware
+from server.routes import collections
+from server.services import Services
 
 log = logging.getLogger("lcrag.server")
 
@@ -57,13 +59,16 @@ def vllm_args(settings: Settings, model: str, served_name: str, extra: Sequence[
     return args
 
 
-def extend_app(app: FastAPI, settings: Settings) -> FastAPI:
-    """Add lcrag's error handler and middleware to vLLM's built app (the last added runs first)."""
+def extend_app(app: FastAPI, settings: Settings, services: Services | None = None) -> FastAPI:
+    """Add lcrag's routers, error handler and middleware to vLLM's built app (the last added runs first)."""
     app.add_exception_handler(ApiError, lambda _request, error: error_response(error))
+    if services is not None:
+        app.state.lcrag = services
+        app.include_router(collections.router)
     # vLLM's SageMaker bootstrap builds the middleware stack eagerly; Starlette rebuilds it on the first
     # request when it is unset, so clearing it lets ours join vLLM's instead of being refused.
     app.middleware_stack = None
-    app.add_middleware(LcragOptionsMiddleware)
+    app.add_middleware(LcragOptionsMiddleware, services=services)
     if settings.api_key is not None:
         app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key.get_secret_value())
     return app
@@ -82,7 +87,9 @@ async def serve(settings: Settings, args: Namespace) -> None:
         supported_tasks = await engine_client.get_supported_tasks()
         app = build_app(args, supported_tasks, engine_client.model_config)
         await init_app_state(engine_client, app.state, args, supported_tasks)
-        extend_app(app, settings)
+        model_config = engine_client.model_config
+        services = Services.build(settings, args.model, args.served_model_name[0], model_config.max_model_len)
+        extend_app(app, settings, services)
         log.info(
             "lcrag is serving %s at %s (OpenAI API under /v1)", args.served_model_name[0], listen_address
         )

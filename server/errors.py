@@ -13,6 +13,17 @@ from pydantic import ValidationError
 from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
+from rag.errors import (
+    CollectionExistsError,
+    CollectionNotFoundError,
+    ContextTooLongError,
+    DocumentNotFoundError,
+    InvalidCollectionNameError,
+    RagError,
+    UnreadableDocumentError,
+    UnsupportedDocumentError,
+)
+
 
 class ApiError(Exception):
     """An error meant for the client: a status, a message saying what to do, and the offending field."""
@@ -50,9 +61,48 @@ class NotFoundError(ApiError):
     kind = "NotFoundError"
 
 
+class ConflictError(ApiError):
+    status = HTTPStatus.CONFLICT
+    kind = "ConflictError"
+
+
+class PayloadTooLargeError(ApiError):
+    status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+    kind = "PayloadTooLargeError"
+
+
+class UnsupportedMediaTypeError(ApiError):
+    status = HTTPStatus.UNSUPPORTED_MEDIA_TYPE
+    kind = "UnsupportedMediaTypeError"
+
+
+class UnprocessableEntityError(ApiError):
+    status = HTTPStatus.UNPROCESSABLE_ENTITY
+    kind = "UnprocessableEntityError"
+
+
 class NotImplementedYetError(ApiError):
     status = HTTPStatus.NOT_IMPLEMENTED
     kind = "NotImplementedError"
+
+
+RAG_ERRORS: dict[type[RagError], type[ApiError]] = {
+    InvalidCollectionNameError: BadRequestError,
+    CollectionNotFoundError: NotFoundError,
+    DocumentNotFoundError: NotFoundError,
+    CollectionExistsError: ConflictError,
+    UnsupportedDocumentError: UnsupportedMediaTypeError,
+    UnreadableDocumentError: UnprocessableEntityError,
+    ContextTooLongError: BadRequestError,
+}
+
+
+def from_rag_error(error: RagError, param: str | None = None) -> ApiError:
+    """The HTTP error a RAG-layer error stands for (one table, above)."""
+    for rag_type, api_type in RAG_ERRORS.items():
+        if isinstance(error, rag_type):
+            return api_type(str(error), param=param)
+    return BadRequestError(str(error), param=param)
 
 
 def error_response(error: ApiError) -> JSONResponse:

@@ -3,8 +3,9 @@
 - `ApiKeyMiddleware`: with an API key set, every route except /health needs `Authorization: Bearer <key>`
   (vLLM's own check covers only /v1, /v2 and /inference).
 - `LcragOptionsMiddleware`: takes the `lcrag` field out of chat/completion request bodies and validates it
-  before vLLM sees the request (vLLM would log and ignore an unknown top-level field). The parsed options
-  are left in `request.state.lcrag` for the handlers downstream.
+  before vLLM sees the request (vLLM would log and ignore an unknown top-level field). With a collection
+  (in the field or a `docs@rag` model name) it replaces the messages with the mode's prompt and adds the
+  `lcrag` field to the response. The parsed options are left in `request.state.lcrag`.
 
 Both are plain ASGI classes, not `BaseHTTPMiddleware`, so streamed responses pass through untouched.
 """
@@ -13,23 +14,32 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from typing import Any
 
 from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from rag.errors import RagError
+from server.augment import augmenting_send
 from server.errors import (
     ApiError,
     AuthenticationError,
+    BadRequestError,
     NotImplementedYetError,
+    from_rag_error,
     send_error,
     validation_error,
 )
+from server.modes import MODEL_NAME_SEPARATOR, PreparedPrompt, apply_model_name, prepare
 from server.schemas import LcragOptions
+from server.services import Services
 
 OPEN_PATHS = frozenset({"/health"})
-GENERATION_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
+CHAT_PATH = "/v1/chat/completions"
+GENERATION_PATHS = frozenset({CHAT_PATH, "/v1/completions"})
 LCRAG_FIELD = "lcrag"
 
 
@@ -59,29 +69,66 @@ class ApiKeyMiddleware:
 
 
 class LcragOptionsMiddleware:
-    """Validates and removes the `lcrag` request field on the generation routes."""
+    """Validates and removes the `lcrag` request field on the generation routes; runs the chat modes."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, services: Services | None = None) -> None:
         self.app = app
+        self.services = services
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in GENERATION_PATHS:
             await self.app(scope, receive, send)
             return
+        started = time.perf_counter()
         body = await _read_body(receive)
         payload = _json_object(body)
-        if payload is None or LCRAG_FIELD not in payload:
+        if payload is None or not _concerns_lcrag(payload):
             # Not ours to judge: vLLM answers malformed bodies with its own 400.
             await self.app(scope, _replay(body, receive), send)
             return
         try:
-            options = parse_lcrag_options(payload.pop(LCRAG_FIELD))
+            options, prepared = await self._prepare(scope["path"], payload)
         except ApiError as error:
             await send_error(error, scope, receive, send)
             return
+        except RagError as error:
+            await send_error(from_rag_error(error, param=f"{LCRAG_FIELD}.collection"), scope, receive, send)
+            return
         scope.setdefault("state", {})["lcrag"] = options
+        if prepared is not None:
+            payload["messages"] = prepared.messages
+            send = augmenting_send(send, prepared, started, stream=payload.get("stream") is True)
         new_body = json.dumps(payload).encode()
         await self.app(_with_content_length(scope, len(new_body)), _replay(new_body, receive), send)
+
+    async def _prepare(
+        self, path: str, payload: dict[str, Any]
+    ) -> tuple[LcragOptions, PreparedPrompt | None]:
+        options = parse_lcrag_options(payload.pop(LCRAG_FIELD, {}))
+        if self.services is not None:
+            options = apply_model_name(payload, options, self.services.served_model)
+        if options.collection is None:
+            return options, None
+        if path != CHAT_PATH:
+            raise BadRequestError(
+                f"'{LCRAG_FIELD}.collection' works with {CHAT_PATH}; send the question as chat messages.",
+                param=f"{LCRAG_FIELD}.collection",
+            )
+        if self.services is None:
+            raise NotImplementedYetError("This server has no collections.", param=f"{LCRAG_FIELD}.collection")
+        max_tokens = payload.get("max_completion_tokens") or payload.get("max_tokens")
+        prepared = await run_in_threadpool(
+            prepare,
+            self.services,
+            options,
+            payload.get("messages"),
+            max_tokens if isinstance(max_tokens, int) else None,
+        )
+        return options, prepared
+
+
+def _concerns_lcrag(payload: dict[str, Any]) -> bool:
+    return LCRAG_FIELD in payload or MODEL_NAME_SEPARATOR in str(payload.get("model", ""))
 
 
 def parse_lcrag_options(raw: Any) -> LcragOptions:
@@ -90,13 +137,6 @@ def parse_lcrag_options(raw: Any) -> LcragOptions:
         options = LcragOptions.model_validate(raw)
     except ValidationError as error:
         raise validation_error(error, LCRAG_FIELD) from None
-    for field in ("collection", "mode", "top_k"):
-        if getattr(options, field) is not None:
-            raise NotImplementedYetError(
-                f"'{LCRAG_FIELD}.{field}': document collections are not available in this lcrag version "
-                "yet; send the request without it.",
-                param=f"{LCRAG_FIELD}.{field}",
-            )
     if options.kv is not None and options.kv.evicts:
         raise NotImplementedYetError(
             f"'{LCRAG_FIELD}.kv': KV-cache eviction is not available in this lcrag version yet; "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class StrictModel(BaseModel):
@@ -35,3 +35,88 @@ class LcragOptions(StrictModel):
     mode: Literal["rag", "lc", "auto"] | None = Field(default=None, description="How the collection is used.")
     top_k: int | None = Field(default=None, ge=1, le=100, description="Chunks to retrieve in rag mode.")
     kv: KVOptions | None = Field(default=None, description="KV-cache eviction for this request.")
+
+    @model_validator(mode="after")
+    def _collection_named_for_mode_and_top_k(self) -> LcragOptions:
+        for name in ("mode", "top_k"):
+            if getattr(self, name) is not None and self.collection is None:
+                raise ValueError(f"'{name}' needs 'collection' (the collection to answer from)")
+        return self
+
+
+class CollectionCreate(StrictModel):
+    name: str = Field(description="3-63 characters from a-z, 0-9, '_' and '-'.")
+
+
+class DocumentOut(BaseModel):
+    doc_id: str
+    name: str
+    title: str
+    chunks: int
+    tokens: int
+
+
+class CollectionOut(BaseModel):
+    name: str
+    documents: int
+    chunks: int
+    tokens: int = Field(description="Tokens of all documents, by the served model's tokenizer.")
+    lc_prompt_tokens: int = Field(description="Estimated prompt tokens of the whole collection in lc mode.")
+    lc_available_tokens: int = Field(description="max_model_len minus the default answer budget.")
+    fits_lc: bool = Field(description="Whether the whole collection fits the served model in lc mode.")
+
+
+class CollectionList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[CollectionOut]
+
+
+class DocumentList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[DocumentOut]
+
+
+class IngestedFile(BaseModel):
+    name: str
+    doc_id: str
+    status: Literal["added", "skipped", "replaced"]
+    chunks: int
+
+
+class IngestReport(BaseModel):
+    files: list[IngestedFile]
+    added: int
+    replaced: int
+    skipped: int
+    chunks: int = Field(description="Chunks stored by this upload.")
+
+
+class QueryRequest(StrictModel):
+    query: str = Field(min_length=1)
+    top_k: int = Field(default=5, ge=1, le=100)
+    doc_id: str | None = Field(default=None, description="Only search this document.")
+    mmr_lambda: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="MMR trade-off; 1 = plain top-k."
+    )
+
+
+class CitationOut(BaseModel):
+    number: int
+    doc_id: str
+    title: str
+    chunk_index: int
+    start: int
+    end: int
+    page: int | None
+    score: float
+    text: str
+
+
+class QueryResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[CitationOut]
+
+
+class Deleted(BaseModel):
+    id: str
+    deleted: bool = True

@@ -120,7 +120,7 @@ def stop_server(process: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture(scope="session")
 def tiny_server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[RunningServer]:
-    """`lcrag serve` on the tiny model, with an API key and a 512-token context."""
+    """`lcrag serve` on the tiny model: API key, 512-token context, 64-token answer budget, 1 MB uploads."""
     data_dir = tmp_path_factory.mktemp("tiny-data")
     process, server = start_server(
         data_dir,
@@ -136,6 +136,7 @@ def tiny_server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) 
         ],
         model=tiny_model_dir.name,
         api_key="test-key",
+        env={"LCRAG_MAX_UPLOAD_MB": "1", "LCRAG_ANSWER_TOKENS": "64"},
     )
     yield server
     stop_server(process)

@@ -1,0 +1,120 @@
+"""Chat modes over a collection: `rag` (retrieved chunks, cited) and `lc` (the whole collection).
+
+A request names its collection and mode in the `lcrag` field or in the model name
+(`docs@rag`, `docs@lc`, `<adapter>/docs@lc`); `prepare` turns the client's messages into the prompt the
+engine sees, with the question (the last user message) after the context and earlier turns kept.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from rag.context import Message, check_fits, count_prompt_tokens, lc_documents, lc_messages, rag_messages
+from rag.retrieve import Citation, retrieve
+from server.errors import BadRequestError, NotImplementedYetError
+from server.schemas import LcragOptions
+from server.services import Services
+
+DEFAULT_TOP_K = 5
+MODEL_NAME_SEPARATOR = "@"
+
+
+@dataclass(frozen=True)
+class ModelName:
+    """`[<model>/]<collection>@<mode>[:<kv>]` split into its parts (model None means the served base)."""
+
+    model: str | None
+    collection: str
+    mode: str
+    kv: str | None
+
+
+@dataclass
+class PreparedPrompt:
+    mode: str
+    collection: str
+    messages: list[Message]
+    prompt_tokens: int
+    citations: list[Citation] = field(default_factory=list)
+    retrieval_ms: float = 0.0
+
+
+def parse_model_name(model: str) -> ModelName | None:
+    """None for a plain model name; the parts for `docs@rag`-style names."""
+    if MODEL_NAME_SEPARATOR not in model:
+        return None
+    target, _, mode_spec = model.rpartition(MODEL_NAME_SEPARATOR)
+    base, _, collection = target.rpartition("/")
+    mode, _, kv = mode_spec.partition(":")
+    return ModelName(base or None, collection, mode, kv or None)
+
+
+def apply_model_name(payload: dict[str, Any], options: LcragOptions, served_model: str) -> LcragOptions:
+    """Fill collection and mode from a `docs@mode` model name (the `lcrag` field wins where both speak)."""
+    parsed = parse_model_name(str(payload.get("model", "")))
+    if parsed is None:
+        return options
+    if parsed.kv is not None:
+        raise NotImplementedYetError(
+            f"model {payload['model']!r}: KV-cache eviction is not available in this lcrag version yet; "
+            "drop the ':<policy>-<ratio>' part.",
+            param="model",
+        )
+    payload["model"] = parsed.model or served_model
+    try:
+        return LcragOptions.model_validate(
+            {"collection": parsed.collection, "mode": parsed.mode, **options.model_dump(exclude_none=True)}
+        )
+    except ValueError:
+        raise BadRequestError(
+            f"model {parsed.collection + MODEL_NAME_SEPARATOR + parsed.mode!r}: use '<collection>@rag' or "
+            "'<collection>@lc' with a collection name of 3-63 characters.",
+            param="model",
+        ) from None
+
+
+def question_of(messages: Any) -> tuple[list[Message], str]:
+    """Split chat messages into (earlier turns without system messages, the last user message's text)."""
+    if not isinstance(messages, list) or not messages:
+        raise BadRequestError("'messages' must be a non-empty list when lcrag.collection is set.", "messages")
+    last = messages[-1]
+    if not isinstance(last, dict) or last.get("role") != "user":
+        raise BadRequestError(
+            "The last message must be the user's question when lcrag.collection is set.", "messages"
+        )
+    content = last.get("content")
+    if isinstance(content, list):  # OpenAI content parts: keep the text ones
+        content = "\n".join(part.get("text", "") for part in content if isinstance(part, dict))
+    if not isinstance(content, str) or not content.strip():
+        raise BadRequestError("The user's question is empty.", "messages")
+    history = [m for m in messages[:-1] if isinstance(m, dict) and m.get("role") != "system"]
+    return history, content
+
+
+def prepare(
+    services: Services, options: LcragOptions, messages: Any, max_tokens: int | None
+) -> PreparedPrompt:
+    """The prompt for `options.mode` over `options.collection`; raises RagError for a bad collection."""
+    assert options.collection is not None
+    mode = options.mode or "rag"
+    if mode == "auto":
+        raise NotImplementedYetError(
+            "lcrag.mode 'auto' is not available in this lcrag version yet.", "lcrag.mode"
+        )
+    history, question = question_of(messages)
+    started = time.perf_counter()
+    if mode == "rag":
+        citations = retrieve(
+            services.store, services.embedder, options.collection, question, options.top_k or DEFAULT_TOP_K
+        )
+        built = rag_messages(question, citations)
+    else:
+        citations = []
+        built = lc_messages(question, lc_documents(services.store, options.collection))
+    retrieval_ms = (time.perf_counter() - started) * 1000.0
+    prompt = [built[0], *history, built[-1]]
+    tokens = count_prompt_tokens(services.tokenizer, prompt)
+    check_fits(tokens, services.max_model_len, max_tokens or services.settings.answer_tokens)
+    return PreparedPrompt(mode, options.collection, prompt, tokens, citations, retrieval_ms)

@@ -1,0 +1,54 @@
+"""What lcrag's routes and middleware share: the store, the embedder, the served model's tokenizer and
+context length. Built once at start-up; the embedder loads on first use so start-up stays fast."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+from lcrag.settings import Settings
+from rag.embeddings import Embedder
+from rag.ingest import Ingestor
+from rag.store import Store
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+LC_DOCUMENT_HEADER_TOKENS = 8  # "Document N: <title>\n" per document, for the LC pre-flight estimate
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: Store
+    tokenizer: PreTrainedTokenizerBase
+    served_model: str
+    max_model_len: int
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def build(cls, settings: Settings, model_path: str, served_model: str, max_model_len: int) -> Services:
+        from transformers import AutoTokenizer
+
+        store = Store.open(path=str(settings.chroma_dir), url=settings.chroma_url)
+        return cls(settings, store, AutoTokenizer.from_pretrained(model_path), served_model, max_model_len)
+
+    @cached_property
+    def _embedder(self) -> Embedder:
+        embedder = Embedder(self.settings.embedder)
+        embedder.embed(["load"])  # load the model now, under the lock
+        return embedder
+
+    @property
+    def embedder(self) -> Embedder:
+        with self._lock:
+            return self._embedder
+
+    @property
+    def ingestor(self) -> Ingestor:
+        return Ingestor(self.store, self.embedder, self.tokenizer)
+
+    def lc_available_tokens(self, answer_tokens: int | None = None) -> int:
+        return self.max_model_len - (answer_tokens or self.settings.answer_tokens)

@@ -1,0 +1,232 @@
+"""Collections API and chat modes on the tiny-model server, with real Chroma and the real embedder:
+upload, list, query, rag/lc chat (plain and streamed, by field and by model name), and bad input."""
+
+import json
+from collections.abc import Iterator
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import RunningServer
+from tests.documents import make_pdf
+from tests.documents_text import TOWNS, town_paragraph
+
+pytestmark = pytest.mark.integration
+
+
+def api(server: RunningServer) -> httpx.Client:
+    return httpx.Client(base_url=server.base_url, headers=server.headers(), timeout=120)
+
+
+def town_files(indices: range) -> list[tuple[str, tuple[str, bytes, str]]]:
+    return [
+        ("files", (f"{TOWNS[i][0].lower()}.txt", town_paragraph(*TOWNS[i]).encode(), "text/plain"))
+        for i in indices
+    ]
+
+
+@pytest.fixture(scope="module")
+def towns(tiny_server: RunningServer) -> Iterator[str]:
+    """A collection with two towns (fits the tiny server's 512-token context in lc mode)."""
+    with api(tiny_server) as client:
+        assert client.post("/v1/collections", json={"name": "towns"}).status_code == 201
+        report = client.post("/v1/collections/towns/documents", files=town_files(range(2))).json()
+        assert (report["added"], report["skipped"]) == (2, 0) and report["chunks"] >= 2
+        yield "towns"
+        client.delete("/v1/collections/towns")
+
+
+@pytest.fixture
+def scratch(tiny_server: RunningServer) -> Iterator[str]:
+    with api(tiny_server) as client:
+        assert client.post("/v1/collections", json={"name": "scratch"}).status_code == 201
+        yield "scratch"
+        client.delete("/v1/collections/scratch")
+
+
+@pytest.fixture(scope="module")
+def client(tiny_server: RunningServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{tiny_server.base_url}/v1", api_key=tiny_server.api_key, max_retries=0)
+
+
+def counts(server: RunningServer, name: str) -> tuple[int, int]:
+    with api(server) as c:
+        info = c.get(f"/v1/collections/{name}").json()
+    return info["documents"], info["chunks"]
+
+
+def test_listing_shows_counts_and_whether_lc_fits(tiny_server: RunningServer, towns: str) -> None:
+    with api(tiny_server) as c:
+        listed = {info["name"]: info for info in c.get("/v1/collections").json()["data"]}
+        docs = c.get(f"/v1/collections/{towns}/documents").json()["data"]
+    info = listed[towns]
+    assert info["documents"] == 2 and info["chunks"] == sum(d["chunks"] for d in docs)
+    assert info["tokens"] == sum(d["tokens"] for d in docs) > 100
+    assert info["lc_available_tokens"] == 512 - 64
+    assert info["tokens"] < info["lc_prompt_tokens"] <= 448 and info["fits_lc"] is True
+    assert [d["name"] for d in docs] == ["arlen.txt", "brisk.txt"]
+
+
+def test_query_returns_ranked_citations(tiny_server: RunningServer, towns: str) -> None:
+    with api(tiny_server) as c:
+        hits = c.post(f"/v1/collections/{towns}/query", json={"query": "blue wool", "top_k": 2}).json()[
+            "data"
+        ]
+    assert hits[0]["title"] == "brisk" and "blue wool" in hits[0]["text"]
+    assert hits[0]["score"] >= hits[-1]["score"] and hits[0]["number"] == 1
+
+
+def test_rag_chat_answers_with_citations_and_timings(
+    client: openai.OpenAI, tiny_server: RunningServer, towns: str
+) -> None:
+    reply = client.chat.completions.create(
+        model=tiny_server.model,
+        messages=[{"role": "user", "content": "What is Brisk known for?"}],
+        max_tokens=4,
+        extra_body={"lcrag": {"collection": towns, "mode": "rag", "top_k": 2}},
+    )
+    extra = reply.model_extra["lcrag"]  # type: ignore[index]
+    assert extra["mode"] == "rag" and extra["collection"] == towns
+    assert [c["number"] for c in extra["citations"]] == [1, 2] and extra["citations"][0]["title"] == "brisk"
+    assert extra["prompt_tokens"] == reply.usage.prompt_tokens  # type: ignore[union-attr]
+    assert (
+        extra["timings"]["retrieval_ms"] > 0
+        and extra["timings"]["total_ms"] >= extra["timings"]["retrieval_ms"]
+    )
+
+
+def test_lc_chat_puts_the_whole_collection_in_the_prompt(
+    client: openai.OpenAI, tiny_server: RunningServer, towns: str
+) -> None:
+    reply = client.chat.completions.create(
+        model=f"{towns}@lc", messages=[{"role": "user", "content": "Which town has a bridge?"}], max_tokens=4
+    )
+    extra = reply.model_extra["lcrag"]  # type: ignore[index]
+    assert extra["mode"] == "lc" and extra["citations"] == []
+    assert extra["prompt_tokens"] == reply.usage.prompt_tokens > 200  # type: ignore[union-attr]
+
+
+def test_streamed_rag_chat_carries_citations_first_and_timings_last(
+    tiny_server: RunningServer, towns: str
+) -> None:
+    body = {"model": f"{towns}@rag", "messages": [{"role": "user", "content": "Tell me about Arlen"}],
+            "max_tokens": 6, "stream": True, "stream_options": {"include_usage": True}}  # fmt: skip
+    with api(tiny_server) as c, c.stream("POST", "/v1/chat/completions", json=body) as response:
+        assert response.status_code == 200
+        events = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(event) for event in events[:-1]]
+    assert chunks[0]["lcrag"]["citations"][0]["title"] == "arlen"
+    assert "timings" in chunks[-1]["lcrag"] and chunks[-1]["lcrag"]["timings"]["ttft_ms"] > 0
+    assert all("lcrag" not in chunk for chunk in chunks[1:-1])
+    assert chunks[-1]["lcrag"]["prompt_tokens"] == chunks[-1]["usage"]["prompt_tokens"]
+
+
+def test_lc_over_the_context_is_a_400_naming_needed_and_available(
+    client: openai.OpenAI, tiny_server: RunningServer, scratch: str
+) -> None:
+    with api(tiny_server) as c:
+        assert c.post(f"/v1/collections/{scratch}/documents", files=town_files(range(6))).status_code == 200
+        assert c.get(f"/v1/collections/{scratch}").json()["fits_lc"] is False
+    with pytest.raises(openai.BadRequestError) as error:
+        client.chat.completions.create(
+            model=f"{scratch}@lc", messages=[{"role": "user", "content": "Which town?"}], max_tokens=16
+        )
+    message = error.value.body["message"]  # type: ignore[index]
+    assert "prompt tokens but only 496 are available (512 context - 16 for the answer)" in message
+    assert "use mode 'rag'" in message
+
+
+def test_duplicates_are_skipped_and_changed_files_replace(tiny_server: RunningServer, scratch: str) -> None:
+    with api(tiny_server) as c:
+        first = c.post(f"/v1/collections/{scratch}/documents", files=town_files(range(2))).json()
+        again = c.post(f"/v1/collections/{scratch}/documents", files=town_files(range(2))).json()
+        changed = c.post(
+            f"/v1/collections/{scratch}/documents",
+            files=[("files", ("arlen.txt", b"Arlen sells glass now.", "text/plain"))],
+        ).json()
+    assert (first["added"], again["skipped"], again["chunks"]) == (2, 2, 0)
+    assert changed["replaced"] == 1
+    assert counts(tiny_server, scratch)[0] == 2
+
+
+PDF = make_pdf([["A real page."]])
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "status"),
+    [
+        ("empty.txt", b"", 422),
+        ("junk.txt", bytes(range(256)) * 8, 422),
+        ("tool.exe", b"MZ", 415),
+        ("broken.pdf", b"%PDF-1.4 broken", 422),
+        ("big.txt", b"a" * 1_000_001, 413),
+    ],
+)
+def test_a_bad_file_in_an_upload_stores_nothing(
+    tiny_server: RunningServer, scratch: str, name: str, data: bytes, status: int
+) -> None:
+    files = [
+        *town_files(range(1)),
+        ("files", ("ok.pdf", PDF, "application/pdf")),
+        ("files", (name, data, "x/y")),
+    ]
+    with api(tiny_server) as c:
+        response = c.post(f"/v1/collections/{scratch}/documents", files=files)
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert error["code"] == status and name in error["message"]
+    assert counts(tiny_server, scratch) == (0, 0)
+
+
+def test_path_traversal_names_are_stored_by_their_bare_name(tiny_server: RunningServer, scratch: str) -> None:
+    with api(tiny_server) as c:
+        report = c.post(
+            f"/v1/collections/{scratch}/documents",
+            files=[("files", ("../../etc/evil.txt", b"Plain words.", "text/plain"))],
+        ).json()
+    assert report["files"][0]["name"] == "evil.txt"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status"),
+    [
+        ("GET", "/v1/collections/nope-nope", None, 404),
+        ("DELETE", "/v1/collections/nope-nope", None, 404),
+        ("POST", "/v1/collections/nope-nope/query", {"query": "x"}, 404),
+        ("DELETE", "/v1/collections/towns/documents/0123456789abcdef", None, 404),
+        ("POST", "/v1/collections", {"name": "No"}, 400),
+        ("POST", "/v1/collections", {"name": "towns"}, 409),
+        ("POST", "/v1/collections/towns/query", {"query": ""}, 400),
+    ],
+)
+def test_bad_collection_requests_get_clear_errors(
+    tiny_server: RunningServer, towns: str, method: str, path: str, body: object, status: int
+) -> None:
+    with api(tiny_server) as c:
+        response = c.request(method, path, json=body)
+    assert response.status_code == status
+    assert response.json()["error"]["code"] == status
+
+
+def test_chat_with_an_unknown_collection_is_a_404(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as error:
+        client.chat.completions.create(model="nope-nope@rag", messages=[{"role": "user", "content": "Hi"}])
+    assert "nope-nope" in error.value.body["message"]  # type: ignore[index]
+
+
+def test_upload_to_an_unknown_collection_is_a_404(tiny_server: RunningServer) -> None:
+    with api(tiny_server) as c:
+        response = c.post("/v1/collections/nope-nope/documents", files=town_files(range(1)))
+    assert response.status_code == 404
+
+
+def test_openapi_lists_the_collection_routes(tiny_server: RunningServer) -> None:
+    with api(tiny_server) as c:
+        paths = c.get("/openapi.json").json()["paths"]
+    assert {
+        "/v1/collections",
+        "/v1/collections/{name}/documents",
+        "/v1/collections/{name}/query",
+    } <= paths.keys()
