@@ -104,6 +104,94 @@ def serve(
     uvloop.run(serve_app(settings, vllm_args(settings, model_path, served_name, ctx.args)))
 
 
+@app.command()
+def ingest(
+    paths: Annotated[
+        list[Path], typer.Argument(help="Files and folders (searched recursively).", exists=True)
+    ],
+    collection: Annotated[
+        str, typer.Option("--collection", "-c", help="Collection to add to (created if new).")
+    ],
+    model: Annotated[
+        str | None, typer.Option(help="Model whose tokenizer sizes chunks. Env: LCRAG_MODEL.")
+    ] = None,
+    chroma_url: Annotated[
+        str | None, typer.Option(help="A `chroma run` server. Env: LCRAG_CHROMA_URL.")
+    ] = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Add documents to a collection, file by file (an interrupted run resumes where it stopped)."""
+    from rag.errors import RagError
+    from rag.ingest import supported_files
+
+    settings = _settings(model=model, chroma_url=chroma_url, data_dir=data_dir)
+    configure_logging(settings.log_level)
+    files = supported_files(paths)
+    try:
+        ingestor = _local_ingestor(settings, collection)
+    except RagError as error:
+        _fail(str(error))
+    refused = _ingest_with_progress(ingestor, collection, files)
+    if refused:
+        raise typer.Exit(code=1)
+
+
+def _local_ingestor(settings: Settings, collection: str):
+    from transformers import AutoTokenizer
+
+    from rag.embeddings import Embedder
+    from rag.errors import CollectionNotFoundError
+    from rag.ingest import Ingestor
+    from rag.store import Store
+
+    store = Store.open(path=str(settings.chroma_dir), url=settings.chroma_url)
+    try:
+        store.documents(collection)
+    except CollectionNotFoundError:
+        store.create_collection(collection)
+    model_path, _ = _resolve_model(settings)
+    return Ingestor(store, Embedder(settings.embedder), AutoTokenizer.from_pretrained(model_path))
+
+
+def _ingest_with_progress(ingestor, collection: str, files: list[Path]) -> int:
+    """Ingest with a progress bar (files, chunks/s) and one line per file; returns the number refused."""
+    import time
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from rag.ingest import ingest_files
+
+    console = Console(stderr=True)
+    stored_chunks, refused, started = 0, 0, time.perf_counter()
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("Ingesting", total=len(files), rate="")
+        for outcome in ingest_files(ingestor, collection, files):
+            if outcome.result is None:
+                refused += 1
+                console.print(f"refused {outcome.path}: {outcome.error}", soft_wrap=True, markup=False)
+            else:
+                if outcome.result.status != "skipped":
+                    stored_chunks += outcome.result.chunks
+                typer.echo(f"{outcome.result.status} {outcome.path} ({outcome.result.chunks} chunks)")
+            elapsed = time.perf_counter() - started
+            progress.update(task, advance=1, rate=f"{stored_chunks / elapsed:.1f} chunks/s")
+    elapsed = time.perf_counter() - started
+    rate = stored_chunks / max(elapsed, 1e-9)
+    typer.echo(
+        f"{len(files) - refused} files, {stored_chunks} new chunks in {elapsed:.1f}s ({rate:.1f} chunks/s) "
+        f"into '{collection}'; {refused} refused."
+    )
+    return refused
+
+
 def _resolve_model(settings: Settings) -> tuple[str, str]:
     """The model to load and the name clients call it by; prepares the default model if needed."""
     if settings.model is None:

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 
 from rag.chunking import DEFAULT_CHUNK_TOKENS, DEFAULT_OVERLAP_TOKENS, chunk_document
 from rag.embeddings import Embedder
-from rag.loaders import READERS, LoadedDocument
+from rag.errors import RagError
+from rag.loaders import READERS, LoadedDocument, load_path
 from rag.store import IngestResult, Store
 
 if TYPE_CHECKING:
@@ -49,6 +50,24 @@ class Ingestor:
             on_result(result)
             results.append(result)
         return results
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    path: Path
+    result: IngestResult | None  # None when the file was refused
+    error: str | None = None
+
+
+def ingest_files(ingestor: Ingestor, collection: str, files: Iterable[Path]) -> Iterable[FileOutcome]:
+    """Ingest files one by one, yielding each outcome as soon as it is stored (or refused)."""
+    for path in files:
+        try:
+            document = load_path(path)
+        except (RagError, OSError) as error:
+            yield FileOutcome(path, None, str(error))
+            continue
+        yield FileOutcome(path, ingestor.add(collection, document))
 
 
 def supported_files(paths: Iterable[Path]) -> list[Path]:

@@ -1,0 +1,84 @@
+"""`lcrag ingest` on a folder: a refused file is reported and skipped, and a run killed with SIGKILL midway
+resumes to exactly the chunks of a clean run (ids and counts compared)."""
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from rag.store import Store
+from tests.conftest import LCRAG
+from tests.documents_text import TOWNS, town_paragraph
+
+pytestmark = pytest.mark.integration
+FILES = 40
+KILL_AFTER = 5
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("docs")
+    (root / "nested").mkdir()
+    for i in range(FILES):
+        name, *facts = TOWNS[i % len(TOWNS)]
+        where = root / "nested" if i % 4 == 0 else root
+        (where / f"town-{i:02d}.md").write_text(
+            f"# {name} {i}\n\n" + town_paragraph(f"{name}{i}", *facts) * (1 + i % 4)
+        )
+    (root / "junk.txt").write_bytes(bytes(range(256)) * 4)
+    (root / "ignored.bin").write_bytes(b"not a document type")
+    return root
+
+
+def ingest(folder: Path, data_dir: Path, model: Path) -> list[str]:
+    return [
+        str(LCRAG),
+        "ingest",
+        str(folder),
+        "--collection",
+        "towns",
+        "--data-dir",
+        str(data_dir),
+        "--model",
+        str(model),
+    ]
+
+
+def chunk_ids(data_dir: Path) -> list[str]:
+    store = Store.open(path=str(data_dir / "chroma"))
+    return sorted(store.client.get_collection("towns").get(include=[])["ids"])
+
+
+def test_killed_ingest_resumes_to_exactly_a_clean_ingest(
+    folder: Path, tmp_path: Path, default_model_path: Path
+) -> None:
+    killed_dir, clean_dir = tmp_path / "killed", tmp_path / "clean"
+    process = subprocess.Popen(
+        ingest(folder, killed_dir, default_model_path), stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None
+    stored = 0
+    for line in process.stdout:
+        stored += line.startswith("added ")
+        if stored == KILL_AFTER:
+            os.kill(process.pid, signal.SIGKILL)
+            break
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    partial = chunk_ids(killed_dir)
+    assert len(partial) > 0
+
+    resumed = subprocess.run(ingest(folder, killed_dir, default_model_path), capture_output=True, text=True)
+    assert resumed.returncode == 1, resumed.stderr  # junk.txt is refused every time
+    assert resumed.stdout.count("skipped ") >= KILL_AFTER
+    assert "junk.txt: junk.txt is not text" in resumed.stderr
+    assert f"{FILES} files" in resumed.stdout and "1 refused" in resumed.stdout
+
+    clean = subprocess.run(ingest(folder, clean_dir, default_model_path), capture_output=True, text=True)
+    assert clean.returncode == 1 and clean.stdout.count("added ") == FILES
+    assert chunk_ids(killed_dir) == chunk_ids(clean_dir)
+    documents = Store.open(path=str(killed_dir / "chroma")).documents("towns")
+    assert len(documents) == FILES
+    assert sum(d.chunks for d in documents) == len(chunk_ids(clean_dir)) == len(set(chunk_ids(clean_dir)))
