@@ -230,3 +230,11 @@ def test_openapi_lists_the_collection_routes(tiny_server: RunningServer) -> None
         "/v1/collections/{name}/documents",
         "/v1/collections/{name}/query",
     } <= paths.keys()
+
+
+def test_models_lists_each_collection_in_both_modes(
+    client: openai.OpenAI, tiny_server: RunningServer, towns: str
+) -> None:
+    cards = {card.id: card for card in client.models.list().data}
+    assert {tiny_server.model, f"{towns}@rag", f"{towns}@lc"} <= cards.keys()
+    assert cards[f"{towns}@lc"].model_extra["parent"] == tiny_server.model  # type: ignore[index]
