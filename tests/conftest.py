@@ -171,3 +171,38 @@ def embedder():
     loaded = Embedder()
     loaded.embed(["warm up"])
     return loaded
+
+
+@pytest.fixture(scope="session")
+def chroma_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `chroma run` server on a free loopback port (the scale-out store)."""
+    path = tmp_path_factory.mktemp("chroma-server")
+    port = free_port()
+    log = (path / "chroma.log").open("wb")
+    process = subprocess.Popen(
+        [
+            str(LCRAG.with_name("chroma")),
+            "run",
+            "--path",
+            str(path / "db"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/api/v2/heartbeat", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.2)
+    else:
+        stop_server(process)  # type: ignore[arg-type]
+        raise RuntimeError(f"chroma run did not start:\n{(path / 'chroma.log').read_text()[-2000:]}")
+    yield url
+    stop_server(process)  # type: ignore[arg-type]

@@ -23,9 +23,15 @@ from tests.documents_text import TOWNS, town_paragraph, towns_text
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return Store.open(path=str(tmp_path / "chroma"))
+@pytest.fixture(params=["embedded", "chroma-server"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    """Every test runs twice: on embedded Chroma and on a real `chroma run` server."""
+    if request.param == "embedded":
+        return Store.open(path=str(tmp_path / "chroma"))
+    remote = Store.open(url=request.getfixturevalue("chroma_server_url"))
+    for name in remote.list_collections():
+        remote.client.delete_collection(name)
+    return remote
 
 
 @pytest.fixture
