@@ -1,4 +1,4 @@
-"""The `lcrag` command line: serve, model."""
+"""The `lcrag` command line: serve, model prepare, ingest, ask, collections."""
 
 from __future__ import annotations
 
@@ -134,6 +134,50 @@ def ingest(
     refused = _ingest_with_progress(ingestor, collection, files)
     if refused:
         raise typer.Exit(code=1)
+
+
+ServerUrlOption = Annotated[
+    str | None, typer.Option("--url", help="Server URL (default from host and port).")
+]
+ApiKeyOption = Annotated[str | None, typer.Option(help="The server's API key. Env: LCRAG_API_KEY.")]
+
+
+@app.command(name="ask")
+def ask_command(
+    question: Annotated[str, typer.Argument(help="The question.")],
+    collection: Annotated[str, typer.Option("--collection", "-c", help="Collection to answer from.")],
+    mode: Annotated[str, typer.Option(help="rag, lc, or both (side by side).")] = "both",
+    max_tokens: Annotated[int, typer.Option(help="Longest answer, in tokens.")] = 256,
+    url: ServerUrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Ask a running server a question over a collection; streams the answer(s) with citations and timings."""
+    from lcrag.ask import MODES, ask
+
+    if mode not in (*MODES, "both"):
+        _fail(f"--mode must be rag, lc or both, not {mode!r}.")
+    settings = _settings(api_key=api_key)
+    secret = settings.api_key.get_secret_value() if settings.api_key else None
+    try:
+        answered = ask(url or settings.base_url, secret, question, collection, mode, max_tokens)
+    except Exception as error:  # connection errors and the like, shown in one line
+        _fail(f"could not ask the server at {url or settings.base_url}: {error}")
+    if not answered:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def collections(url: ServerUrlOption = None, api_key: ApiKeyOption = None) -> None:
+    """List a running server's collections with their sizes and whether each fits lc mode."""
+    from lcrag.ask import print_collections
+
+    settings = _settings(api_key=api_key)
+    try:
+        print_collections(
+            url or settings.base_url, settings.api_key.get_secret_value() if settings.api_key else None
+        )
+    except Exception as error:
+        _fail(f"could not list collections at {url or settings.base_url}: {error}")
 
 
 def _local_ingestor(settings: Settings, collection: str):

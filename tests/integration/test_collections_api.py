@@ -2,13 +2,15 @@
 upload, list, query, rag/lc chat (plain and streamed, by field and by model name), and bad input."""
 
 import json
+import os
+import subprocess
 from collections.abc import Iterator
 
 import httpx
 import openai
 import pytest
 
-from tests.conftest import RunningServer
+from tests.conftest import LCRAG, RunningServer
 from tests.documents import make_pdf
 from tests.documents_text import TOWNS, town_paragraph
 
@@ -238,3 +240,30 @@ def test_models_lists_each_collection_in_both_modes(
     cards = {card.id: card for card in client.models.list().data}
     assert {tiny_server.model, f"{towns}@rag", f"{towns}@lc"} <= cards.keys()
     assert cards[f"{towns}@lc"].model_extra["parent"] == tiny_server.model  # type: ignore[index]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "160"}
+    return subprocess.run([str(LCRAG), *args], capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_cli_ask_both_prints_rag_and_lc_side_by_side(tiny_server: RunningServer, towns: str) -> None:
+    result = run_cli("ask", "What is Brisk known for?", "-c", towns, "--max-tokens", "4",
+                     "--url", tiny_server.base_url, "--api-key", "test-key")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    first_row = next(line for line in result.stdout.splitlines() if "RAG" in line)
+    assert "LC" in first_row.split("RAG", 1)[1]  # the two panels share a row
+    assert "[1] brisk" in result.stdout and result.stdout.count("prompt ") == 2
+
+
+def test_cli_ask_reports_an_unknown_collection(tiny_server: RunningServer) -> None:
+    result = run_cli("ask", "Hi", "-c", "nope-nope", "--mode", "rag", "--url", tiny_server.base_url,
+                     "--api-key", "test-key")  # fmt: skip
+    assert result.returncode == 1 and "nope-nope" in result.stdout
+
+
+def test_cli_collections_lists_sizes(tiny_server: RunningServer, towns: str) -> None:
+    result = run_cli("collections", "--url", tiny_server.base_url, "--api-key", "test-key")
+    assert result.returncode == 0, result.stderr
+    row = next(line for line in result.stdout.splitlines() if towns in line)
+    assert " 2 " in row and "yes (" in row
