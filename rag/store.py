@@ -152,7 +152,10 @@ class Store:
         doc_id = doc_id_of(document)
         if collection.get(ids=[f"{doc_id}:0"], include=[])["ids"]:
             return IngestResult(doc_id, document.name, "skipped", len(chunks))
-        previous = [info for info in self.documents(name) if info.name == document.name]
+        same_name = collection.get(
+            where={"$and": [{"doc_name": document.name}, {"chunk_index": 0}]}, include=["metadatas"]
+        )
+        previous = [_document_info(meta) for meta in same_name["metadatas"] or []]
         order = previous[0].order if previous else time.time_ns()
         head_meta = {"doc_name": document.name, "doc_title": document.title, "doc_order": order,
                      "doc_chunks": len(chunks), "doc_tokens": doc_tokens}  # fmt: skip

@@ -1,0 +1,79 @@
+"""Time to first token of LC and RAG answers on a running lcrag server, first and second question on the
+same ~6K-token collection (the second LC question can reuse the first's prompt prefix from vLLM's prefix
+cache). Streams each answer and times the first content token as the client sees it.
+
+    python -m bench.lc_vs_rag --base-url http://127.0.0.1:8000 --collection-tokens 6000
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import httpx
+from openai import OpenAI
+
+from bench.corpus import corpus
+
+QUESTIONS = ["Who repaired the northern bridge?", "What did the archivist study during the long drought?"]
+COLLECTION = "bench-lc-rag"
+TOKENS_PER_SENTENCE = 16  # measured for bench.corpus sentences with the default model's tokenizer
+
+
+def ttft(client: OpenAI, collection: str, mode: str, question: str) -> tuple[float, int]:
+    started = time.perf_counter()
+    first, prompt_tokens = None, 0
+    stream = client.chat.completions.create(
+        model=f"{collection}@{mode}",
+        messages=[{"role": "user", "content": question}],
+        max_tokens=8,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    for chunk in stream:
+        if first is None and chunk.choices and chunk.choices[0].delta.content:
+            first = time.perf_counter() - started
+        if chunk.usage:
+            prompt_tokens = chunk.usage.prompt_tokens
+    assert first is not None, "no content token streamed"
+    return first, prompt_tokens
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--base-url", default="http://127.0.0.1:8000")
+    parser.add_argument("--api-key", default=None)
+    parser.add_argument("--collection-tokens", type=int, default=6000)
+    args = parser.parse_args()
+
+    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
+    http = httpx.Client(base_url=args.base_url, headers=headers, timeout=600)
+    http.delete(f"/v1/collections/{COLLECTION}")
+    http.post("/v1/collections", json={"name": COLLECTION}).raise_for_status()
+    sentences = 40
+    documents = max(1, args.collection_tokens // (sentences * TOKENS_PER_SENTENCE))
+    files = [
+        ("files", (name, text.encode(), "text/plain")) for name, text in corpus(documents, sentences, seed=7)
+    ]
+    http.post(f"/v1/collections/{COLLECTION}/documents", files=files).raise_for_status()
+    info = http.get(f"/v1/collections/{COLLECTION}").json()
+
+    client = OpenAI(base_url=f"{args.base_url}/v1", api_key=args.api_key or "none", max_retries=0)
+    results = {}
+    for mode in ("lc", "rag"):
+        for i, question in enumerate(QUESTIONS, start=1):
+            results[(mode, i)] = ttft(client, COLLECTION, mode, question)
+    http.delete(f"/v1/collections/{COLLECTION}")
+
+    print(f"collection: {info['documents']} documents, {info['tokens']} tokens")
+    print("| mode | question | prompt tokens | TTFT s | vs first LC |\n|---|---|---|---|---|")
+    first_lc = results[("lc", 1)][0]
+    for (mode, i), (seconds, tokens) in results.items():
+        print(f"| {mode} | {i} | {tokens} | {seconds:.2f} | {seconds / first_lc:.3f}x |")
+
+
+if __name__ == "__main__":
+    main()
