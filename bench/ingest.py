@@ -1,5 +1,6 @@
 """Ingest throughput on this machine: lcrag's ingest (batched embedding per document, one Chroma write
-per document) against a naive loop (embed and add one chunk at a time), same chunks, same run.
+per document) against a naive loop (embed and add one chunk at a time); both chunk the same documents
+the same way (256 model tokens), same run.
 
     python -m bench.ingest --documents 40 --sentences 60
 """
@@ -23,13 +24,15 @@ from rag.loaders import load_bytes
 from rag.store import Store
 
 
-def naive(embedder: Embedder, store: Store, chunks: list[str]) -> float:
+def naive(embedder: Embedder, store: Store, tokenizer: object, documents: list) -> float:
+    """The same chunks, embedded and added one at a time."""
     store.create_collection("naive")
     collection = store.client.get_collection("naive")
     started = time.perf_counter()
-    for i, text in enumerate(chunks):
-        vector = embedder.model.encode([text], normalize_embeddings=True).tolist()
-        collection.add(ids=[f"c{i}"], embeddings=vector, documents=[text])
+    for document in documents:
+        for chunk in chunk_document(document, tokenizer):
+            vector = embedder.model.encode([chunk.text], normalize_embeddings=True).tolist()
+            collection.add(ids=[f"{document.name}:{chunk.index}"], embeddings=vector, documents=[chunk.text])
     return time.perf_counter() - started
 
 
@@ -57,7 +60,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         store = Store.open(path=str(Path(tmp) / "chroma"))
         ingestor = Ingestor(store, embedder, tokenizer)
-        t_naive = naive(embedder, store, chunks)
+        t_naive = naive(embedder, store, tokenizer, documents)
         t_ours = ours(ingestor, documents)
         assert store.count_chunks("ours") == len(chunks)
     print(

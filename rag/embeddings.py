@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-DEFAULT_BATCH_SIZE = 64
+DEFAULT_BATCH_SIZE = 16  # 22.7 chunks/s at 16 vs 19.9 at 64 for 256-token chunks on 2 cores
 
 
 def default_embedder_path() -> Path:
