@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from rag.retrieve import Citation
+
 
 class StrictModel(BaseModel):
     """Unknown keys are errors, so a typo never silently turns a feature off."""
@@ -100,21 +102,11 @@ class QueryRequest(StrictModel):
     )
 
 
-class CitationOut(BaseModel):
-    number: int
-    doc_id: str
-    title: str
-    chunk_index: int
-    start: int
-    end: int
-    page: int | None
-    score: float
-    text: str
-
-
 class QueryResponse(BaseModel):
     object: Literal["list"] = "list"
-    data: list[CitationOut]
+    data: list[Citation] = Field(
+        description="Best first: number, doc_id, title, chunk_index, offsets, page, score."
+    )
 
 
 class Deleted(BaseModel):

@@ -13,7 +13,6 @@ from rag.loaders import LoadedDocument, load_bytes
 from rag.retrieve import retrieve
 from server.errors import PayloadTooLargeError, from_rag_error
 from server.schemas import (
-    CitationOut,
     CollectionCreate,
     CollectionList,
     CollectionOut,
@@ -135,7 +134,7 @@ def query_collection(name: str, body: QueryRequest, request: Request) -> QueryRe
         hits = retrieve(svc.store, svc.embedder, name, body.query, body.top_k, body.doc_id, body.mmr_lambda)
     except RagError as error:
         raise from_rag_error(error) from None
-    return QueryResponse(data=[CitationOut(**vars(hit)) for hit in hits])
+    return QueryResponse(data=hits)
 
 
 def _load_upload(upload: UploadFile, limit: int) -> LoadedDocument:
