@@ -86,9 +86,9 @@ async def serve(settings: Settings, args: Namespace) -> None:
     listen_address, sock = setup_server(args, reuse_port=False)
     async with build_async_engine_client(args) as engine_client:
         supported_tasks = await engine_client.get_supported_tasks()
-        app = build_app(args, supported_tasks, engine_client.model_config)
-        await init_app_state(engine_client, app.state, args, supported_tasks)
         model_config = engine_client.model_config
+        app = build_app(args, supported_tasks, model_config)
+        await init_app_state(engine_client, app.state, args, supported_tasks)
         services = Services.build(settings, args.model, args.served_model_name[0], model_config.max_model_len)
         extend_app(app, settings, services)
         log.info(
