@@ -1,2 +1,3 @@
-"""KV-cache eviction inside vLLM's paged attention: policies, per-layer budgets, a pure-torch reference
-and the vLLM integration. Built by the KV-eviction issue; nothing here yet."""
+"""KV-cache eviction: policies (one small scorer per file in `policies/`), a registry with the entry-point
+group `lcrag.kv_policies`, and per-layer budgets. The vLLM integration (scoring and compacting inside
+paged attention, freeing blocks) comes next, in `vllm_integration/`."""

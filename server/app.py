@@ -18,7 +18,7 @@ from lcrag.logs import vllm_logging_config_file
 from lcrag.settings import Settings
 from server.errors import ApiError, error_response
 from server.middleware import ApiKeyMiddleware, LcragOptionsMiddleware
-from server.routes import collections, models
+from server.routes import collections, kv, models
 from server.services import Services
 
 log = logging.getLogger("lcrag.server")
@@ -62,6 +62,7 @@ def vllm_args(settings: Settings, model: str, served_name: str, extra: Sequence[
 def extend_app(app: FastAPI, settings: Settings, services: Services | None = None) -> FastAPI:
     """Add lcrag's routers, error handler and middleware to vLLM's built app (the last added runs first)."""
     app.add_exception_handler(ApiError, lambda _request, error: error_response(error))
+    app.include_router(kv.router)
     if services is not None:
         app.state.lcrag = services
         app.include_router(collections.router)

@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from compression import registry
 from rag.errors import RagError
 from server.augment import augmenting_send
 from server.errors import (
@@ -137,6 +138,11 @@ def parse_lcrag_options(raw: Any) -> LcragOptions:
         options = LcragOptions.model_validate(raw)
     except ValidationError as error:
         raise validation_error(error, LCRAG_FIELD) from None
+    if options.kv is not None:
+        try:
+            registry.create(options.kv.policy, window=options.kv.window, sinks=options.kv.sinks)
+        except registry.PolicyError as error:
+            raise BadRequestError(f"Invalid '{LCRAG_FIELD}.kv': {error}", param=f"{LCRAG_FIELD}.kv") from None
     if options.kv is not None and options.kv.evicts:
         raise NotImplementedYetError(
             f"'{LCRAG_FIELD}.kv': KV-cache eviction is not available in this lcrag version yet; "

@@ -103,3 +103,21 @@ def test_right_key_passes_and_health_is_open() -> None:
     ok = client.post("/tokenize", json={"prompt": "x"}, headers={"Authorization": "Bearer test-key"})
     assert ok.status_code == 200
     assert client.get("/health").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("kv", "phrase"),
+    [
+        ({"policy": "snap", "ratio": 0.5}, "Unknown KV policy 'snap'; available:"),
+        ({"policy": "knorm", "ratio": 0.5, "window": 8}, "has no option window"),
+    ],
+)
+def test_unknown_kv_policy_or_option_is_a_400_listing_what_exists(kv: dict, phrase: str) -> None:
+    response = echo_app().post(CHAT, json={"model": "m", "messages": [], "lcrag": {"kv": kv}})
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "lcrag.kv" and phrase in response.json()["error"]["message"]
+
+
+def test_kv_policies_are_listed() -> None:
+    body = echo_app().get("/v1/kv/policies").json()
+    assert {p["name"] for p in body["data"]} >= {"none", "snapkv", "streaming_llm", "knorm", "h2o", "tova"}

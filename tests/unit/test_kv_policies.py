@@ -1,0 +1,191 @@
+"""Each eviction policy's scores against an independent naive reference: plain Python loops over heads,
+queries and keys in float64, written from the papers' definitions, not from the vectorised code."""
+
+import math
+
+import pytest
+import torch
+
+from compression import registry
+from compression.budget import pyramid_budgets, uniform_budgets
+from compression.policies import LayerView, keep_indices, kept_count
+from compression.policies.attention import H2O, TOVA, ExpectedAttention, SnapKV
+from compression.policies.base import Policy
+from compression.policies.simple import KeyNorm, RandomEviction, StreamingLLM
+
+KV_HEADS, GROUP, N, D = 2, 3, 40, 16
+INF = float("inf")
+
+
+def random_view(window: int | None, seed: int = 0) -> LayerView:
+    generator = torch.Generator().manual_seed(seed)
+    keys = torch.randn(KV_HEADS, N, D, generator=generator)
+    values = torch.randn(KV_HEADS, N, D, generator=generator)
+    queries = torch.randn(KV_HEADS * GROUP, N, D, generator=generator)
+    return LayerView(keys, values, queries if window is None else queries[:, N - window :, :])
+
+
+def attention_row(view: LayerView, q_head: int, query_index: int) -> list[float]:
+    """softmax_j(q . k_j / sqrt(d)) over the keys up to the query's own position; 0 after it."""
+    w = view.queries.shape[1]
+    position = N - w + query_index
+    q = view.queries[q_head, query_index].double().tolist()
+    k_head = q_head // GROUP
+    keys = [view.keys[k_head, j].double().tolist() for j in range(position + 1)]
+    logits = [sum(a * b for a, b in zip(q, k, strict=True)) / math.sqrt(D) for k in keys]
+    top = max(logits)
+    weights = [math.exp(x - top) for x in logits]
+    total = sum(weights)
+    return [x / total for x in weights] + [0.0] * (N - position - 1)
+
+
+def close(actual: torch.Tensor, expected: list[list[float]]) -> None:
+    expected_tensor = torch.tensor(expected, dtype=torch.float64)
+    assert actual.shape == expected_tensor.shape
+    finite = torch.isfinite(expected_tensor)
+    assert torch.equal(torch.isfinite(actual.double()), finite)
+    assert torch.allclose(actual.double()[finite], expected_tensor[finite], atol=1e-5, rtol=1e-4)
+
+
+def test_streaming_llm_keeps_sinks_and_the_most_recent() -> None:
+    view = random_view(window=0)
+    expected = [[INF if j < 4 else float(j) for j in range(N)] for _ in range(KV_HEADS)]
+    close(StreamingLLM(sinks=4).score(view), expected)
+    kept = keep_indices(StreamingLLM(sinks=4).score(view), 10)
+    assert kept[0].tolist() == [0, 1, 2, 3, 34, 35, 36, 37, 38, 39]
+
+
+def test_knorm_prefers_small_keys() -> None:
+    view = random_view(window=0)
+    expected = [[-math.sqrt(sum(x * x for x in view.keys[h, j].double().tolist())) for j in range(N)]
+                for h in range(KV_HEADS)]  # fmt: skip
+    close(KeyNorm().score(view), expected)
+
+
+@pytest.mark.parametrize(("window", "kernel"), [(8, 5), (4, 3), (1, 1)])
+def test_snapkv_is_pooled_window_attention_with_the_window_protected(window: int, kernel: int) -> None:
+    view = random_view(window=window)
+    prefix = N - window
+    expected = []
+    for h in range(KV_HEADS):
+        row = [0.0] * prefix
+        for g in range(GROUP):
+            rows = [attention_row(view, h * GROUP + g, i) for i in range(window)]
+            mean = [sum(r[j] for r in rows) / window for j in range(prefix)]
+            half = kernel // 2
+            pooled = [sum(mean[t] for t in range(j - half, j + half + 1) if 0 <= t < prefix) / kernel
+                      for j in range(prefix)]  # fmt: skip
+            row = [a + b / GROUP for a, b in zip(row, pooled, strict=True)]
+        expected.append(row + [INF] * window)
+    close(SnapKV(window=window, kernel=kernel).score(view), expected)
+
+
+def test_tova_uses_the_last_querys_attention_averaged_over_all_heads() -> None:
+    view = random_view(window=1)
+    rows = [attention_row(view, qh, 0) for qh in range(KV_HEADS * GROUP)]
+    shared = [sum(r[j] for r in rows) / len(rows) for j in range(N - 1)] + [INF]
+    close(TOVA().score(view), [shared] * KV_HEADS)
+
+
+def test_h2o_accumulates_every_prompt_querys_attention() -> None:
+    view = random_view(window=None)
+    expected = []
+    for h in range(KV_HEADS):
+        total = [0.0] * N
+        for g in range(GROUP):
+            for i in range(N):
+                total = [
+                    a + b / GROUP for a, b in zip(total, attention_row(view, h * GROUP + g, i), strict=True)
+                ]
+        expected.append(total)
+    close(H2O().score(view), expected)
+
+
+def test_expected_attention_uses_query_mean_and_covariance() -> None:
+    window = 16
+    view = random_view(window=window)
+    expected = []
+    for h in range(KV_HEADS):
+        qs = [view.queries[h * GROUP + g, i].double().tolist() for g in range(GROUP) for i in range(window)]
+        mean = [sum(q[a] for q in qs) / len(qs) for a in range(D)]
+        cov = [[sum((q[a] - mean[a]) * (q[b] - mean[b]) for q in qs) / (len(qs) - 1) for b in range(D)]
+               for a in range(D)]  # fmt: skip
+        logits = []
+        for j in range(N):
+            k = view.keys[h, j].double().tolist()
+            quad = sum(k[a] * cov[a][b] * k[b] for a in range(D) for b in range(D))
+            logits.append(sum(k[a] * mean[a] for a in range(D)) / math.sqrt(D) + quad / (2 * D))
+        top = max(logits)
+        weights = [math.exp(x - top) for x in logits]
+        norms = [math.sqrt(sum(x * x for x in view.values[h, j].double().tolist())) for j in range(N)]
+        expected.append([w / sum(weights) * v for w, v in zip(weights, norms, strict=True)])
+    close(ExpectedAttention(window=window).score(view), expected)
+
+
+def test_random_is_reproducible_per_seed() -> None:
+    view = random_view(window=0)
+    assert torch.equal(RandomEviction(seed=3).score(view), RandomEviction(seed=3).score(view))
+    assert not torch.equal(RandomEviction(seed=3).score(view), RandomEviction(seed=4).score(view))
+
+
+def test_keep_indices_are_the_top_scores_in_position_order() -> None:
+    scores = torch.tensor([[0.1, 0.9, 0.3, INF, 0.5], [5.0, 4.0, 3.0, 2.0, 1.0]])
+    assert keep_indices(scores, 3).tolist() == [[1, 3, 4], [0, 1, 2]]
+    assert keep_indices(scores, 9).tolist() == [[0, 1, 2, 3, 4]] * 2
+
+
+@pytest.mark.parametrize(
+    ("length", "ratio", "kept"), [(100, 0.0, 100), (100, 0.75, 25), (10, 0.875, 2), (3, 0.99, 1)]
+)
+def test_ratio_is_the_evicted_fraction(length: int, ratio: float, kept: int) -> None:
+    assert kept_count(length, ratio) == kept
+
+
+def test_pyramid_budgets_shrink_upwards_and_keep_the_uniform_total() -> None:
+    budgets = pyramid_budgets(length=4000, ratio=0.75, layers=30)
+    uniform = uniform_budgets(4000, 0.75, 30)
+    assert budgets == sorted(budgets, reverse=True) and budgets[0] > uniform[0] > budgets[-1]
+    assert budgets[-1] == round(1000 / 20)
+    assert abs(sum(budgets) - sum(uniform)) <= 30
+    assert max(pyramid_budgets(length=100, ratio=0.1, layers=8)) <= 100
+
+
+def test_registry_lists_every_policy_with_its_options() -> None:
+    described = {entry["name"]: entry for entry in registry.describe()}
+    assert set(described) == {"none", "streaming_llm", "snapkv", "h2o", "tova", "knorm", "random",
+                              "expected_attention"}  # fmt: skip
+    assert described["snapkv"]["options"] == {"window": 32, "kernel": 5}
+    assert "SnapKV" in described["snapkv"]["description"]
+
+
+def test_registry_creates_with_options_and_explains_mistakes() -> None:
+    assert registry.create("snapkv", window=8, kernel=None) == SnapKV(window=8)
+    with pytest.raises(
+        registry.PolicyError, match=r"Unknown KV policy 'snap'; available: expected_attention"
+    ):
+        registry.create("snap")
+    with pytest.raises(registry.PolicyError, match=r"has no option sinks; its options: window, kernel"):
+        registry.create("snapkv", sinks=4)
+
+
+def test_third_party_policies_register_through_the_entry_point_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    class FirstTokens(Policy):
+        name = "first_tokens"
+
+        def score(self, view: LayerView) -> torch.Tensor:
+            return -torch.arange(view.length, dtype=torch.float32).expand(view.kv_heads, -1)
+
+    class Entry:
+        name = "first_tokens"
+
+        def load(self) -> type[Policy]:
+            return FirstTokens
+
+    monkeypatch.setattr(
+        registry, "entry_points", lambda group: [Entry()] if group == "lcrag.kv_policies" else []
+    )
+    registry.policies.cache_clear()
+    try:
+        assert isinstance(registry.create("first_tokens"), FirstTokens)
+    finally:
+        registry.policies.cache_clear()
