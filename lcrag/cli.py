@@ -22,6 +22,9 @@ app.add_typer(model_app, name="model")
 DataDirOption = Annotated[
     Path | None, typer.Option("--data-dir", help="Data folder (models, collections). Env: LCRAG_DATA_DIR.")
 ]
+EmbedderOption = Annotated[
+    Path | None, typer.Option(help="Local sentence-transformers model folder. Env: LCRAG_EMBEDDER.")
+]
 CPU_KV_CACHE_DEFAULT_GB = 4
 
 
@@ -78,6 +81,7 @@ def serve(
     chroma_url: Annotated[
         str | None, typer.Option(help="Use a `chroma run` server (http://host:port). Env: LCRAG_CHROMA_URL.")
     ] = None,
+    embedder: EmbedderOption = None,
     data_dir: DataDirOption = None,
 ) -> None:
     """Start the OpenAI-compatible server. Flags after the known ones are passed to vLLM as they are."""
@@ -90,6 +94,7 @@ def serve(
         kv_cache_gb=kv_cache_gb,
         enable_lora=enable_lora,
         chroma_url=chroma_url,
+        embedder=embedder,
         data_dir=data_dir,
     )
     configure_logging(settings.log_level)
@@ -118,13 +123,14 @@ def ingest(
     chroma_url: Annotated[
         str | None, typer.Option(help="A `chroma run` server. Env: LCRAG_CHROMA_URL.")
     ] = None,
+    embedder: EmbedderOption = None,
     data_dir: DataDirOption = None,
 ) -> None:
     """Add documents to a collection, file by file (an interrupted run resumes where it stopped)."""
     from rag.errors import RagError
     from rag.ingest import supported_files
 
-    settings = _settings(model=model, chroma_url=chroma_url, data_dir=data_dir)
+    settings = _settings(model=model, chroma_url=chroma_url, embedder=embedder, data_dir=data_dir)
     configure_logging(settings.log_level)
     files = supported_files(paths)
     try:

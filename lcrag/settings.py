@@ -79,6 +79,13 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if value == "" else value
 
+    @field_validator("embedder")
+    @classmethod
+    def _embedder_is_a_model_folder(cls, value: Path | None) -> Path | None:
+        if value is not None and not (value.expanduser() / "config.json").is_file():
+            raise ValueError(f"{value} is not a sentence-transformers model folder (no config.json)")
+        return value.expanduser() if value is not None else None
+
     @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"

@@ -79,3 +79,16 @@ def test_cli_reports_a_bad_setting_in_one_line_and_exits_2(monkeypatch: pytest.M
     assert result.exit_code == 2
     assert result.output.strip().startswith("Invalid setting 'max_model_len' from LCRAG_MAX_MODEL_LEN:")
     assert "Traceback" not in result.output
+
+
+def test_embedder_must_be_a_model_folder(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match=r"Invalid setting 'embedder' from --embedder: .*no config.json"):
+        load_settings(embedder=tmp_path)
+    (tmp_path / "config.json").write_text("{}")
+    assert load_settings(embedder=tmp_path).embedder == tmp_path
+
+
+def test_chroma_url_must_be_an_http_url() -> None:
+    with pytest.raises(SettingsError, match="Invalid setting 'chroma_url' from --chroma-url"):
+        load_settings(chroma_url="localhost:8000")
+    assert load_settings(chroma_url="http://127.0.0.1:8000").chroma_url == "http://127.0.0.1:8000"
