@@ -196,21 +196,29 @@ class Store:
         doc_id: str | None = None,
         with_embeddings: bool = False,
     ) -> list[tuple[StoredChunk, float, list[float] | None]]:
-        """The `k` nearest chunks as (chunk, cosine similarity, embedding if asked), best first."""
+        """The `k` nearest chunks of complete documents as (chunk, cosine similarity, embedding if asked).
+
+        Chunks of a document whose ingest was interrupted (its chunk 0 missing) are skipped: twice `k` are
+        fetched and those dropped, so such leftovers never reach a prompt.
+        """
         collection = self._collection(name)
         include = ["metadatas", "documents", "distances", *(["embeddings"] if with_embeddings else [])]
         found = collection.query(
             query_embeddings=[list(embedding)],
-            n_results=k,
+            n_results=2 * k,
             where={"doc_id": doc_id} if doc_id else None,
             include=include,  # type: ignore[arg-type]
         )
         metas, texts, distances = found["metadatas"][0], found["documents"][0], found["distances"][0]  # type: ignore[index]
         vectors = found["embeddings"][0] if with_embeddings else [None] * len(metas)  # type: ignore[index]
-        return [
+        heads = {f"{meta['doc_id']}:0" for meta in metas}
+        complete = {head.split(":")[0] for head in collection.get(ids=sorted(heads), include=[])["ids"]}
+        hits = [
             (_stored_chunk(meta, text), 1.0 - distance, None if vector is None else list(vector))
             for meta, text, distance, vector in zip(metas, texts, distances, vectors, strict=True)
+            if meta["doc_id"] in complete
         ]
+        return hits[:k]
 
 
 def _record(doc_id: str, doc_meta: dict[str, Any], chunk: Chunk) -> dict[str, Any]:

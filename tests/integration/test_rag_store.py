@@ -127,6 +127,7 @@ def test_an_interrupted_ingest_lists_nothing_half_and_resumes_to_a_clean_result(
         ingestor.add("towns", long_doc)
     assert store.documents("towns") == [] and store.chunks("towns") == []
     assert store.count_chunks("towns") > 0  # orphaned tail chunks exist but are not used
+    assert retrieve(store, embedder, "towns", "Which town is known for pear cider?", k=3) == []
 
     monkeypatch.setattr(store_module, "_upsert", real_upsert)
     assert ingestor.add("towns", long_doc).status == "added"
