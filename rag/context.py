@@ -32,6 +32,10 @@ LC_INSTRUCTIONS = (
 )
 
 
+LC_TEMPLATE_TOKENS = 64  # system instructions, headings and the chat template around the documents
+LC_DOCUMENT_HEADER_TOKENS = 8  # "Document N: <title>" per document
+
+
 @dataclass(frozen=True)
 class LcDocument:
     doc_id: str
@@ -59,6 +63,12 @@ def lc_documents(store: Store, collection: str) -> list[LcDocument]:
 def lc_messages(question: str, documents: Sequence[LcDocument]) -> list[Message]:
     body = "\n\n".join(f"Document {i}: {d.title}\n{d.text}" for i, d in enumerate(documents, start=1))
     return _messages(LC_INSTRUCTIONS, f"Documents:\n\n{body}", question)
+
+
+def estimate_lc_prompt_tokens(document_tokens: Sequence[int]) -> int:
+    """The lc-mode prompt length from per-document token counts, without fetching the texts (a pre-flight
+    estimate; `count_prompt_tokens` on the built prompt is exact)."""
+    return LC_TEMPLATE_TOKENS + sum(document_tokens) + LC_DOCUMENT_HEADER_TOKENS * len(document_tokens)
 
 
 def count_prompt_tokens(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message]) -> int:

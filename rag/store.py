@@ -115,8 +115,12 @@ class Store:
         return sorted(collection.name for collection in self.client.list_collections())
 
     def delete_collection(self, name: str) -> None:
-        self._collection(name)
+        self.require_collection(name)
         self.client.delete_collection(name)
+
+    def require_collection(self, name: str) -> None:
+        """Raise CollectionNotFoundError (or InvalidCollectionNameError) unless `name` exists."""
+        self._collection(name)
 
     def _collection(self, name: str) -> Collection:
         check_collection_name(name)

@@ -16,8 +16,6 @@ from rag.store import Store
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-LC_DOCUMENT_HEADER_TOKENS = 8  # "Document N: <title>\n" per document, for the LC pre-flight estimate
-
 
 @dataclass
 class Services:

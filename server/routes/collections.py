@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Request, UploadFile, status
 
+from rag.context import estimate_lc_prompt_tokens
 from rag.errors import RagError
 from rag.loaders import LoadedDocument, load_bytes
 from rag.retrieve import retrieve
@@ -24,10 +25,9 @@ from server.schemas import (
     QueryRequest,
     QueryResponse,
 )
-from server.services import LC_DOCUMENT_HEADER_TOKENS, Services
+from server.services import Services
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"])
-LC_TEMPLATE_TOKENS = 64  # system instructions, headings and the chat template around the documents
 
 
 def services(request: Request) -> Services:
@@ -37,7 +37,7 @@ def services(request: Request) -> Services:
 def describe(svc: Services, name: str) -> CollectionOut:
     documents = svc.store.documents(name)
     tokens = sum(d.tokens for d in documents)
-    lc_tokens = LC_TEMPLATE_TOKENS + tokens + LC_DOCUMENT_HEADER_TOKENS * len(documents)
+    lc_tokens = estimate_lc_prompt_tokens([d.tokens for d in documents])
     available = svc.lc_available_tokens()
     return CollectionOut(
         name=name,
@@ -91,7 +91,7 @@ def upload_documents(
     svc = services(request)
     limit = svc.settings.max_upload_mb * 1_000_000
     try:
-        svc.store.documents(name)  # 404 before reading any upload
+        svc.store.require_collection(name)  # 404 before reading any upload
         loaded = [_load_upload(upload, limit) for upload in files]
         results = svc.ingestor.add_all(name, loaded)
     except RagError as error:
