@@ -47,14 +47,12 @@ def default_model_path() -> Path:
     return prepare_default_model(Settings().models_dir)
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, default_model_path: Path) -> Path:
-    """A 2-layer random Llama with the real model's tokenizer and chat template: loads in seconds."""
+def save_tiny_llama(out: Path, tokenizer_source: Path, **config: object) -> Path:
+    """A random 2-layer Llama with the real model's tokenizer and chat template: loads in seconds."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    out = tmp_path_factory.mktemp("tiny-llama")
-    config = LlamaConfig(
+    defaults: dict[str, object] = dict(
         vocab_size=49152,
         hidden_size=128,
         intermediate_size=256,
@@ -69,10 +67,31 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, default_model_path:
         tie_word_embeddings=True,
     )
     torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(out)
+    LlamaForCausalLM(LlamaConfig(**{**defaults, **config})).save_pretrained(out)
     for name in TOKENIZER_FILES:
-        shutil.copy(default_model_path / name, out / name)
+        shutil.copy(tokenizer_source / name, out / name)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, default_model_path: Path) -> Path:
+    """The tiny model the test servers run."""
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), default_model_path)
+
+
+@pytest.fixture(scope="session")
+def peaky_model_dir(tmp_path_factory: pytest.TempPathFactory, default_model_path: Path) -> Path:
+    """A tiny model for eviction tests: 2 KV heads (per-head keep sets differ) and large random weights, so
+    attention is peaked and greedy tokens depend on which K/V is kept (the default init repeats one token)."""
+    return save_tiny_llama(
+        tmp_path_factory.mktemp("peaky-llama"),
+        default_model_path,
+        hidden_size=256,
+        intermediate_size=512,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        initializer_range=0.2,
+    )
 
 
 def start_server(

