@@ -81,6 +81,19 @@ def serve(
     chroma_url: Annotated[
         str | None, typer.Option(help="Use a `chroma run` server (http://host:port). Env: LCRAG_CHROMA_URL.")
     ] = None,
+    kv_eviction: Annotated[
+        bool | None,
+        typer.Option(
+            "--kv-eviction/--no-kv-eviction",
+            help="Load KV-cache eviction into vLLM (on by default). Env: LCRAG_KV_EVICTION.",
+        ),
+    ] = None,
+    kv_policy: Annotated[
+        str | None, typer.Option(help="Default eviction policy (GET /v1/kv/policies). Env: LCRAG_KV_POLICY.")
+    ] = None,
+    kv_ratio: Annotated[
+        float | None, typer.Option(help="Default fraction of prompt K/V to evict. Env: LCRAG_KV_RATIO.")
+    ] = None,
     embedder: EmbedderOption = None,
     data_dir: DataDirOption = None,
 ) -> None:
@@ -94,6 +107,9 @@ def serve(
         kv_cache_gb=kv_cache_gb,
         enable_lora=enable_lora,
         chroma_url=chroma_url,
+        kv_eviction=kv_eviction,
+        kv_policy=kv_policy,
+        kv_ratio=kv_ratio,
         embedder=embedder,
         data_dir=data_dir,
     )

@@ -28,6 +28,7 @@ EXPECTED_CPU_NOTICES = (
     "Since VLLM_ENABLE_V1_MULTIPROCESSING is set to False",  # lcrag's in-process worker
     "Found ulimit of",  # the machine's hard fd limit; far above what the server opens
     "Triton not available, find_triton_kernels",
+    "Using custom scheduler class compression.vllm_integration",  # lcrag's KV-eviction scheduler
 )
 
 

@@ -50,6 +50,15 @@ class Settings(BaseSettings):
     enable_lora: bool = Field(
         default=False, description="Allow LoRA adapters (loaded at start or at run time)."
     )
+    kv_eviction: bool = Field(
+        default=True,
+        description="Load the KV-eviction scheduler and worker into vLLM (CPU), so requests can choose a "
+        "policy; off serves stock vLLM.",
+    )
+    kv_policy: str = Field(default="none", description="Eviction policy for requests that name none.")
+    kv_ratio: float = Field(
+        default=0.0, ge=0.0, lt=1.0, description="Fraction of prompt K/V evicted for requests that name none."
+    )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         default="auto", description="Model dtype; 'auto' is float32 on CPU and the model's own on GPU."
     )
@@ -68,6 +77,17 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="lcrag's own log level (vLLM logs warnings and errors only)."
     )
+
+    @field_validator("kv_policy")
+    @classmethod
+    def _known_policy(cls, value: str) -> str:
+        from compression.registry import PolicyError, create
+
+        try:
+            create(value)
+        except PolicyError as error:
+            raise ValueError(str(error)) from None
+        return value
 
     @field_validator("data_dir")
     @classmethod

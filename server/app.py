@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 from fastapi import FastAPI
 
+from compression.vllm_integration import SCHEDULER_CLS
+from compression.vllm_integration import engine_flags as kv_engine_flags
 from lcrag.logs import vllm_logging_config_file
 from lcrag.settings import Settings
 from server.errors import ApiError, error_response
@@ -52,6 +54,8 @@ def vllm_args(settings: Settings, model: str, served_name: str, extra: Sequence[
         argv += ["--max-model-len", str(settings.max_model_len)]
     if settings.enable_lora:
         argv.append("--enable-lora")
+    if settings.kv_eviction and on_cpu:
+        argv += kv_engine_flags()
     parser = make_arg_parser(FlexibleArgumentParser(prog="lcrag serve"))
     args = parser.parse_args([*argv, *extra])
     validate_parsed_serve_args(args)
@@ -91,6 +95,11 @@ async def serve(settings: Settings, args: Namespace) -> None:
         app = build_app(args, supported_tasks, model_config)
         await init_app_state(engine_client, app.state, args, supported_tasks)
         services = Services.build(settings, args.model, args.served_model_name[0], model_config.max_model_len)
+        if args.scheduler_cls == SCHEDULER_CLS:
+            from compression.vllm_integration.stats import KVStatsLedger
+
+            services.kv_stats = KVStatsLedger()
+            services.kv_stats.watch(engine_client)
         extend_app(app, settings, services)
         log.info(
             "lcrag is serving %s at %s (OpenAI API under /v1)", args.served_model_name[0], listen_address

@@ -1,9 +1,9 @@
-"""Add lcrag's `lcrag` field to vLLM's chat responses, as an ASGI `send` wrapper.
+"""Add lcrag's `lcrag` field to vLLM's chat and completion responses, as an ASGI `send` wrapper.
 
 - JSON responses: the body is collected, `lcrag` added, Content-Length corrected.
 - Server-sent event streams: the first event carries mode and citations, the last event before
-  `[DONE]` carries prompt tokens and timings. Events pass through as they arrive otherwise (one is held
-  back at a time, so the last can be recognised).
+  `[DONE]` carries prompt tokens, timings and KV stats. Events pass through as they arrive otherwise (one
+  is held back at a time, so the last can be recognised).
 Error responses pass through untouched.
 """
 
@@ -11,44 +11,70 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from starlette.types import Message, Send
 
+from compression.vllm_integration.options import STATS_KEY
 from server.modes import PreparedPrompt
+from server.schemas import KVOptions
+from server.services import Services
 
 EVENT_END = b"\n\n"
 DONE = b"data: [DONE]"
+KV_STAT_NAMES = ("tokens_before", "tokens_after", "blocks_before", "blocks_after")
 
 
-def head_fields(prepared: PreparedPrompt) -> dict[str, Any]:
-    return {
-        "mode": prepared.mode,
-        "collection": prepared.collection,
-        "citations": [asdict(citation) for citation in prepared.citations],
-    }
+@dataclass(frozen=True)
+class ResponseExtras:
+    """What a request adds to its response: a collection's prompt and/or KV eviction."""
+
+    prepared: PreparedPrompt | None
+    kv: KVOptions | None
+    started: float
+    services: Services | None
+
+    def head_fields(self) -> dict[str, Any]:
+        if self.prepared is None:
+            return {}
+        return {
+            "mode": self.prepared.mode,
+            "collection": self.prepared.collection,
+            "citations": [asdict(citation) for citation in self.prepared.citations],
+        }
+
+    def tail_fields(self, response_id: str | None, first_token_at: float | None) -> dict[str, Any]:
+        now = time.perf_counter()
+        fields: dict[str, Any] = {}
+        if self.prepared is not None:
+            fields["prompt_tokens"] = self.prepared.prompt_tokens
+        fields["timings"] = {
+            "retrieval_ms": round(self.prepared.retrieval_ms, 2) if self.prepared else 0.0,
+            "ttft_ms": None if first_token_at is None else round((first_token_at - self.started) * 1000.0, 2),
+            "total_ms": round((now - self.started) * 1000.0, 2),
+        }
+        if self.kv is not None:
+            fields["kv"] = self._kv_fields(response_id)
+        return fields
+
+    def _kv_fields(self, response_id: str | None) -> dict[str, Any]:
+        """Policy and ratio asked for, with the engine's real counts (null when nothing was compacted,
+        e.g. a request that ended in its prefill step)."""
+        ledger = self.services.kv_stats if self.services else None
+        stats = ledger.take(response_id) if ledger is not None and response_id else None
+        counts = {name: (stats or {}).get(name) for name in KV_STAT_NAMES}
+        assert self.kv is not None
+        return {"policy": self.kv.policy, "ratio": self.kv.ratio, **counts}
 
 
-def tail_fields(prepared: PreparedPrompt, started: float, first_token_at: float | None) -> dict[str, Any]:
-    now = time.perf_counter()
-    return {
-        "prompt_tokens": prepared.prompt_tokens,
-        "timings": {
-            "retrieval_ms": round(prepared.retrieval_ms, 2),
-            "ttft_ms": None if first_token_at is None else round((first_token_at - started) * 1000.0, 2),
-            "total_ms": round((now - started) * 1000.0, 2),
-        },
-    }
-
-
-def augmenting_send(send: Send, prepared: PreparedPrompt, started: float, stream: bool) -> Send:
-    return (_StreamAugmenter if stream else _JsonAugmenter)(send, prepared, started).send
+def augmenting_send(send: Send, extras: ResponseExtras, stream: bool) -> Send:
+    return (_StreamAugmenter if stream else _JsonAugmenter)(send, extras).send
 
 
 class _JsonAugmenter:
-    def __init__(self, send: Send, prepared: PreparedPrompt, started: float) -> None:
-        self.downstream, self.prepared, self.started = send, prepared, started
+    def __init__(self, send: Send, extras: ResponseExtras) -> None:
+        self.downstream, self.extras = send, extras
         self.start: Message | None = None
         self.body = bytearray()
 
@@ -65,9 +91,11 @@ class _JsonAugmenter:
         body = bytes(self.body)
         if self.start["status"] == 200:
             payload = json.loads(body)
+            if set(payload.get("kv_transfer_params") or {}) == {STATS_KEY}:
+                del payload["kv_transfer_params"]  # our engine-to-server channel, reported below
             payload["lcrag"] = {
-                **head_fields(self.prepared),
-                **tail_fields(self.prepared, self.started, None),
+                **self.extras.head_fields(),
+                **self.extras.tail_fields(payload.get("id"), None),
             }
             body = json.dumps(payload).encode()
         headers = [(k, v) for k, v in self.start["headers"] if k.lower() != b"content-length"]
@@ -77,8 +105,8 @@ class _JsonAugmenter:
 
 
 class _StreamAugmenter:
-    def __init__(self, send: Send, prepared: PreparedPrompt, started: float) -> None:
-        self.downstream, self.prepared, self.started = send, prepared, started
+    def __init__(self, send: Send, extras: ResponseExtras) -> None:
+        self.downstream, self.extras = send, extras
         self.ok = False
         self.pending = b""
         self.held: dict[str, Any] | None = None
@@ -112,7 +140,9 @@ class _StreamAugmenter:
             self.first_token_at = time.perf_counter()
         payload = json.loads(event[len(b"data: ") :])
         if not self.sent_head:
-            payload["lcrag"] = head_fields(self.prepared)
+            head = self.extras.head_fields()
+            if head:
+                payload["lcrag"] = head
             self.sent_head = True
         out = self._flush_held(final=False)
         self.held = payload
@@ -125,6 +155,6 @@ class _StreamAugmenter:
         if final:
             payload["lcrag"] = {
                 **payload.get("lcrag", {}),
-                **tail_fields(self.prepared, self.started, self.first_token_at),
+                **self.extras.tail_fields(payload.get("id"), self.first_token_at),
             }
         return b"data: " + json.dumps(payload).encode() + EVENT_END

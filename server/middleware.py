@@ -23,8 +23,9 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from compression import registry
+from compression.vllm_integration.options import to_extra_args
 from rag.errors import RagError
-from server.augment import augmenting_send
+from server.augment import ResponseExtras, augmenting_send
 from server.errors import (
     ApiError,
     AuthenticationError,
@@ -35,7 +36,7 @@ from server.errors import (
     validation_error,
 )
 from server.modes import MODEL_NAME_SEPARATOR, PreparedPrompt, apply_model_name, prepare
-from server.schemas import LcragOptions
+from server.schemas import KVOptions, LcragOptions
 from server.services import Services
 
 OPEN_PATHS = frozenset({"/health"})
@@ -83,12 +84,12 @@ class LcragOptionsMiddleware:
         started = time.perf_counter()
         body = await _read_body(receive)
         payload = _json_object(body)
-        if payload is None or not _concerns_lcrag(payload):
+        if payload is None or not _concerns_lcrag(payload, self.services):
             # Not ours to judge: vLLM answers malformed bodies with its own 400.
             await self.app(scope, _replay(body, receive), send)
             return
         try:
-            options, prepared = await self._prepare(scope["path"], payload)
+            options, prepared, kv = await self._prepare(scope["path"], payload)
         except ApiError as error:
             await send_error(error, scope, receive, send)
             return
@@ -98,18 +99,23 @@ class LcragOptionsMiddleware:
         scope.setdefault("state", {})["lcrag"] = options
         if prepared is not None:
             payload["messages"] = prepared.messages
-            send = augmenting_send(send, prepared, started, stream=payload.get("stream") is True)
+        if kv is not None:
+            payload["vllm_xargs"] = {**(payload.get("vllm_xargs") or {}), **kv_extra_args(kv)}
+        if prepared is not None or kv is not None:
+            extras = ResponseExtras(prepared, kv, started, self.services)
+            send = augmenting_send(send, extras, stream=payload.get("stream") is True)
         new_body = json.dumps(payload).encode()
         await self.app(_with_content_length(scope, len(new_body)), _replay(new_body, receive), send)
 
     async def _prepare(
         self, path: str, payload: dict[str, Any]
-    ) -> tuple[LcragOptions, PreparedPrompt | None]:
+    ) -> tuple[LcragOptions, PreparedPrompt | None, KVOptions | None]:
         options = parse_lcrag_options(payload.pop(LCRAG_FIELD, {}))
         if self.services is not None:
             options = apply_model_name(payload, options, self.services.served_model)
+        kv = self._eviction(options)
         if options.collection is None:
-            return options, None
+            return options, None, kv
         if path != CHAT_PATH:
             raise BadRequestError(
                 f"'{LCRAG_FIELD}.collection' works with {CHAT_PATH}; send the question as chat messages.",
@@ -125,11 +131,30 @@ class LcragOptionsMiddleware:
             payload.get("messages"),
             max_tokens if isinstance(max_tokens, int) else None,
         )
-        return options, prepared
+        return options, prepared, kv
+
+    def _eviction(self, options: LcragOptions) -> KVOptions | None:
+        """The request's KV eviction (its own, else the server default), None when it evicts nothing."""
+        kv = options.kv
+        if kv is None and self.services is not None:
+            kv = self.services.default_kv
+        if kv is None or not kv.evicts:
+            return None
+        if self.services is None or self.services.kv_stats is None:
+            raise NotImplementedYetError(
+                f"'{LCRAG_FIELD}.kv': KV-cache eviction is not loaded in this server; start it with "
+                "`lcrag serve --kv-eviction` (CPU), or use policy 'none' or ratio 0.",
+                param=f"{LCRAG_FIELD}.kv",
+            )
+        return kv
 
 
-def _concerns_lcrag(payload: dict[str, Any]) -> bool:
-    return LCRAG_FIELD in payload or MODEL_NAME_SEPARATOR in str(payload.get("model", ""))
+def _concerns_lcrag(payload: dict[str, Any], services: Services | None) -> bool:
+    return (
+        LCRAG_FIELD in payload
+        or MODEL_NAME_SEPARATOR in str(payload.get("model", ""))
+        or (services is not None and services.default_kv is not None)
+    )
 
 
 def parse_lcrag_options(raw: Any) -> LcragOptions:
@@ -140,16 +165,15 @@ def parse_lcrag_options(raw: Any) -> LcragOptions:
         raise validation_error(error, LCRAG_FIELD) from None
     if options.kv is not None:
         try:
-            registry.create(options.kv.policy, window=options.kv.window, sinks=options.kv.sinks)
+            options.kv.policy_object()
         except registry.PolicyError as error:
             raise BadRequestError(f"Invalid '{LCRAG_FIELD}.kv': {error}", param=f"{LCRAG_FIELD}.kv") from None
-    if options.kv is not None and options.kv.evicts:
-        raise NotImplementedYetError(
-            f"'{LCRAG_FIELD}.kv': KV-cache eviction is not available in this lcrag version yet; "
-            "use policy 'none' or ratio 0.",
-            param=f"{LCRAG_FIELD}.kv",
-        )
     return options
+
+
+def kv_extra_args(kv: KVOptions) -> dict[str, Any]:
+    """The `vllm_xargs` entries that carry the request's eviction to the engine."""
+    return to_extra_args(kv.policy, kv.ratio, {"window": kv.window, "sinks": kv.sinks})
 
 
 async def _read_body(receive: Receive) -> bytes:

@@ -11,10 +11,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from compression.registry import PolicyError
 from rag.context import Message, check_fits, count_prompt_tokens, lc_documents, lc_messages, rag_messages
 from rag.retrieve import Citation, retrieve
 from server.errors import BadRequestError, NotImplementedYetError
-from server.schemas import LcragOptions
+from server.schemas import KVOptions, LcragOptions
 from server.services import Services
 
 DEFAULT_TOP_K = 5
@@ -52,27 +53,40 @@ def parse_model_name(model: str) -> ModelName | None:
 
 
 def apply_model_name(payload: dict[str, Any], options: LcragOptions, served_model: str) -> LcragOptions:
-    """Fill collection and mode from a `docs@mode` model name (the `lcrag` field wins where both speak)."""
+    """Fill collection, mode and KV eviction from a `docs@mode[:policy-ratio]` model name (the `lcrag`
+    field wins where both speak)."""
     parsed = parse_model_name(str(payload.get("model", "")))
     if parsed is None:
         return options
-    if parsed.kv is not None:
-        raise NotImplementedYetError(
-            f"model {payload['model']!r}: KV-cache eviction is not available in this lcrag version yet; "
-            "drop the ':<policy>-<ratio>' part.",
-            param="model",
-        )
+    named = payload["model"]
     payload["model"] = parsed.model or served_model
+    from_name: dict[str, Any] = {"collection": parsed.collection, "mode": parsed.mode}
+    if parsed.kv is not None:
+        from_name["kv"] = kv_of_model_name(parsed.kv, named)
     try:
-        return LcragOptions.model_validate(
-            {"collection": parsed.collection, "mode": parsed.mode, **options.model_dump(exclude_none=True)}
-        )
+        return LcragOptions.model_validate({**from_name, **options.model_dump(exclude_none=True)})
     except ValueError:
         raise BadRequestError(
-            f"model {parsed.collection + MODEL_NAME_SEPARATOR + parsed.mode!r}: use '<collection>@rag' or "
-            "'<collection>@lc' with a collection name of 3-63 characters.",
+            f"model {parsed.collection + MODEL_NAME_SEPARATOR + parsed.mode!r}: use '<collection>@rag', "
+            "'<collection>@lc' or '<collection>@auto' with a collection name of 3-63 characters.",
             param="model",
         ) from None
+
+
+def kv_of_model_name(spec: str, model: str) -> KVOptions:
+    """`snapkv-0.75` -> policy snapkv evicting 75 % of the prompt's K/V."""
+    policy, _, ratio = spec.rpartition("-")
+    try:
+        kv = KVOptions(policy=policy, ratio=float(ratio))
+        kv.policy_object()
+    except (ValueError, PolicyError) as error:
+        detail = str(error) if isinstance(error, PolicyError) else "the ratio must be a number in [0, 1)"
+        raise BadRequestError(
+            f"model {model!r}: write KV eviction as ':<policy>-<ratio>' "
+            f"(e.g. 'docs@lc:snapkv-0.75'); {detail}",
+            param="model",
+        ) from None
+    return kv
 
 
 def question_of(messages: Any) -> tuple[list[Message], str]:

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from compression import registry
+from compression.policies import Policy
 from rag.retrieve import Citation
 
 
@@ -28,6 +30,10 @@ class KVOptions(StrictModel):
     @property
     def evicts(self) -> bool:
         return self.policy != "none" and self.ratio > 0.0
+
+    def policy_object(self) -> Policy:
+        """The policy with its options; raises PolicyError naming what exists."""
+        return registry.create(self.policy, window=self.window, sinks=self.sinks)
 
 
 class LcragOptions(StrictModel):

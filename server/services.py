@@ -12,9 +12,12 @@ from lcrag.settings import Settings
 from rag.embeddings import Embedder
 from rag.ingest import Ingestor
 from rag.store import Store
+from server.schemas import KVOptions
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
+
+    from compression.vllm_integration.stats import KVStatsLedger
 
 
 @dataclass
@@ -24,6 +27,7 @@ class Services:
     tokenizer: PreTrainedTokenizerBase
     served_model: str
     max_model_len: int
+    kv_stats: KVStatsLedger | None = None  # set when vLLM runs with lcrag's eviction scheduler and worker
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
@@ -47,6 +51,12 @@ class Services:
     @property
     def ingestor(self) -> Ingestor:
         return Ingestor(self.store, self.embedder, self.tokenizer)
+
+    @cached_property
+    def default_kv(self) -> KVOptions | None:
+        """The server's default eviction (`--kv-policy/--kv-ratio`), None when it evicts nothing."""
+        kv = KVOptions(policy=self.settings.kv_policy, ratio=self.settings.kv_ratio)
+        return kv if kv.evicts else None
 
     def lc_available_tokens(self, answer_tokens: int | None = None) -> int:
         return self.max_model_len - (answer_tokens or self.settings.answer_tokens)

@@ -28,9 +28,11 @@ class SnapKV(Policy):
     def score(self, view: LayerView) -> torch.Tensor:
         window = min(self.window, view.length)
         prefix = view.length - window
+        scores = torch.full((view.kv_heads, view.length), PROTECTED)
+        if prefix == 0:  # the whole prompt is the observation window
+            return scores
         attention = view.window_attention()[:, -window:, :prefix].mean(dim=1)  # [q_heads, prefix]
         pooled = F.avg_pool1d(attention.unsqueeze(1), self.kernel, stride=1, padding=self.kernel // 2)
-        scores = torch.full((view.kv_heads, view.length), PROTECTED)
         scores[:, :prefix] = view.per_kv_head(pooled.squeeze(1))
         return scores
 

@@ -15,6 +15,7 @@ from compression.registry import create
 POLICY_KEY = "lcrag_kv_policy"
 RATIO_KEY = "lcrag_kv_ratio"
 OPTIONS_KEY = "lcrag_kv_options"  # a JSON object string: vllm_xargs values are flat
+STATS_KEY = "lcrag_kv"  # where the engine reports a compressed request's stats in `kv_transfer_params`
 
 
 @dataclass(frozen=True)

@@ -27,11 +27,10 @@ from vllm.v1.core.kv_cache_manager import KVCacheBlocks, KVCacheManager
 from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.request import Request, RequestStatus
 
-from compression.vllm_integration.options import EvictionRequest, from_extra_args
+from compression.vllm_integration.options import STATS_KEY, EvictionRequest, from_extra_args
 from compression.vllm_integration.version import check_supported_config, check_vllm_version
 
 log = logging.getLogger("lcrag.kv")
-STATS_KEY = "lcrag_kv"  # key in the finished output's kv_transfer_params
 
 
 def cdiv(a: int, b: int) -> int:

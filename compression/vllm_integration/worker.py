@@ -15,6 +15,7 @@ What to do each step comes from the scheduler as `SchedulerOutput.lcrag_kv` (a `
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,8 @@ from compression.policies import LayerView, Policy, keep_indices
 from compression.vllm_integration.cache_io import READABLE_ISAS, compact_kv, read_kv
 from compression.vllm_integration.options import from_extra_args
 from compression.vllm_integration.scheduler import Compaction, StepPlan, cdiv
+
+log = logging.getLogger("lcrag.kv")
 
 
 @dataclass(frozen=True)
@@ -185,8 +188,20 @@ class KVCompactRunner(CPUModelRunner):
             if captured
             else keys.new_zeros(query_heads, 0, keys.shape[-1])
         )
-        keep = keep_indices(work.policy.score(LayerView(keys, values, queries)), compaction.keep)
+        keep = keep_indices(self._kvc_scores(work.policy, LayerView(keys, values, queries)), compaction.keep)
         compact_kv(kv_cache, block_ids, keys, values, keep, isa)
+
+    @staticmethod
+    def _kvc_scores(policy: Policy, view: LayerView) -> torch.Tensor:
+        """The policy's scores; if it fails (a third-party policy, say), the most recent tokens win, so the
+        engine keeps serving and the scheduler's block accounting stays true."""
+        try:
+            return policy.score(view)
+        except Exception:
+            log.exception(
+                "KV policy %r failed to score %d tokens; keeping the most recent", policy.name, view.length
+            )
+            return torch.arange(view.length, dtype=torch.float32).expand(view.kv_heads, -1)
 
     def execute_model(self, scheduler_output: Any, *args: Any, **kwargs: Any) -> Any:
         result = super().execute_model(scheduler_output, *args, **kwargs)

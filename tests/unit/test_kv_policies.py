@@ -189,3 +189,17 @@ def test_third_party_policies_register_through_the_entry_point_group(monkeypatch
         assert isinstance(registry.create("first_tokens"), FirstTokens)
     finally:
         registry.policies.cache_clear()
+
+
+@pytest.mark.parametrize("name", sorted(registry.policies()))
+@pytest.mark.parametrize("length", [1, 3, 40])
+def test_every_policy_scores_prompts_shorter_than_its_window(name: str, length: int) -> None:
+    """Short prompts reach the engine too (a 3-token chat); scoring must not fail on them."""
+    policy = registry.create(name)
+    torch.manual_seed(length)
+    needed = policy.queries_needed()
+    window = length if needed is None else min(needed, length)
+    view = LayerView(torch.randn(2, length, 16), torch.randn(2, length, 16), torch.randn(4, window, 16))
+    scores = policy.score(view)
+    assert scores.shape == (2, length) and not scores.isnan().any()
+    assert keep_indices(scores, kept_count(length, 0.5)).shape == (2, kept_count(length, 0.5))

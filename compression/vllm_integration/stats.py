@@ -1,0 +1,62 @@
+"""Per-request eviction stats on the API-server side, and Prometheus counters for them.
+
+The scheduler (in the engine-core process) attaches each compressed request's stats to its finished
+output's `kv_transfer_params` (see scheduler.py). vLLM's OpenAI server copies that field only into
+non-streamed chat responses, so `KVStatsLedger.watch` wraps the engine client's `generate` (an async
+generator of `RequestOutput`) and records the stats by request id for every endpoint and for streams;
+the HTTP layer then takes them by the response's id.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from prometheus_client import Counter
+
+from compression.vllm_integration.options import STATS_KEY
+
+EVICTED_TOKENS = Counter("lcrag_kv_evicted_tokens", "Prompt tokens whose K/V was evicted.")
+FREED_BLOCKS = Counter("lcrag_kv_freed_blocks", "KV-cache blocks returned to vLLM's block pool by eviction.")
+COMPRESSED_REQUESTS = Counter("lcrag_kv_compressed_requests", "Requests whose KV cache was compacted.")
+
+
+class KVStatsLedger:
+    """Stats of finished compressed requests by request id, until taken (bounded: oldest dropped)."""
+
+    def __init__(self, capacity: int = 10_000) -> None:
+        self.capacity = capacity
+        self._stats: OrderedDict[str, dict[str, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def watch(self, engine_client: Any) -> None:
+        """Record the stats of every output `engine_client.generate` yields from now on."""
+        generate: Callable[..., AsyncIterator[Any]] = engine_client.generate
+
+        async def generate_and_record(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+            async for output in generate(*args, **kwargs):
+                params = getattr(output, "kv_transfer_params", None)
+                if params and STATS_KEY in params:
+                    self.record(output.request_id, params[STATS_KEY])
+                yield output
+
+        engine_client.generate = generate_and_record
+
+    def record(self, request_id: str, stats: dict[str, int]) -> None:
+        EVICTED_TOKENS.inc(stats["tokens_before"] - stats["tokens_after"])
+        FREED_BLOCKS.inc(stats["blocks_before"] - stats["blocks_after"])
+        COMPRESSED_REQUESTS.inc()
+        with self._lock:
+            self._stats[request_id] = stats
+            while len(self._stats) > self.capacity:
+                self._stats.popitem(last=False)
+
+    def take(self, response_id: str) -> dict[str, int] | None:
+        """The stats of the response `response_id` (a completion's single choice is `<id>-0` inside)."""
+        with self._lock:
+            for key in (response_id, f"{response_id}-0"):
+                if key in self._stats:
+                    return self._stats.pop(key)
+        return None
