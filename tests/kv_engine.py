@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import gc
-import os
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,8 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from compression.vllm_integration.offline import greedy, kv_stats_of, offline_engine, scheduler_of
+
 BLOCK_SIZE = 32
-IN_PROCESS_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_KVCACHE_SPACE": "1"}
+sampling = greedy
+__all__ = ["BLOCK_SIZE", "Generated", "engine", "generate", "random_prompt", "sampling", "scheduler_of"]
 
 
 @dataclass(frozen=True)
@@ -30,47 +31,10 @@ def random_prompt(seed: int, length: int) -> list[int]:
 
 @contextmanager
 def engine(model: Path, eviction: bool = True, **overrides: Any) -> Iterator[Any]:
-    """An in-process vLLM `LLM` (block size 32, chunked prefill in 64-token steps), optionally with the
-    eviction scheduler and worker; removed again on exit so the next one can start."""
-    from vllm import LLM
-
-    from compression.vllm_integration import engine_kwargs
-
-    saved = {name: os.environ.get(name) for name in IN_PROCESS_ENV}
-    os.environ.update(IN_PROCESS_ENV)
-    kwargs: dict[str, Any] = dict(
-        dtype="float32",
-        enforce_eager=True,
-        block_size=BLOCK_SIZE,
-        max_model_len=1024,
-        max_num_batched_tokens=64,
-        seed=0,
-    )
-    llm = LLM(str(model), **{**kwargs, **(engine_kwargs() if eviction else {}), **overrides})
-    try:
+    """The offline engine with test defaults: block size 32, chunked prefill in 64-token steps."""
+    settings = {"block_size": BLOCK_SIZE, "max_model_len": 1024, "max_num_batched_tokens": 64, **overrides}
+    with offline_engine(model, eviction, **settings) as llm:
         yield llm
-    finally:
-        llm.llm_engine.engine_core.shutdown()
-        del llm
-        gc.collect()
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
-def scheduler_of(llm: Any) -> Any:
-    return llm.llm_engine.engine_core.engine_core.scheduler
-
-
-def sampling(max_tokens: int, policy: str | None = None, ratio: float = 0.0, **options: Any) -> Any:
-    from vllm import SamplingParams
-
-    from compression.vllm_integration.options import to_extra_args
-
-    extra = to_extra_args(policy, ratio, options) if policy is not None else None
-    return SamplingParams(max_tokens=max_tokens, temperature=0, logprobs=0, ignore_eos=True, extra_args=extra)
 
 
 def generate(llm: Any, prompts: list[list[int]], params: Any) -> list[Generated]:
@@ -80,7 +44,7 @@ def generate(llm: Any, prompts: list[list[int]], params: Any) -> list[Generated]
         Generated(
             tokens=list(output.outputs[0].token_ids),
             logprobs=[next(iter(step.values())).logprob for step in output.outputs[0].logprobs],
-            kv_stats=(output.kv_transfer_params or {}).get("lcrag_kv"),
+            kv_stats=kv_stats_of(output),
             cached_tokens=output.num_cached_tokens or 0,
         )
         for output in outputs

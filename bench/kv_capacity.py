@@ -1,0 +1,196 @@
+"""KV eviction's effect on capacity and throughput, as ratios against `none` measured in the same run.
+
+One in-process vLLM engine (the default model, eviction loaded) with a fixed number of KV blocks runs
+`--requests` long-context requests (distinct ~`--prompt-tokens` prose prompts, `--new-tokens` each) at
+once, per configuration. Reported per configuration: peak requests running and peak requests decoding at
+the same time (a request decodes once its prompt is in the cache: the capacity eviction buys), preemptions,
+output tokens/s over the whole batch, and each as a ratio to `none`. Then two overheads:
+- plugin loaded but off: decode time of a short-prompt batch on the eviction engine vs stock vLLM;
+- scoring + compaction: one request's prefill (1 output token) with a policy vs `none`.
+
+    python -m bench.kv_capacity                       # ~15 min on 2 cores
+    python -m bench.kv_capacity --requests 3 --prompt-tokens 1500 --configs none snapkv:0.875   # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from compression.vllm_integration.offline import greedy, offline_engine, scheduler_of
+
+FILLER = (
+    "The archive keeps letters, ledgers and maps from the river towns, sorted by year and by the hand "
+    "that wrote them, so a reader can follow one family across three generations of trade. "
+)
+DEFAULT_CONFIGS = ["none", "snapkv:0.5", "snapkv:0.75", "snapkv:0.875", "streaming_llm:0.875", "knorm:0.875"]
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    config: str
+    peak_running: int
+    peak_decoding: int
+    preemptions: int
+    seconds: float
+    output_tokens: int
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.output_tokens / self.seconds
+
+
+def params_of(config: str, new_tokens: int) -> Any:
+    if config == "none":
+        return greedy(new_tokens)
+    policy, _, ratio = config.partition(":")
+    return greedy(new_tokens, policy, float(ratio))
+
+
+def prompts(tokenizer: Any, count: int, tokens: int, salt: str) -> list[list[int]]:
+    """Distinct prose prompts of exactly `tokens` tokens (the first block differs, so no prefix sharing)."""
+    body = tokenizer(FILLER * (tokens // 30 + 1), add_special_tokens=False).input_ids
+    out = []
+    for index in range(count):
+        head = tokenizer(f"Ledger {salt}-{index}. ", add_special_tokens=False).input_ids
+        out.append((head + body)[:tokens])
+    return out
+
+
+def run_batch(llm: Any, config: str, batch: list[list[int]], new_tokens: int) -> BatchResult:
+    """Submit the whole batch, step the engine to the end, sample the scheduler after every step."""
+    scheduler = scheduler_of(llm)
+    llm.reset_prefix_cache()
+    preempted: list[str] = []
+    preempt = scheduler._preempt_request
+
+    def counted(request: Any, *args: Any, **kwargs: Any) -> Any:
+        preempted.append(request.request_id)
+        return preempt(request, *args, **kwargs)
+
+    scheduler._preempt_request = counted
+    engine = llm.llm_engine
+    for index, prompt in enumerate(batch):
+        engine.add_request(f"{config}-{index}", {"prompt_token_ids": prompt}, params_of(config, new_tokens))
+    peak_running = peak_decoding = produced = 0
+    started = time.perf_counter()
+    try:
+        while engine.has_unfinished_requests():
+            for output in engine.step():
+                if output.finished:
+                    produced += len(output.outputs[0].token_ids)
+            running = scheduler.running
+            peak_running = max(peak_running, len(running))
+            decoding = sum(1 for r in running if r.num_computed_tokens >= r.num_prompt_tokens)
+            peak_decoding = max(peak_decoding, decoding)
+    finally:
+        scheduler._preempt_request = preempt
+    return BatchResult(
+        config, peak_running, peak_decoding, len(preempted), time.perf_counter() - started, produced
+    )
+
+
+def median_seconds(action: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def generate_once(llm: Any, batch: list[list[int]], params: Any) -> Callable[[], object]:
+    def action() -> object:
+        llm.reset_prefix_cache()
+        return llm.generate([{"prompt_token_ids": p} for p in batch], params, use_tqdm=False)
+
+    return action
+
+
+def table(results: list[BatchResult]) -> str:
+    base = results[0]
+    lines = [
+        "| config | peak running | peak decoding | capacity vs none | preemptions | output tok/s | "
+        "throughput vs none |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r.config} | {r.peak_running} | {r.peak_decoding} | "
+            f"{r.peak_decoding / max(1, base.peak_decoding):.2f}x | {r.preemptions} | "
+            f"{r.tokens_per_s:.2f} | {r.tokens_per_s / base.tokens_per_s:.2f}x |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", type=Path, default=None, help="Model folder (default: the bundled one).")
+    parser.add_argument("--requests", type=int, default=6)
+    parser.add_argument("--prompt-tokens", type=int, default=6000)
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--full-requests-that-fit", type=int, default=2, help="KV space, in whole requests.")
+    parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS, help="none or policy:ratio")
+    parser.add_argument("--repeats", type=int, default=3, help="Runs per overhead measurement (median).")
+    args = parser.parse_args()
+    if args.configs[0] != "none":
+        parser.error("the first config must be 'none' (the baseline)")
+
+    from transformers import AutoTokenizer
+
+    from lcrag.default_model import prepare_default_model
+    from lcrag.settings import Settings
+
+    model = args.model or prepare_default_model(Settings().models_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    block_size = 128  # vLLM's CPU default
+    per_request = -(-(args.prompt_tokens + args.new_tokens) // block_size)
+    blocks = per_request * args.full_requests_that_fit
+    engine_settings = {
+        "max_model_len": per_request * block_size,
+        "max_num_batched_tokens": 2048,
+        "num_gpu_blocks_override": blocks,
+    }
+    short = prompts(tokenizer, 4, 256, "decode")
+
+    with offline_engine(model, eviction=False, **engine_settings) as stock:
+        stock_decode = median_seconds(generate_once(stock, short, greedy(128)), args.repeats)
+
+    with offline_engine(model, **engine_settings) as llm:
+        plugin_decode = median_seconds(generate_once(llm, short, greedy(128)), args.repeats)
+        one = prompts(tokenizer, 1, args.prompt_tokens, "prefill")
+        prefill = {
+            config: median_seconds(generate_once(llm, one, params_of(config, 1)), args.repeats)
+            for config in ("none", "snapkv:0.875")
+        }
+        results = []
+        for config in args.configs:
+            batch = prompts(tokenizer, args.requests, args.prompt_tokens, config)
+            results.append(run_batch(llm, config, batch, args.new_tokens))
+            print(f"{config}: {results[-1]}", flush=True)
+
+    print(
+        f"\n{args.requests} requests x {args.prompt_tokens} prompt tokens + {args.new_tokens} new; "
+        f"KV space {blocks} blocks of {block_size} ({args.full_requests_that_fit} whole requests)\n"
+    )
+    print(table(results))
+    print(
+        f"\nPlugin loaded, eviction off, 4 x 256-token prompts + 128 new tokens: {plugin_decode:.2f} s vs "
+        f"stock vLLM {stock_decode:.2f} s ({(plugin_decode / stock_decode - 1) * 100:+.1f} %)"
+    )
+    scored, plain = prefill["snapkv:0.875"], prefill["none"]
+    print(
+        f"Prefill of {args.prompt_tokens} tokens + 1 token: snapkv:0.875 {scored:.2f} s vs none "
+        f"{plain:.2f} s ({(scored / plain - 1) * 100:+.1f} %)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,217 @@
+"""Accuracy vs KV eviction ratio, per policy, on needle questions answered by the default model in vLLM.
+
+Two needle tasks, each planted at several depths in filler prose of several lengths:
+- passkey: "The pass key is 48213. Remember it." -> "What is the pass key?"
+- kv lookup: a list of `key: value` lines (random 6-letter keys, 5-digit values) -> "What is the value of
+  key X?"
+An answer is correct when its first number is the planted value. Every configuration (none, then each
+policy at each ratio) answers the same prompts in one batch on one engine. Writes JSON (every answer),
+a Markdown table and a PNG plot.
+
+    python -m evals.compression_sweep --out out/evals        # ~30 min on 2 cores
+    python -m evals.compression_sweep --lengths 1000 --depths 0.5 --policies snapkv --ratios 0.5   # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import string
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+FILLER = (
+    "The grass grows green on the hills, and the river runs past the mill. The sky is wide over the fields "
+    "and the farmers walk home at dusk. "
+)
+
+
+@dataclass(frozen=True)
+class Needle:
+    task: str
+    length: int  # target prompt tokens
+    depth: float  # where the fact sits, 0 = start of the context, 1 = end
+    answer: str
+    prompt: list[int]
+
+
+@dataclass(frozen=True)
+class Answer:
+    config: str
+    task: str
+    length: int
+    depth: float
+    expected: str
+    text: str
+    correct: bool
+
+
+def chat_prompt(tokenizer: Any, context: str, question: str) -> list[int]:
+    messages = [{"role": "user", "content": f"{context}\n\n{question} Answer with the number only."}]
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return tokenizer(text, add_special_tokens=False).input_ids
+
+
+def fit(tokenizer: Any, build: Any, length: int) -> list[int]:
+    """The prompt `build(n)` whose token count is closest to `length` from below (n = filler units)."""
+    low, high = 1, max(2, length // 10)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if len(build(middle)) <= length:
+            low = middle
+        else:
+            high = middle - 1
+    return build(low)
+
+
+def passkey(tokenizer: Any, length: int, depth: float, rng: random.Random) -> Needle:
+    value = str(rng.randrange(10000, 99999))
+    fact = f"The pass key is {value}. Remember it. {value} is the pass key. "
+
+    def build(units: int) -> list[int]:
+        before = round(units * depth)
+        context = FILLER * before + fact + FILLER * (units - before)
+        return chat_prompt(tokenizer, context, "What is the pass key?")
+
+    return Needle("passkey", length, depth, value, fit(tokenizer, build, length))
+
+
+def kv_lookup(tokenizer: Any, length: int, depth: float, rng: random.Random) -> Needle:
+    def word() -> str:
+        return "".join(rng.choice(string.ascii_lowercase) for _ in range(6))
+
+    pairs = [(word(), str(rng.randrange(10000, 99999))) for _ in range(length // 8)]
+    target = pairs[min(len(pairs) - 1, round(depth * (len(pairs) - 1)))]
+
+    def build(units: int) -> list[int]:
+        shown = pairs[:units]
+        if target not in shown:  # keep the target at its depth among the shown lines
+            shown = shown[:-1]
+            shown.insert(round(depth * len(shown)), target)
+        lines = "\n".join(f"{key}: {value}" for key, value in shown)
+        return chat_prompt(tokenizer, f"Keys and values:\n{lines}", f"What is the value of key {target[0]}?")
+
+    return Needle("kv_lookup", length, depth, target[1], fit(tokenizer, build, length))
+
+
+def needles(tokenizer: Any, lengths: list[int], depths: list[float], seed: int) -> list[Needle]:
+    rng = random.Random(seed)
+    return [
+        make(tokenizer, length, depth, rng)
+        for make in (passkey, kv_lookup)
+        for length in lengths
+        for depth in depths
+    ]
+
+
+def is_correct(text: str, expected: str) -> bool:
+    found = re.search(r"\d+", text)
+    return found is not None and found.group(0) == expected
+
+
+def summary(answers: list[Answer]) -> dict[str, dict[str, float]]:
+    """Accuracy (%) per config, overall and per prompt length."""
+    table: dict[str, dict[str, float]] = {}
+    for config in dict.fromkeys(a.config for a in answers):
+        mine = [a for a in answers if a.config == config]
+        row = {"all": 100.0 * sum(a.correct for a in mine) / len(mine)}
+        for length in sorted({a.length for a in mine}):
+            subset = [a for a in mine if a.length == length]
+            row[str(length)] = 100.0 * sum(a.correct for a in subset) / len(subset)
+        table[config] = row
+    return table
+
+
+def markdown(table: dict[str, dict[str, float]]) -> str:
+    columns = list(next(iter(table.values())))
+    header = "| config | " + " | ".join(f"{c} tokens" if c != "all" else "all" for c in columns) + " |"
+    lines = [header, "|---|" + "---:|" * len(columns)]
+    for config, row in table.items():
+        lines.append(f"| {config} | " + " | ".join(f"{row[c]:.1f}" for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def plot(table: dict[str, dict[str, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6, 4))
+    baseline = table["none"]["all"]
+    axes.axhline(baseline, color="black", linestyle="--", label=f"none ({baseline:.0f} %)")
+    policies = sorted({config.split(":")[0] for config in table if config != "none"})
+    for policy in policies:
+        points = sorted(
+            (float(config.split(":")[1]), row["all"])
+            for config, row in table.items()
+            if config.startswith(f"{policy}:")
+        )
+        axes.plot(
+            [0.0] + [p[0] for p in points], [baseline] + [p[1] for p in points], marker="o", label=policy
+        )
+    axes.set_xlabel("evicted fraction of the prompt's KV cache")
+    axes.set_ylabel("needle accuracy (%)")
+    axes.set_ylim(-2, 102)
+    axes.legend()
+    axes.set_title("Needle accuracy vs KV eviction (SmolLM2-135M, vLLM CPU)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", type=Path, default=None, help="Model folder (default: the bundled one).")
+    parser.add_argument("--lengths", type=int, nargs="+", default=[2000, 4000, 7000])
+    parser.add_argument("--depths", type=float, nargs="+", default=[0.1, 0.5, 0.9])
+    parser.add_argument("--policies", nargs="+", default=["snapkv", "streaming_llm", "knorm"])
+    parser.add_argument("--ratios", type=float, nargs="+", default=[0.5, 0.75])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("out/evals"))
+    args = parser.parse_args()
+
+    from tqdm import tqdm
+    from transformers import AutoTokenizer
+
+    from compression.vllm_integration.offline import greedy, offline_engine
+    from lcrag.default_model import prepare_default_model
+    from lcrag.settings import Settings
+
+    model = args.model or prepare_default_model(Settings().models_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    items = needles(tokenizer, args.lengths, args.depths, args.seed)
+    configs = ["none"] + [f"{policy}:{ratio}" for policy in args.policies for ratio in args.ratios]
+    answers: list[Answer] = []
+    with offline_engine(model, kv_space_gb=4, max_model_len=8192, max_num_batched_tokens=2048) as llm:
+        for config in tqdm(configs, desc="configs"):
+            policy, _, ratio = config.partition(":")
+            params = greedy(24) if config == "none" else greedy(24, policy, float(ratio))
+            params.ignore_eos = False
+            llm.reset_prefix_cache()
+            outputs = llm.generate([{"prompt_token_ids": n.prompt} for n in items], params, use_tqdm=False)
+            for needle, output in zip(items, outputs, strict=True):
+                text = output.outputs[0].text
+                correct = is_correct(text, needle.answer)
+                answers.append(
+                    Answer(config, needle.task, needle.length, needle.depth, needle.answer, text, correct)
+                )
+            tqdm.write(f"{config}: {summary([a for a in answers if a.config == config])[config]}")
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    table = summary(answers)
+    (args.out / "compression_sweep.json").write_text(
+        json.dumps({"summary": table, "answers": [asdict(a) for a in answers]}, indent=1)
+    )
+    (args.out / "compression_sweep.md").write_text(markdown(table) + "\n")
+    plot(table, args.out / "compression_sweep.png")
+    print(markdown(table))
+    print(f"\nWrote {args.out}/compression_sweep.json, .md and .png")
+
+
+if __name__ == "__main__":
+    main()
