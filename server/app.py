@@ -18,7 +18,7 @@ from lcrag.logs import vllm_logging_config_file
 from lcrag.settings import Settings
 from server.errors import ApiError, error_response
 from server.middleware import ApiKeyMiddleware, LcragOptionsMiddleware
-from server.routes import collections, kv, models
+from server.routes import collections, compare, kv, models
 from server.services import Services
 
 log = logging.getLogger("lcrag.server")
@@ -66,6 +66,7 @@ def extend_app(app: FastAPI, settings: Settings, services: Services | None = Non
     if services is not None:
         app.state.lcrag = services
         app.include_router(collections.router)
+        app.include_router(compare.router)
         models.replace_vllm_models_route(app)
     # vLLM's SageMaker bootstrap builds the middleware stack eagerly; Starlette rebuilds it on the first
     # request when it is unset, so clearing it lets ours join vLLM's instead of being refused.

@@ -23,11 +23,14 @@ DONE = b"data: [DONE]"
 
 
 def head_fields(prepared: PreparedPrompt) -> dict[str, Any]:
-    return {
+    fields: dict[str, Any] = {
         "mode": prepared.mode,
         "collection": prepared.collection,
         "citations": [asdict(citation) for citation in prepared.citations],
     }
+    if prepared.route is not None:  # auto mode: which path ran and why
+        fields.update(asdict(prepared.route))
+    return fields
 
 
 def tail_fields(prepared: PreparedPrompt, started: float, first_token_at: float | None) -> dict[str, Any]:

@@ -1,8 +1,9 @@
-"""Chat modes over a collection: `rag` (retrieved chunks, cited) and `lc` (the whole collection).
+"""Chat modes over a collection: `rag` (retrieved chunks, cited) and `lc` (the whole collection); `auto`
+chooses between them (`server.auto`).
 
 A request names its collection and mode in the `lcrag` field or in the model name
-(`docs@rag`, `docs@lc`, `<adapter>/docs@lc`); `prepare` turns the client's messages into the prompt the
-engine sees, with the question (the last user message) after the context and earlier turns kept.
+(`docs@rag`, `docs@lc`, `docs@auto`, `<adapter>/docs@lc`); `prepare` turns the client's messages into the
+prompt the engine sees, with the question (the last user message) after the context and earlier turns kept.
 """
 
 from __future__ import annotations
@@ -11,14 +12,23 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from rag.context import Message, check_fits, count_prompt_tokens, lc_documents, lc_messages, rag_messages
+from rag.context import (
+    RAG_INSTRUCTIONS,
+    Message,
+    check_fits,
+    count_prompt_tokens,
+    lc_documents,
+    lc_messages,
+    rag_messages,
+)
 from rag.retrieve import Citation, retrieve
 from server.errors import BadRequestError, NotImplementedYetError
-from server.schemas import LcragOptions
+from server.schemas import KVOptions, LcragOptions
 from server.services import Services
 
 DEFAULT_TOP_K = 5
 MODEL_NAME_SEPARATOR = "@"
+MODES = ("rag", "lc", "auto")
 
 
 @dataclass(frozen=True)
@@ -31,6 +41,15 @@ class ModelName:
     kv: str | None
 
 
+@dataclass(frozen=True)
+class AutoRoute:
+    """Which mode `auto` answered with, and why (reported in the response's `lcrag` field)."""
+
+    route: str  # "rag" or "lc"
+    reason: str
+    probe_ms: float = 0.0  # time spent on the RAG attempt that decided
+
+
 @dataclass
 class PreparedPrompt:
     mode: str
@@ -39,6 +58,7 @@ class PreparedPrompt:
     prompt_tokens: int
     citations: list[Citation] = field(default_factory=list)
     retrieval_ms: float = 0.0
+    route: AutoRoute | None = None
 
 
 def parse_model_name(model: str) -> ModelName | None:
@@ -69,9 +89,28 @@ def apply_model_name(payload: dict[str, Any], options: LcragOptions, served_mode
         )
     except ValueError:
         raise BadRequestError(
-            f"model {parsed.collection + MODEL_NAME_SEPARATOR + parsed.mode!r}: use '<collection>@rag' or "
-            "'<collection>@lc' with a collection name of 3-63 characters.",
+            f"model {parsed.collection + MODEL_NAME_SEPARATOR + parsed.mode!r}: use '<collection>@rag', "
+            "'<collection>@lc' or '<collection>@auto' with a collection name of 3-63 characters.",
             param="model",
+        ) from None
+
+
+def parse_mode_spec(spec: str) -> tuple[str, KVOptions | None]:
+    """`rag`, `lc`, `auto` or `<mode>:<policy>-<ratio>` (e.g. `lc:snapkv-0.75`) as (mode, KV options).
+
+    Raises ValueError with a message naming what is wrong; the policy name itself is checked where the
+    options are used (the `lcrag` field's validation)."""
+    mode, _, kv = spec.partition(":")
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {spec!r}: use one of {', '.join(MODES)}, or e.g. 'lc:snapkv-0.75'")
+    if not kv:
+        return mode, None
+    policy, _, ratio = kv.rpartition("-")
+    try:
+        return mode, KVOptions(policy=policy, ratio=float(ratio))
+    except ValueError:
+        raise ValueError(
+            f"bad KV part in {spec!r}: write '<policy>-<ratio>' with a ratio in [0, 1), e.g. 'snapkv-0.75'"
         ) from None
 
 
@@ -94,22 +133,25 @@ def question_of(messages: Any) -> tuple[list[Message], str]:
 
 
 def prepare(
-    services: Services, options: LcragOptions, messages: Any, max_tokens: int | None
+    services: Services,
+    options: LcragOptions,
+    messages: Any,
+    max_tokens: int | None,
+    rag_instructions: str = RAG_INSTRUCTIONS,
 ) -> PreparedPrompt:
-    """The prompt for `options.mode` over `options.collection`; raises RagError for a bad collection."""
+    """The prompt for `options.mode` (`rag` or `lc`) over `options.collection`; raises RagError for a bad
+    collection. `auto` chooses between the two with the engine's help: `server.auto.prepare_auto`."""
     assert options.collection is not None
     mode = options.mode or "rag"
-    if mode == "auto":
-        raise NotImplementedYetError(
-            "lcrag.mode 'auto' is not available in this lcrag version yet.", "lcrag.mode"
-        )
+    if mode not in ("rag", "lc"):
+        raise ValueError(f"prepare() builds rag and lc prompts, not {mode!r}")
     history, question = question_of(messages)
     started = time.perf_counter()
     if mode == "rag":
         citations = retrieve(
             services.store, services.embedder, options.collection, question, options.top_k or DEFAULT_TOP_K
         )
-        built = rag_messages(question, citations)
+        built = rag_messages(question, citations, rag_instructions)
     else:
         citations = []
         built = lc_messages(question, lc_documents(services.store, options.collection))
