@@ -1,0 +1,304 @@
+"""The side-by-side UI: drop documents in, ask once, watch the modes answer at the same time with their costs.
+
+A Gradio Blocks app the server mounts at /ui (`ui.mount`). Everything it shows comes from the server's HTTP
+API through `LcragClient`: collections and uploads, `/v1/models`, `/v1/kv/policies`, and `/v1/compare`,
+streamed, once per answer column. The columns are separate listeners of the same click, so they stream
+at the same time (the queue allows it); each keeps its own chat history, sent with its next question.
+Every handler turns a failure into a readable line in the page, never a stack trace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from ui import views
+from ui.client import ApiFailure, LcragClient
+
+MODE_CHOICES = [
+    ("RAG (retrieved chunks)", "rag"),
+    ("LC (whole collection)", "lc"),
+    ("Auto (Self-Route)", "auto"),
+]
+DEFAULT_POLICY = "snapkv"
+QUEUE_CONCURRENCY = 16
+CSS = """
+.citations details { border-bottom: 1px solid var(--border-color-primary); padding: 2px 0; }
+.citations .chunk { white-space: pre-wrap; font-size: 0.9em; padding: 4px 8px; }
+"""
+THEME = gr.themes.Default(
+    font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
+)
+Outputs = tuple[Any, Any, Any, Any]
+PROGRESS = gr.Progress()  # a default value Gradio recognises and replaces with the event's tracker
+
+
+@dataclass
+class AnswerColumn:
+    """The widgets of one answer column."""
+
+    key: str
+    chat: gr.Chatbot
+    metrics: gr.Markdown
+    citations: gr.HTML
+    result: gr.JSON
+
+
+# ---- handlers (plain functions of the client and the inputs; `build` wires them) ----
+
+
+def refresh(client: LcragClient, current: str | None) -> tuple[Any, Any, Any, str]:
+    """Collections, models and KV policies from the server, for the pickers."""
+    try:
+        names = [info["name"] for info in client.collections()]
+        models = client.models()
+        policies = [name for name in client.kv_policies() if name != "none"]
+    except ApiFailure as error:
+        return gr.skip(), gr.skip(), gr.skip(), views.error_note(error.message)
+    chosen = current if current in names else (names[0] if names else None)
+    policy = DEFAULT_POLICY if DEFAULT_POLICY in policies else (policies[0] if policies else None)
+    return (
+        gr.Dropdown(choices=names, value=chosen),
+        gr.Dropdown(choices=models, value=models[0] if models else None),
+        gr.Dropdown(choices=policies, value=policy),
+        "",
+    )
+
+
+def create_collection(client: LcragClient, name: str) -> tuple[Any, str]:
+    name = (name or "").strip()
+    if not name:
+        return gr.skip(), views.error_note("Type a name for the new collection first.")
+    try:
+        client.create_collection(name)
+        names = [info["name"] for info in client.collections()]
+    except ApiFailure as error:
+        return gr.skip(), views.error_note(error.message)
+    return gr.Dropdown(choices=names, value=name), f"Created collection **{name}**."
+
+
+def describe_collection(client: LcragClient, name: str | None) -> str:
+    if not name:
+        return "No collection yet: create one, then add documents."
+    try:
+        return views.collection_markdown(client.collection(name))
+    except ApiFailure as error:
+        return views.error_note(error.message)
+
+
+def upload_files(
+    client: LcragClient, files: list[str] | None, collection: str | None, progress: gr.Progress = PROGRESS
+) -> tuple[str, str, None]:
+    """Upload each file, reporting what was stored or why not; the ingest result and collection size."""
+    if not files:
+        return gr.skip(), gr.skip(), None
+    if not collection:
+        return views.error_note("Choose or create a collection before adding documents."), gr.skip(), None
+    lines = []
+    for index, file in enumerate(files):
+        path = Path(file)
+        progress((index, len(files)), desc=f"Ingesting {path.name}", unit="files")
+        try:
+            lines.append(views.ingest_line(path.name, client.upload(collection, path)))
+        except ApiFailure as error:
+            lines.append(views.error_note(f"**{path.name}**: {error.message}"))
+    return views.upload_markdown(lines), describe_collection(client, collection), None
+
+
+def check_question(question: str, collection: str | None) -> str:
+    """The page's status line for an ask: what is missing, or nothing."""
+    if not (question or "").strip():
+        return views.error_note("Type a question first.")
+    if not collection:
+        return views.error_note("Choose a collection (or create one and add documents) first.")
+    return ""
+
+
+def ask(
+    client: LcragClient,
+    question: str,
+    collection: str | None,
+    model: str | None,
+    max_tokens: int,
+    mode: str,
+    chat: list[dict[str, Any]],
+) -> Iterator[Outputs]:
+    """Stream one column's answer to `question` in `mode`, then its costs and citations."""
+    if check_question(question, collection):
+        yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return
+    history = views.history_of(chat or [])
+    chat = [*(chat or []), {"role": "user", "content": question}, {"role": "assistant", "content": ""}]
+    yield chat, "*answering…*", "", gr.skip()
+    result: dict[str, Any] | None = None
+    try:
+        for event in client.compare_stream(question, collection or "", [mode], model, max_tokens, history):
+            if event["type"] == "delta":
+                chat[-1]["content"] += event["content"]
+                yield chat, gr.skip(), gr.skip(), gr.skip()
+            elif event["type"] == "result":
+                result = event["result"]
+    except ApiFailure as error:
+        chat[-1]["content"] = views.error_note(error.message)
+        yield chat, "", "", None
+        return
+    if result is None:
+        chat[-1]["content"] = views.error_note("The server ended the answer without a result.")
+        yield chat, "", "", None
+        return
+    if result.get("error"):
+        chat[-1]["content"] = views.error_note(result["error"]["message"])
+    elif not chat[-1]["content"].strip():
+        chat[-1]["content"] = views.BLANK_ANSWER
+    yield chat, views.metrics_markdown(result), views.citations_html(result), result
+
+
+def ask_compressed(
+    client: LcragClient,
+    question: str,
+    collection: str | None,
+    model: str | None,
+    max_tokens: int,
+    enabled: bool,
+    policy: str | None,
+    ratio: float,
+    chat: list[dict[str, Any]],
+) -> Iterator[Outputs]:
+    """The LC + KV-compression column: LC with `policy` evicting `ratio` of the prompt's KV cache."""
+    if not enabled or not policy:
+        yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return
+    yield from ask(client, question, collection, model, max_tokens, f"lc:{policy}-{ratio:g}", chat)
+
+
+def chart(*results: dict[str, Any] | None) -> list[Any]:
+    return views.chart_frames(results)
+
+
+# ---- layout ----
+
+
+def _answer_column(key: str, label: str) -> AnswerColumn:
+    chat = gr.Chatbot(label=label, elem_id=f"answer-{key}", height=360, buttons=["copy"])
+    metrics = gr.Markdown(elem_id=f"metrics-{key}")
+    with gr.Accordion("Citations", open=True):
+        citations = gr.HTML(elem_id=f"citations-{key}")
+    with gr.Accordion("Raw result (from /v1/compare)", open=False):
+        result = gr.JSON(elem_id=f"result-{key}", show_label=False)
+    return AnswerColumn(key, chat, metrics, citations, result)
+
+
+def build(client: LcragClient) -> gr.Blocks:
+    """The Blocks app, its handlers bound to `client` (queue configured; mount with `ui.mount`)."""
+    with gr.Blocks(title="lcrag: RAG vs long context") as demo:
+        gr.Markdown("## lcrag: RAG vs long context, side by side")
+        with gr.Row():
+            with gr.Column(scale=1, min_width=280):
+                collection = gr.Dropdown(
+                    label="Collection", choices=[], elem_id="collection", allow_custom_value=True
+                )
+                collection_info = gr.Markdown(elem_id="collection-info")
+                with gr.Accordion("New collection", open=False):
+                    new_name = gr.Textbox(label="Name", placeholder="3-63 characters: a-z 0-9 _ -")
+                    create = gr.Button("Create", elem_id="create-collection")
+                files = gr.File(
+                    label="Add documents (.txt .md .html .pdf .docx)",
+                    file_count="multiple",
+                    type="filepath",
+                    elem_id="upload",
+                )
+                upload_report = gr.Markdown(elem_id="upload-report")
+                model = gr.Dropdown(
+                    label="Model / adapter", choices=[], elem_id="model", allow_custom_value=True
+                )
+                max_tokens = gr.Slider(16, 512, value=128, step=16, label="Answer tokens")
+                compressed_on = gr.Checkbox(label="Add an LC + KV compression column", value=False)
+                policy = gr.Dropdown(
+                    label="Eviction policy", choices=[], visible=False, allow_custom_value=True
+                )
+                ratio = gr.Slider(0.05, 0.95, value=0.75, step=0.05, label="Evicted fraction", visible=False)
+            with gr.Column(scale=3):
+                question = gr.Textbox(
+                    label="Question", placeholder="Ask about your documents", elem_id="question", lines=1
+                )
+                with gr.Row():
+                    ask_button = gr.Button("Ask", variant="primary", elem_id="ask")
+                status = gr.Markdown(elem_id="status")
+                with gr.Row(equal_height=False):
+                    with gr.Column():
+                        mode_a = gr.Dropdown(MODE_CHOICES, value="rag", label="Column 1", elem_id="mode-a")
+                        column_a = _answer_column("a", "Answer 1")
+                    with gr.Column():
+                        mode_b = gr.Dropdown(MODE_CHOICES, value="lc", label="Column 2", elem_id="mode-b")
+                        column_b = _answer_column("b", "Answer 2")
+                    with gr.Column(visible=False) as compressed_box:
+                        gr.Markdown("**LC + KV compression**")
+                        column_c = _answer_column("c", "Answer 3")
+                with gr.Row():
+                    plots = [
+                        gr.BarPlot(x="mode", y="value", color="mode", title=title, height=220, label=title)
+                        for title in views.CHART_METRICS.values()
+                    ]
+                clear = gr.Button("Clear chats", size="sm")
+
+        columns = [column_a, column_b, column_c]
+        demo.load(
+            partial(refresh, client), [collection], [collection, model, policy, status], api_name="refresh"
+        )
+        collection.change(
+            partial(describe_collection, client), [collection], [collection_info], api_visibility="private"
+        )
+        create.click(
+            partial(create_collection, client), [new_name], [collection, status], api_name="create_collection"
+        )
+        files.upload(
+            partial(upload_files, client),
+            [files, collection],
+            [upload_report, collection_info, files],
+            api_name="upload",
+        )
+        compressed_on.change(
+            lambda on: (gr.Column(visible=on), gr.Dropdown(visible=on), gr.Slider(visible=on)),
+            [compressed_on],
+            [compressed_box, policy, ratio],
+            api_visibility="private",
+        )
+
+        triggers = [ask_button.click, question.submit]
+        shared = [question, collection, model, max_tokens]
+        gr.on(triggers, check_question, [question, collection], [status], api_name="check")
+        for column, mode in ((column_a, mode_a), (column_b, mode_b)):
+            gr.on(
+                triggers,
+                partial(ask, client),
+                [*shared, mode, column.chat],
+                [column.chat, column.metrics, column.citations, column.result],
+                api_name=f"ask_{column.key}",
+            )
+        gr.on(
+            triggers,
+            partial(ask_compressed, client),
+            [*shared, compressed_on, policy, ratio, column_c.chat],
+            [column_c.chat, column_c.metrics, column_c.citations, column_c.result],
+            api_name="ask_c",
+        )
+        gr.on(
+            [column.result.change for column in columns],
+            chart,
+            [column.result for column in columns],
+            plots,
+            api_visibility="private",
+        )
+        clear.click(
+            lambda: [[], "", "", None] * len(columns),
+            None,
+            [widget for c in columns for widget in (c.chat, c.metrics, c.citations, c.result)],
+            api_visibility="private",
+        )
+    demo.queue(default_concurrency_limit=QUEUE_CONCURRENCY)
+    return demo
