@@ -193,6 +193,19 @@ def _answer_column(key: str, label: str) -> AnswerColumn:
     return AnswerColumn(key, chat, metrics, citations, result)
 
 
+def _bar_plot(title: str) -> gr.BarPlot:
+    return gr.BarPlot(
+        x="mode",
+        y="value",
+        title=title,
+        x_title="",
+        y_title="",
+        y_lim=[0, None],
+        height=200,
+        show_label=False,
+    )
+
+
 def build(client: LcragClient) -> gr.Blocks:
     """The Blocks app, its handlers bound to `client` (queue configured; mount with `ui.mount`)."""
     with gr.Blocks(title="lcrag: RAG vs long context") as demo:
@@ -216,7 +229,9 @@ def build(client: LcragClient) -> gr.Blocks:
                 model = gr.Dropdown(
                     label="Model / adapter", choices=[], elem_id="model", allow_custom_value=True
                 )
-                max_tokens = gr.Slider(16, 512, value=128, step=16, label="Answer tokens")
+                max_tokens = gr.Slider(
+                    16, 512, value=128, step=16, label="Answer tokens", elem_id="max-tokens"
+                )
                 compressed_on = gr.Checkbox(label="Add an LC + KV compression column", value=False)
                 policy = gr.Dropdown(
                     label="Eviction policy", choices=[], visible=False, allow_custom_value=True
@@ -240,10 +255,7 @@ def build(client: LcragClient) -> gr.Blocks:
                         gr.Markdown("**LC + KV compression**")
                         column_c = _answer_column("c", "Answer 3")
                 with gr.Row():
-                    plots = [
-                        gr.BarPlot(x="mode", y="value", color="mode", title=title, height=220, label=title)
-                        for title in views.CHART_METRICS.values()
-                    ]
+                    plots = [_bar_plot(title) for title in views.CHART_METRICS.values()]
                 clear = gr.Button("Clear chats", size="sm")
 
         columns = [column_a, column_b, column_c]
