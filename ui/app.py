@@ -48,6 +48,11 @@ class AnswerColumn:
     citations: gr.HTML
     result: gr.JSON
 
+    @property
+    def outputs(self) -> list[Any]:
+        """What an answer updates, in the order `ask` yields them."""
+        return [self.chat, self.metrics, self.citations, self.result]
+
 
 # ---- handlers (plain functions of the client and the inputs; `build` wires them) ----
 
@@ -206,43 +211,91 @@ def _bar_plot(title: str) -> gr.BarPlot:
     )
 
 
+@dataclass
+class Sidebar:
+    """Collection, documents, model and KV-compression pickers."""
+
+    collection: gr.Dropdown
+    collection_info: gr.Markdown
+    new_name: gr.Textbox
+    create: gr.Button
+    files: gr.File
+    upload_report: gr.Markdown
+    model: gr.Dropdown
+    max_tokens: gr.Slider
+    compressed_on: gr.Checkbox
+    policy: gr.Dropdown
+    ratio: gr.Slider
+
+
+def _sidebar() -> Sidebar:
+    collection = gr.Dropdown(label="Collection", choices=[], elem_id="collection", allow_custom_value=True)
+    collection_info = gr.Markdown(elem_id="collection-info")
+    with gr.Accordion("New collection", open=False):
+        new_name = gr.Textbox(label="Name", placeholder="3-63 characters: a-z 0-9 _ -")
+        create = gr.Button("Create", elem_id="create-collection")
+    files = gr.File(
+        label="Add documents (.txt .md .html .pdf .docx)",
+        file_count="multiple",
+        type="filepath",
+        elem_id="upload",
+    )
+    upload_report = gr.Markdown(elem_id="upload-report")
+    model = gr.Dropdown(label="Model / adapter", choices=[], elem_id="model", allow_custom_value=True)
+    max_tokens = gr.Slider(16, 512, value=128, step=16, label="Answer tokens", elem_id="max-tokens")
+    compressed_on = gr.Checkbox(label="Add an LC + KV compression column", value=False)
+    policy = gr.Dropdown(label="Eviction policy", choices=[], visible=False, allow_custom_value=True)
+    ratio = gr.Slider(0.05, 0.95, value=0.75, step=0.05, label="Evicted fraction", visible=False)
+    return Sidebar(collection, collection_info, new_name, create, files, upload_report, model, max_tokens,
+                   compressed_on, policy, ratio)  # fmt: skip
+
+
+def _wire_sidebar(demo: gr.Blocks, client: LcragClient, side: Sidebar, status: gr.Markdown,
+                  compressed_box: gr.Column) -> None:  # fmt: skip
+    demo.load(
+        partial(refresh, client),
+        [side.collection],
+        [side.collection, side.model, side.policy, status],
+        api_name="refresh",
+    )
+    side.collection.change(
+        partial(describe_collection, client),
+        [side.collection],
+        [side.collection_info],
+        api_visibility="private",
+    )
+    side.create.click(
+        partial(create_collection, client),
+        [side.new_name],
+        [side.collection, status],
+        api_name="create_collection",
+    )
+    side.files.upload(
+        partial(upload_files, client),
+        [side.files, side.collection],
+        [side.upload_report, side.collection_info, side.files],
+        api_name="upload",
+    )
+    side.compressed_on.change(
+        lambda on: (gr.Column(visible=on), gr.Dropdown(visible=on), gr.Slider(visible=on)),
+        [side.compressed_on],
+        [compressed_box, side.policy, side.ratio],
+        api_visibility="private",
+    )
+
+
 def build(client: LcragClient) -> gr.Blocks:
     """The Blocks app, its handlers bound to `client` (queue configured; mount with `ui.mount`)."""
     with gr.Blocks(title="lcrag: RAG vs long context") as demo:
         gr.Markdown("## lcrag: RAG vs long context, side by side")
         with gr.Row():
             with gr.Column(scale=1, min_width=280):
-                collection = gr.Dropdown(
-                    label="Collection", choices=[], elem_id="collection", allow_custom_value=True
-                )
-                collection_info = gr.Markdown(elem_id="collection-info")
-                with gr.Accordion("New collection", open=False):
-                    new_name = gr.Textbox(label="Name", placeholder="3-63 characters: a-z 0-9 _ -")
-                    create = gr.Button("Create", elem_id="create-collection")
-                files = gr.File(
-                    label="Add documents (.txt .md .html .pdf .docx)",
-                    file_count="multiple",
-                    type="filepath",
-                    elem_id="upload",
-                )
-                upload_report = gr.Markdown(elem_id="upload-report")
-                model = gr.Dropdown(
-                    label="Model / adapter", choices=[], elem_id="model", allow_custom_value=True
-                )
-                max_tokens = gr.Slider(
-                    16, 512, value=128, step=16, label="Answer tokens", elem_id="max-tokens"
-                )
-                compressed_on = gr.Checkbox(label="Add an LC + KV compression column", value=False)
-                policy = gr.Dropdown(
-                    label="Eviction policy", choices=[], visible=False, allow_custom_value=True
-                )
-                ratio = gr.Slider(0.05, 0.95, value=0.75, step=0.05, label="Evicted fraction", visible=False)
+                side = _sidebar()
             with gr.Column(scale=3):
                 question = gr.Textbox(
                     label="Question", placeholder="Ask about your documents", elem_id="question", lines=1
                 )
-                with gr.Row():
-                    ask_button = gr.Button("Ask", variant="primary", elem_id="ask")
+                ask_button = gr.Button("Ask", variant="primary", elem_id="ask")
                 status = gr.Markdown(elem_id="status")
                 with gr.Row(equal_height=False):
                     with gr.Column():
@@ -258,58 +311,23 @@ def build(client: LcragClient) -> gr.Blocks:
                     plots = [_bar_plot(title) for title in views.CHART_METRICS.values()]
                 clear = gr.Button("Clear chats", size="sm")
 
-        columns = [column_a, column_b, column_c]
-        demo.load(
-            partial(refresh, client), [collection], [collection, model, policy, status], api_name="refresh"
-        )
-        collection.change(
-            partial(describe_collection, client), [collection], [collection_info], api_visibility="private"
-        )
-        create.click(
-            partial(create_collection, client), [new_name], [collection, status], api_name="create_collection"
-        )
-        files.upload(
-            partial(upload_files, client),
-            [files, collection],
-            [upload_report, collection_info, files],
-            api_name="upload",
-        )
-        compressed_on.change(
-            lambda on: (gr.Column(visible=on), gr.Dropdown(visible=on), gr.Slider(visible=on)),
-            [compressed_on],
-            [compressed_box, policy, ratio],
-            api_visibility="private",
-        )
-
+        _wire_sidebar(demo, client, side, status, compressed_box)
+        # One listener per column on the same triggers: the columns stream at the same time.
         triggers = [ask_button.click, question.submit]
-        shared = [question, collection, model, max_tokens]
-        gr.on(triggers, check_question, [question, collection], [status], api_name="check")
+        shared = [question, side.collection, side.model, side.max_tokens]
+        gr.on(triggers, check_question, [question, side.collection], [status], api_name="check")
         for column, mode in ((column_a, mode_a), (column_b, mode_b)):
-            gr.on(
-                triggers,
-                partial(ask, client),
-                [*shared, mode, column.chat],
-                [column.chat, column.metrics, column.citations, column.result],
-                api_name=f"ask_{column.key}",
-            )
-        gr.on(
-            triggers,
-            partial(ask_compressed, client),
-            [*shared, compressed_on, policy, ratio, column_c.chat],
-            [column_c.chat, column_c.metrics, column_c.citations, column_c.result],
-            api_name="ask_c",
-        )
-        gr.on(
-            [column.result.change for column in columns],
-            chart,
-            [column.result for column in columns],
-            plots,
-            api_visibility="private",
-        )
+            inputs = [*shared, mode, column.chat]
+            gr.on(triggers, partial(ask, client), inputs, column.outputs, api_name=f"ask_{column.key}")
+        inputs = [*shared, side.compressed_on, side.policy, side.ratio, column_c.chat]
+        gr.on(triggers, partial(ask_compressed, client), inputs, column_c.outputs, api_name="ask_c")
+        columns = [column_a, column_b, column_c]
+        results = [column.result for column in columns]
+        gr.on([r.change for r in results], chart, results, plots, api_visibility="private")
         clear.click(
             lambda: [[], "", "", None] * len(columns),
             None,
-            [widget for c in columns for widget in (c.chat, c.metrics, c.citations, c.result)],
+            [widget for column in columns for widget in column.outputs],
             api_visibility="private",
         )
     demo.queue(default_concurrency_limit=QUEUE_CONCURRENCY)
