@@ -74,6 +74,16 @@ class Settings(BaseSettings):
     answer_tokens: int = Field(
         default=512, ge=1, description="Tokens kept free for the answer when a request sets no max_tokens."
     )
+    auto_min_score: float = Field(
+        default=0.3,
+        ge=-1.0,
+        le=1.0,
+        description="auto mode answers with lc when the best retrieval score is below this (cosine).",
+    )
+    auto_probe_tokens: int = Field(
+        default=24, ge=1, le=512, description="Answer tokens of auto mode's RAG attempt (Self-Route)."
+    )
+    ui: bool = Field(default=True, description="Serve the side-by-side web UI at /ui.")
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="lcrag's own log level (vLLM logs warnings and errors only)."
     )

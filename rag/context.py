@@ -1,6 +1,7 @@
 """Prompts for both modes, in one place, with the question after the context.
 
-- RAG: the retrieved chunks, numbered [1]..[k] with their titles (and pages), to be cited as [n].
+- RAG: the retrieved chunks, numbered [1]..[k] with their titles (and pages), to be cited as [n]; the
+  Self-Route variant (auto mode) asks for a fixed marker when the chunks do not hold the answer.
 - LC: every complete document of the collection in upload order, each under its title, rebuilt from its
   chunks; `check_fits` refuses a prompt that leaves no room for the answer.
 """
@@ -22,9 +23,11 @@ if TYPE_CHECKING:
 
 Message = dict[str, str]
 
-RAG_INSTRUCTIONS = (
-    "Answer the question using only the numbered passages. Cite each passage you use as [n]. "
-    "If the passages do not contain the answer, say that you do not know."
+_USE_PASSAGES = "Answer the question using only the numbered passages. Cite each passage you use as [n]. "
+RAG_INSTRUCTIONS = _USE_PASSAGES + "If the passages do not contain the answer, say that you do not know."
+UNANSWERABLE = "UNANSWERABLE"
+SELF_ROUTE_INSTRUCTIONS = (
+    _USE_PASSAGES + f"If the passages do not contain the answer, reply with the single word {UNANSWERABLE}."
 )
 LC_INSTRUCTIONS = (
     "Answer the question using only the documents. "
@@ -43,11 +46,13 @@ class LcDocument:
     text: str
 
 
-def rag_messages(question: str, citations: Sequence[Citation]) -> list[Message]:
+def rag_messages(
+    question: str, citations: Sequence[Citation], instructions: str = RAG_INSTRUCTIONS
+) -> list[Message]:
     passages = "\n\n".join(
         f"[{c.number}] {c.title}{f' (page {c.page})' if c.page else ''}\n{c.text}" for c in citations
     )
-    return _messages(RAG_INSTRUCTIONS, f"Passages:\n\n{passages}", question)
+    return _messages(instructions, f"Passages:\n\n{passages}", question)
 
 
 def lc_documents(store: Store, collection: str) -> list[LcDocument]:

@@ -20,8 +20,9 @@ from lcrag.logs import vllm_logging_config_file
 from lcrag.settings import Settings
 from server.errors import ApiError, error_response
 from server.middleware import ApiKeyMiddleware, LcragOptionsMiddleware
-from server.routes import collections, kv, models
+from server.routes import collections, compare, kv, models
 from server.services import Services
+from server.ui_access import UiLoginMiddleware
 
 log = logging.getLogger("lcrag.server")
 
@@ -70,14 +71,27 @@ def extend_app(app: FastAPI, settings: Settings, services: Services | None = Non
     if services is not None:
         app.state.lcrag = services
         app.include_router(collections.router)
+        app.include_router(compare.router)
         models.replace_vllm_models_route(app)
+        if settings.ui:
+            from ui.mount import mount_ui  # Gradio loads only when the UI is served
+
+            api_key = settings.api_key.get_secret_value() if settings.api_key else None
+            mount_ui(app, loopback_url(settings), api_key)
     # vLLM's SageMaker bootstrap builds the middleware stack eagerly; Starlette rebuilds it on the first
     # request when it is unset, so clearing it lets ours join vLLM's instead of being refused.
     app.middleware_stack = None
     app.add_middleware(LcragOptionsMiddleware, services=services)
     if settings.api_key is not None:
         app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key.get_secret_value())
+        app.add_middleware(UiLoginMiddleware, api_key=settings.api_key.get_secret_value())
     return app
+
+
+def loopback_url(settings: Settings) -> str:
+    """This server's own URL as seen from inside the machine (a wildcard listen address is not one)."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(settings.host, settings.host)
+    return settings.model_copy(update={"host": host}).base_url
 
 
 async def serve(settings: Settings, args: Namespace) -> None:

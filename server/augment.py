@@ -38,11 +38,14 @@ class ResponseExtras:
     def head_fields(self) -> dict[str, Any]:
         if self.prepared is None:
             return {}
-        return {
+        fields: dict[str, Any] = {
             "mode": self.prepared.mode,
             "collection": self.prepared.collection,
             "citations": [asdict(citation) for citation in self.prepared.citations],
         }
+        if self.prepared.route is not None:  # auto mode: which path ran and why
+            fields.update(asdict(self.prepared.route))
+        return fields
 
     def tail_fields(self, response_id: str | None, first_token_at: float | None) -> dict[str, Any]:
         now = time.perf_counter()

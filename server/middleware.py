@@ -5,7 +5,8 @@
 - `LcragOptionsMiddleware`: takes the `lcrag` field out of chat/completion request bodies and validates it
   before vLLM sees the request (vLLM would log and ignore an unknown top-level field). With a collection
   (in the field or a `docs@rag` model name) it replaces the messages with the mode's prompt and adds the
-  `lcrag` field to the response. The parsed options are left in `request.state.lcrag`.
+  `lcrag` field to the response. In `auto` mode it first runs the RAG attempt through the app behind it
+  (in-process, `server.loopback`). The parsed options are left in `request.state.lcrag`.
 
 Both are plain ASGI classes, not `BaseHTTPMiddleware`, so streamed responses pass through untouched.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from functools import partial
 from typing import Any
 
 from pydantic import ValidationError
@@ -24,8 +26,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from compression import registry
 from compression.vllm_integration.options import to_extra_args
+from rag.context import Message as ChatMessage
 from rag.errors import RagError
+from server import loopback
 from server.augment import ResponseExtras, augmenting_send
+from server.auto import prepare_auto
 from server.errors import (
     ApiError,
     AuthenticationError,
@@ -43,6 +48,9 @@ OPEN_PATHS = frozenset({"/health"})
 CHAT_PATH = "/v1/chat/completions"
 GENERATION_PATHS = frozenset({CHAT_PATH, "/v1/completions"})
 LCRAG_FIELD = "lcrag"
+ATTEMPT_DROPPED_FIELDS = frozenset(
+    {"stream_options", "max_completion_tokens", "n", "logprobs", "top_logprobs", "response_format", "tools"}
+)
 
 
 class ApiKeyMiddleware:
@@ -89,7 +97,7 @@ class LcragOptionsMiddleware:
             await self.app(scope, _replay(body, receive), send)
             return
         try:
-            options, prepared, kv = await self._prepare(scope["path"], payload)
+            options, prepared, kv = await self._prepare(scope, payload)
         except ApiError as error:
             await send_error(error, scope, receive, send)
             return
@@ -108,8 +116,9 @@ class LcragOptionsMiddleware:
         await self.app(_with_content_length(scope, len(new_body)), _replay(new_body, receive), send)
 
     async def _prepare(
-        self, path: str, payload: dict[str, Any]
+        self, scope: Scope, payload: dict[str, Any]
     ) -> tuple[LcragOptions, PreparedPrompt | None, KVOptions | None]:
+        path = scope["path"]
         options = parse_lcrag_options(payload.pop(LCRAG_FIELD, {}))
         if self.services is not None:
             options = apply_model_name(payload, options, self.services.served_model)
@@ -124,13 +133,16 @@ class LcragOptionsMiddleware:
         if self.services is None:
             raise NotImplementedYetError("This server has no collections.", param=f"{LCRAG_FIELD}.collection")
         max_tokens = payload.get("max_completion_tokens") or payload.get("max_tokens")
-        prepared = await run_in_threadpool(
-            prepare,
-            self.services,
-            options,
-            payload.get("messages"),
-            max_tokens if isinstance(max_tokens, int) else None,
-        )
+        max_tokens = max_tokens if isinstance(max_tokens, int) else None
+        if options.mode == "auto":
+            generate = partial(self._generate, scope, payload)
+            prepared = await prepare_auto(
+                self.services, options, payload.get("messages"), max_tokens, generate
+            )
+        else:
+            prepared = await run_in_threadpool(
+                prepare, self.services, options, payload.get("messages"), max_tokens
+            )
         return options, prepared, kv
 
     def _eviction(self, options: LcragOptions) -> KVOptions | None:
@@ -147,6 +159,18 @@ class LcragOptionsMiddleware:
                 param=f"{LCRAG_FIELD}.kv",
             )
         return kv
+
+    async def _generate(
+        self, scope: Scope, payload: dict[str, Any], messages: list[ChatMessage], max_tokens: int
+    ) -> str | None:
+        """One short non-streamed chat completion by the app behind this middleware (auto's RAG attempt)."""
+        request = {key: value for key, value in payload.items() if key not in ATTEMPT_DROPPED_FIELDS}
+        request |= {"messages": messages, "max_tokens": max_tokens, "temperature": 0.0, "stream": False}
+        async with loopback.post(self.app, scope, CHAT_PATH, request) as response:
+            body = await response.read()
+        if response.status != 200:
+            return None
+        return json.loads(body)["choices"][0]["message"].get("content") or ""
 
 
 def _concerns_lcrag(payload: dict[str, Any], services: Services | None) -> bool:

@@ -1,8 +1,9 @@
-"""Chat modes over a collection: `rag` (retrieved chunks, cited) and `lc` (the whole collection).
+"""Chat modes over a collection: `rag` (retrieved chunks, cited) and `lc` (the whole collection); `auto`
+chooses between them (`server.auto`).
 
 A request names its collection and mode in the `lcrag` field or in the model name
-(`docs@rag`, `docs@lc`, `<adapter>/docs@lc`); `prepare` turns the client's messages into the prompt the
-engine sees, with the question (the last user message) after the context and earlier turns kept.
+(`docs@rag`, `docs@lc`, `docs@auto`, `<adapter>/docs@lc`); `prepare` turns the client's messages into the
+prompt the engine sees, with the question (the last user message) after the context and earlier turns kept.
 """
 
 from __future__ import annotations
@@ -11,15 +12,23 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from compression.registry import PolicyError
-from rag.context import Message, check_fits, count_prompt_tokens, lc_documents, lc_messages, rag_messages
+from rag.context import (
+    RAG_INSTRUCTIONS,
+    Message,
+    check_fits,
+    count_prompt_tokens,
+    lc_documents,
+    lc_messages,
+    rag_messages,
+)
 from rag.retrieve import Citation, retrieve
-from server.errors import BadRequestError, NotImplementedYetError
+from server.errors import BadRequestError
 from server.schemas import KVOptions, LcragOptions
 from server.services import Services
 
 DEFAULT_TOP_K = 5
 MODEL_NAME_SEPARATOR = "@"
+MODES = ("rag", "lc", "auto")
 
 
 @dataclass(frozen=True)
@@ -32,6 +41,15 @@ class ModelName:
     kv: str | None
 
 
+@dataclass(frozen=True)
+class AutoRoute:
+    """Which mode `auto` answered with, and why (reported in the response's `lcrag` field)."""
+
+    route: str  # "rag" or "lc"
+    reason: str
+    probe_ms: float = 0.0  # time spent on the RAG attempt that decided
+
+
 @dataclass
 class PreparedPrompt:
     mode: str
@@ -40,6 +58,7 @@ class PreparedPrompt:
     prompt_tokens: int
     citations: list[Citation] = field(default_factory=list)
     retrieval_ms: float = 0.0
+    route: AutoRoute | None = None
 
 
 def parse_model_name(model: str) -> ModelName | None:
@@ -73,20 +92,35 @@ def apply_model_name(payload: dict[str, Any], options: LcragOptions, served_mode
         ) from None
 
 
-def kv_of_model_name(spec: str, model: str) -> KVOptions:
-    """`snapkv-0.75` -> policy snapkv evicting 75 % of the prompt's K/V."""
+def parse_kv_spec(spec: str) -> KVOptions:
+    """`snapkv-0.75` -> policy snapkv evicting 75 % of the prompt's K/V. Raises ValueError (a PolicyError
+    for an unknown policy) saying what is wrong."""
     policy, _, ratio = spec.rpartition("-")
     try:
         kv = KVOptions(policy=policy, ratio=float(ratio))
-        kv.policy_object()
-    except (ValueError, PolicyError) as error:
-        detail = str(error) if isinstance(error, PolicyError) else "the ratio must be a number in [0, 1)"
-        raise BadRequestError(
-            f"model {model!r}: write KV eviction as ':<policy>-<ratio>' "
-            f"(e.g. 'docs@lc:snapkv-0.75'); {detail}",
-            param="model",
+    except ValueError:
+        raise ValueError(
+            f"bad KV part {spec!r}: write '<policy>-<ratio>' with a ratio in [0, 1), e.g. 'snapkv-0.75'"
         ) from None
+    kv.policy_object()
     return kv
+
+
+def kv_of_model_name(spec: str, model: str) -> KVOptions:
+    """The KV part of a `docs@lc:snapkv-0.75` model name; a 400 naming `model` when it is wrong."""
+    try:
+        return parse_kv_spec(spec)
+    except ValueError as error:
+        raise BadRequestError(f"model {model!r}: {error}", param="model") from None
+
+
+def parse_mode_spec(spec: str) -> tuple[str, KVOptions | None]:
+    """`rag`, `lc`, `auto` or `<mode>:<policy>-<ratio>` (e.g. `lc:snapkv-0.75`) as (mode, KV options).
+    Raises ValueError with a message naming what is wrong."""
+    mode, _, kv = spec.partition(":")
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {spec!r}: use one of {', '.join(MODES)}, or e.g. 'lc:snapkv-0.75'")
+    return mode, (parse_kv_spec(kv) if kv else None)
 
 
 def question_of(messages: Any) -> tuple[list[Message], str]:
@@ -108,22 +142,25 @@ def question_of(messages: Any) -> tuple[list[Message], str]:
 
 
 def prepare(
-    services: Services, options: LcragOptions, messages: Any, max_tokens: int | None
+    services: Services,
+    options: LcragOptions,
+    messages: Any,
+    max_tokens: int | None,
+    rag_instructions: str = RAG_INSTRUCTIONS,
 ) -> PreparedPrompt:
-    """The prompt for `options.mode` over `options.collection`; raises RagError for a bad collection."""
+    """The prompt for `options.mode` (`rag` or `lc`) over `options.collection`; raises RagError for a bad
+    collection. `auto` chooses between the two with the engine's help: `server.auto.prepare_auto`."""
     assert options.collection is not None
     mode = options.mode or "rag"
-    if mode == "auto":
-        raise NotImplementedYetError(
-            "lcrag.mode 'auto' is not available in this lcrag version yet.", "lcrag.mode"
-        )
+    if mode not in ("rag", "lc"):
+        raise ValueError(f"prepare() builds rag and lc prompts, not {mode!r}")
     history, question = question_of(messages)
     started = time.perf_counter()
     if mode == "rag":
         citations = retrieve(
             services.store, services.embedder, options.collection, question, options.top_k or DEFAULT_TOP_K
         )
-        built = rag_messages(question, citations)
+        built = rag_messages(question, citations, rag_instructions)
     else:
         citations = []
         built = lc_messages(question, lc_documents(services.store, options.collection))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -118,3 +118,68 @@ class QueryResponse(BaseModel):
 class Deleted(BaseModel):
     id: str
     deleted: bool = True
+
+
+class ChatTurn(StrictModel):
+    role: Literal["user", "assistant"]
+    content: str
+
+
+class CompareRequest(StrictModel):
+    """One question over one collection, answered in several modes at once."""
+
+    question: str = Field(min_length=1, description="The user's question.")
+    collection: str = Field(min_length=1, description="Collection to answer from.")
+    modes: list[str] = Field(
+        default=["rag", "lc"],
+        min_length=1,
+        max_length=8,
+        description="Modes to run concurrently: 'rag', 'lc', 'auto', or with KV eviction 'lc:snapkv-0.75'.",
+    )
+    model: str | None = Field(default=None, description="Served model or LoRA adapter; default the base.")
+    max_tokens: int | None = Field(
+        default=None, ge=1, description="Answer tokens per mode; default LCRAG_ANSWER_TOKENS."
+    )
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    top_k: int | None = Field(default=None, ge=1, le=100, description="Chunks to retrieve in rag mode.")
+    history: list[ChatTurn] = Field(default=[], description="Earlier turns, sent with every mode.")
+    stream: bool = Field(default=False, description="Server-sent events, each tagged with its mode.")
+
+    @model_validator(mode="after")
+    def _question_has_text(self) -> CompareRequest:
+        if not self.question.strip():
+            raise ValueError("'question' is empty")
+        return self
+
+
+class ModeError(BaseModel):
+    message: str
+    type: str
+    code: int
+
+
+class ModeResult(BaseModel):
+    """One mode's answer and what it cost, or its error (other modes are unaffected)."""
+
+    mode: str
+    answer: str | None = None
+    citations: list[Citation] = []
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    ttft_ms: float | None = Field(default=None, description="From the compare request to the first token.")
+    total_ms: float | None = Field(default=None, description="From the compare request to the last token.")
+    retrieval_ms: float | None = None
+    kv: dict[str, Any] | None = Field(default=None, description="The answer's `lcrag.kv` field, if any.")
+    kv_tokens: int | None = Field(default=None, description="Prompt tokens kept in the KV cache (eviction).")
+    kv_blocks: int | None = Field(default=None, description="KV-cache blocks kept (eviction).")
+    route: str | None = Field(default=None, description="auto mode: 'rag' or 'lc'.")
+    reason: str | None = Field(default=None, description="auto mode: why that route.")
+    error: ModeError | None = None
+
+
+class CompareResponse(BaseModel):
+    object: Literal["compare"] = "compare"
+    question: str
+    collection: str
+    model: str
+    results: list[ModeResult]

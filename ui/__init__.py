@@ -1,2 +1,1 @@
-"""The Gradio side-by-side app (RAG and LC answers to one question), mounted by the server at /ui.
-Built by the UI issue; nothing here yet."""
+"""The Gradio side-by-side app, mounted by the server at /ui; it talks to the server only over HTTP."""

@@ -1,4 +1,4 @@
-"""GET /v1/models: vLLM's list plus `<collection>@rag` and `<collection>@lc` for every collection, so plain
+"""GET /v1/models: vLLM's list plus `<collection>@rag`, `@lc` and `@auto` for every collection, so plain
 OpenAI clients and chat UIs can pick a collection and a mode by model name. Replaces vLLM's route."""
 
 from __future__ import annotations
@@ -9,10 +9,9 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
-from server.modes import MODEL_NAME_SEPARATOR
+from server.modes import MODEL_NAME_SEPARATOR, MODES
 from server.services import Services
 
-MODEL_NAME_MODES = ("rag", "lc")
 router = APIRouter()
 
 
@@ -25,7 +24,7 @@ async def list_models(request: Request) -> dict[str, Any]:
     listing["data"] += [
         {**base, "id": f"{name}{MODEL_NAME_SEPARATOR}{mode}", "parent": services.served_model}
         for name in collections
-        for mode in MODEL_NAME_MODES
+        for mode in MODES
     ]
     return listing
 

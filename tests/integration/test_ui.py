@@ -1,0 +1,133 @@
+"""The UI's event handlers through `gradio_client`, against the UI mounted on the tiny-model server.
+
+The same calls the page makes: refresh the pickers, create a collection, upload, ask in two columns at
+once, and the bad inputs (unsupported file, empty question, LC over budget) come back as readable lines.
+"""
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from gradio_client import Client, handle_file
+
+from tests.conftest import RunningServer
+from tests.documents_text import TOWNS, town_paragraph
+from tests.integration.test_collections_api import api
+from ui.views import BLANK_ANSWER, WARNING, text_of
+
+pytestmark = pytest.mark.integration
+
+
+def unchanged(outputs: tuple[Any, ...]) -> bool:
+    """Whether every output is gr.skip() (an update without a value, as gradio_client shows it)."""
+    return all(o.get("__type__") == "update" and "value" not in o for o in outputs)
+
+
+@pytest.fixture(scope="module")
+def ui(tiny_server: RunningServer) -> Client:
+    return Client(f"{tiny_server.base_url}/ui/", headers=tiny_server.headers(), verbose=False)
+
+
+@pytest.fixture(scope="module")
+def town_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("ui-docs") / "brisk.txt"
+    path.write_text(town_paragraph(*TOWNS[1]))
+    return path
+
+
+@pytest.fixture(scope="module")
+def collection(ui: Client, tiny_server: RunningServer, town_file: Path) -> Iterator[str]:
+    picker, status = ui.predict("ui-towns", api_name="/create_collection")
+    assert picker["value"] == "ui-towns" and ["ui-towns", "ui-towns"] in picker["choices"]
+    assert status == "Created collection **ui-towns**."
+    report, info, cleared = ui.predict([handle_file(town_file)], "ui-towns", api_name="/upload")
+    assert report.startswith("- **brisk.txt**: added (") and cleared is None
+    assert info.startswith("1 documents · ") and "fits LC: yes" in info
+    yield "ui-towns"
+    with api(tiny_server) as client:
+        client.delete("/v1/collections/ui-towns")
+
+
+def ask(ui: Client, column: str, question: str, collection: str, *mode: Any) -> tuple[Any, ...]:
+    return ui.predict(question, collection, None, 16, *mode, [], api_name=f"/ask_{column}")
+
+
+def test_refresh_fills_the_pickers_from_the_api(
+    ui: Client, collection: str, tiny_server: RunningServer
+) -> None:
+    collections, models, policies, status = ui.predict(collection, api_name="/refresh")
+    assert collections["value"] == collection and [collection, collection] in collections["choices"]
+    assert models["value"] == tiny_server.model
+    assert not any("@" in name for name, _ in models["choices"])  # docs@rag aliases are not models
+    assert policies["value"] == "snapkv" and ["none", "none"] not in policies["choices"]
+    assert status == ""
+
+
+def test_two_columns_answer_the_same_question_with_costs_and_citations(ui: Client, collection: str) -> None:
+    rag_job = ui.submit("What is Brisk known for?", collection, None, 16, "rag", [], api_name="/ask_a")
+    lc_job = ui.submit("What is Brisk known for?", collection, None, 16, "lc", [], api_name="/ask_b")
+    (rag_chat, rag_metrics, rag_citations, rag), (lc_chat, lc_metrics, _, lc) = (
+        rag_job.result(),
+        lc_job.result(),
+    )
+    for chat, metrics, result in ((rag_chat, rag_metrics, rag), (lc_chat, lc_metrics, lc)):
+        assert [m["role"] for m in chat] == ["user", "assistant"]
+        assert text_of(chat[0]["content"]) == "What is Brisk known for?"
+        assert text_of(chat[1]["content"]) in (result["answer"].strip(), BLANK_ANSWER)  # random model
+        assert "**TTFT**" in metrics and "**prompt**" in metrics and "(no eviction)" in metrics
+    assert "<details" in rag_citations and "brisk" in rag_citations and "blue wool" in rag_citations
+    assert (rag["mode"], lc["mode"]) == ("rag", "lc") and lc["prompt_tokens"] > 100
+    assert len(rag_job.outputs()) > 2  # streamed: several updates before the last
+
+
+def test_a_column_keeps_its_history_for_the_next_question(ui: Client, collection: str) -> None:
+    chat, *_ = ask(ui, "a", "What is Brisk known for?", collection, "rag")
+    chat, _, _, result = ui.predict("And its festival?", collection, None, 16, "rag", chat, api_name="/ask_a")
+    assert [text_of(m["content"]) for m in chat[::2]] == ["What is Brisk known for?", "And its festival?"]
+    assert result["error"] is None
+
+
+def test_an_unsupported_file_is_reported_in_the_page(ui: Client, collection: str, tmp_path: Path) -> None:
+    tool = tmp_path / "tool.exe"
+    tool.write_bytes(b"MZ binary")
+    report, info, _ = ui.predict([handle_file(tool)], collection, api_name="/upload")
+    assert report.startswith(f"- {WARNING} **tool.exe**: tool.exe: unsupported file type .exe; supported:")
+    assert "Traceback" not in report and info.startswith("1 documents")
+
+
+def test_an_empty_question_is_a_status_line_and_asks_nothing(ui: Client, collection: str) -> None:
+    assert ui.predict("  ", collection, api_name="/check") == f"{WARNING} Type a question first."
+    assert ui.predict("Hi", None, api_name="/check").startswith(f"{WARNING} Choose a collection")
+    assert unchanged(ask(ui, "a", "  ", collection, "rag"))
+
+
+def test_lc_over_budget_is_a_readable_message_in_its_column(ui: Client, tiny_server: RunningServer) -> None:
+    with api(tiny_server) as client:
+        assert client.post("/v1/collections", json={"name": "ui-big"}).status_code == 201
+        files = [("files", (f"t{i}.txt", town_paragraph(*TOWNS[i]).encode(), "text/plain")) for i in range(6)]
+        assert client.post("/v1/collections/ui-big/documents", files=files).status_code == 200
+    try:
+        chat, metrics, citations, result = ask(ui, "b", "Which town has a bridge?", "ui-big", "lc")
+        assert result["error"]["code"] == 400
+    finally:
+        with api(tiny_server) as client:
+            client.delete("/v1/collections/ui-big")
+    answer = text_of(chat[-1]["content"])
+    assert answer.startswith(WARNING) and "prompt tokens but only 496 are available" in answer
+    assert metrics == "**lc** failed (400)" and citations == ""
+
+
+def test_the_compression_column_runs_only_when_switched_on(ui: Client, collection: str) -> None:
+    assert unchanged(ask(ui, "c", "What is Brisk known for?", collection, False, "snapkv", 0.75))
+    chat, _, _, result = ask(ui, "c", "What is Brisk known for?", collection, True, "snapkv", 0.75)
+    assert result["mode"] == "lc:snapkv-0.75"
+    assert result["error"] is None and text_of(chat[-1]["content"])
+    kv = result["kv"]
+    assert kv["policy"] == "snapkv" and kv["tokens_before"] == result["prompt_tokens"]
+    assert result["kv_tokens"] == kv["tokens_after"] < kv["tokens_before"]
+
+
+def test_creating_a_bad_collection_name_says_why(ui: Client) -> None:
+    _, status = ui.predict("No", api_name="/create_collection")
+    assert status.startswith(WARNING) and "'No'" in status

@@ -1,0 +1,156 @@
+"""The UI in a real browser (Debian's chromium driven by Playwright) against the tiny-model server: sign in
+with the API key, create a collection, upload a document, ask, and see both columns fill with answers,
+costs and citations; bad input shows a readable line. A screenshot is left in tests/artifacts/."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT, RunningServer
+from tests.documents_text import TOWNS, town_paragraph
+from tests.integration.test_collections_api import api
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+ARTIFACTS = REPO_ROOT / "tests" / "artifacts"
+ANSWER_TIMEOUT_MS = 120_000
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    if not CHROMIUM.exists():
+        pytest.skip("Debian chromium is not installed (apt-get install -y chromium; .ci/run does it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@contextmanager
+def ui_page(browser, server: RunningServer) -> Iterator[object]:  # type: ignore[no-untyped-def]
+    """The UI in a fresh browser context; with an API key, /ui sends it to the login form first."""
+    from playwright.sync_api import expect
+
+    context = browser.new_context(viewport={"width": 1600, "height": 1300})
+    tab = context.new_page()
+    tab.goto(f"{server.base_url}/ui/")
+    if server.api_key:
+        expect(tab).to_have_url(f"{server.base_url}/ui/login")
+        tab.fill("#key", server.api_key)
+        tab.click("#sign-in")
+    expect(tab).to_have_url(f"{server.base_url}/ui/")
+    expect(tab.locator("#ask")).to_be_visible(timeout=60_000)
+    try:
+        yield tab
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def page(browser, tiny_server: RunningServer) -> Iterator[object]:  # type: ignore[no-untyped-def]
+    with ui_page(browser, tiny_server) as tab:
+        yield tab
+
+
+def create_and_upload(page, name: str, document: Path) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    page.get_by_text("New collection").click()
+    page.get_by_label("Name").fill(name)
+    page.click("#create-collection")
+    expect(page.locator("#status")).to_contain_text(f"Created collection {name}")
+    page.set_input_files("#upload input[type=file]", str(document))
+    expect(page.locator("#upload-report")).to_contain_text(f"{document.name}: added", timeout=60_000)
+    expect(page.locator("#collection-info")).to_contain_text("1 documents")
+
+
+def ask_and_wait(page, question: str) -> None:  # type: ignore[no-untyped-def]
+    """Ask in both columns and wait until each shows its costs (the last update of an answer)."""
+    from playwright.sync_api import expect
+
+    page.locator("#question textarea").fill(question)
+    page.click("#ask")
+    for column in ("a", "b"):
+        expect(page.locator(f"#metrics-{column}")).to_contain_text("TTFT", timeout=ANSWER_TIMEOUT_MS)
+        expect(page.locator(f"#metrics-{column}")).to_contain_text("prompt")
+        expect(page.locator(f"#answer-{column}")).to_contain_text(question)
+
+
+@pytest.fixture
+def brisk_file(tmp_path: Path) -> Path:
+    path = tmp_path / "brisk.txt"
+    path.write_text(town_paragraph(*TOWNS[1]))
+    return path
+
+
+@pytest.fixture
+def cleanup(tiny_server: RunningServer) -> Iterator[list[str]]:
+    names: list[str] = []
+    yield names
+    with api(tiny_server) as client:
+        for name in names:
+            client.delete(f"/v1/collections/{name}")
+
+
+def test_upload_ask_and_watch_both_columns_answer_with_citations(
+    page,
+    brisk_file: Path,
+    tmp_path: Path,
+    cleanup: list[str],  # type: ignore[no-untyped-def]
+) -> None:
+    from playwright.sync_api import expect
+
+    cleanup.append("browser-towns")
+    create_and_upload(page, "browser-towns", brisk_file)
+
+    bad = tmp_path / "tool.exe"
+    bad.write_bytes(b"MZ binary")
+    page.set_input_files("#upload input[type=file]", str(bad))
+    expect(page.locator("#upload-report")).to_contain_text("unsupported file type .exe", timeout=60_000)
+
+    page.click("#ask")  # no question yet
+    expect(page.locator("#status")).to_contain_text("Type a question first.")
+
+    ask_and_wait(page, "What is Brisk known for?")
+    expect(page.locator("#status")).to_have_text("")
+    expect(page.locator("#citations-a details")).to_have_count(1)
+    expect(page.locator("#citations-b .no-citations")).to_contain_text("whole collection")
+    page.locator("#citations-a summary").first.click()
+    expect(page.locator("#citations-a .chunk")).to_contain_text("blue wool")
+    assert "Traceback" not in page.content()
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "ui_side_by_side.png"), full_page=True)
+
+
+@pytest.mark.real_model
+def test_the_default_model_answers_from_the_uploaded_document_in_both_columns(
+    browser,
+    real_server: RunningServer,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    from playwright.sync_api import expect
+
+    document = tmp_path / "storeroom.txt"
+    document.write_text(
+        "The storeroom is on the second floor. The access code is 4817. Deliveries arrive on Mondays."
+    )
+    try:
+        with ui_page(browser, real_server) as page:
+            create_and_upload(page, "browser-codes", document)
+            page.locator("#max-tokens input[type=number]").fill("16")
+            page.locator("#max-tokens input[type=number]").press("Enter")
+            ask_and_wait(page, "What is the access code? Answer with the number only.")
+            for column in ("a", "b"):
+                expect(page.locator(f"#answer-{column}")).to_contain_text("4817")
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "ui_default_model.png"), full_page=True)
+    finally:
+        with api(real_server) as client:
+            client.delete("/v1/collections/browser-codes")

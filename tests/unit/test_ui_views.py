@@ -1,0 +1,76 @@
+"""What the UI shows, from the API's JSON: costs, routes, citations, history and chart data."""
+
+import pytest
+
+from server.modes import parse_mode_spec
+from ui import views
+
+RESULT = {
+    "mode": "auto", "answer": "Seven arches.", "prompt_tokens": 120, "ttft_ms": 85.4, "total_ms": 12_345.0,
+    "kv_tokens": None, "kv_blocks": None, "route": "rag", "reason": "the retrieved chunks answered it",
+    "citations": [{"number": 1, "title": "brisk <b>", "chunk_index": 2, "page": 3, "score": 0.6543,
+                   "text": "A bridge <script>x</script>"}],
+    "error": None,
+}  # fmt: skip
+
+
+def test_metrics_show_costs_and_the_auto_route() -> None:
+    line = views.metrics_markdown(RESULT)
+    assert "**TTFT** 85 ms" in line and "**latency** 12.3 s" in line and "**prompt** 120 tokens" in line
+    assert "**KV** 120 tokens (no eviction)" in line
+    assert "**auto → rag**: the retrieved chunks answered it" in line
+
+
+def test_metrics_show_what_eviction_kept() -> None:
+    line = views.metrics_markdown({**RESULT, "kv_tokens": 30, "kv_blocks": 1, "route": None})
+    assert "**KV** 30 tokens, 1 blocks" in line and "auto" not in line
+
+
+def test_citations_expand_to_their_escaped_chunk_text() -> None:
+    markup = views.citations_html(RESULT)
+    assert markup.count("<details") == 1
+    assert "[1] brisk &lt;b&gt;, page 3 · chunk 2 · score 0.65" in markup
+    assert "A bridge &lt;script&gt;" in markup and "<script>" not in markup
+
+
+def test_lc_answers_say_there_are_no_citations() -> None:
+    assert "whole collection" in views.citations_html({**RESULT, "citations": []})
+
+
+def test_history_leaves_out_failed_turns_and_flattens_gradio_content() -> None:
+    chat = [
+        {"role": "user", "content": [{"type": "text", "text": "first?"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "one"}]},
+        {"role": "user", "content": "second?"},
+        {"role": "assistant", "content": views.error_note("LC over budget")},
+    ]
+    assert views.history_of(chat) == [
+        {"role": "user", "content": "first?"},
+        {"role": "assistant", "content": "one"},
+    ]
+
+
+def test_chart_frames_skip_failed_modes() -> None:
+    failed = {"mode": "lc", "error": {"message": "x", "code": 400}}
+    ttft, total, kv = views.chart_frames([RESULT, failed, None])
+    assert list(ttft["mode"]) == ["auto"] and list(ttft["value"]) == [85.4]
+    assert list(total["value"]) == [12_345.0] and list(kv["value"]) == [120]
+
+
+@pytest.mark.parametrize(
+    ("spec", "mode", "policy", "ratio"),
+    [("rag", "rag", None, None), ("auto", "auto", None, None), ("lc:snapkv-0.75", "lc", "snapkv", 0.75),
+     ("lc:streaming_llm-0.5", "lc", "streaming_llm", 0.5)],
+)  # fmt: skip
+def test_mode_specs_name_a_mode_and_optional_eviction(
+    spec: str, mode: str, policy: str | None, ratio: float | None
+) -> None:
+    parsed_mode, kv = parse_mode_spec(spec)
+    assert parsed_mode == mode
+    assert (kv.policy, kv.ratio) == (policy, ratio) if kv else policy is None
+
+
+@pytest.mark.parametrize("spec", ["fast", "lc:snapkv", "lc:snapkv-1.0", "lc:-0.5", "RAG"])
+def test_bad_mode_specs_are_refused(spec: str) -> None:
+    with pytest.raises(ValueError):
+        parse_mode_spec(spec)

@@ -1,0 +1,29 @@
+"""Mount the UI on a FastAPI app (the lcrag server's own, so it shares its process and port)."""
+
+from __future__ import annotations
+
+import os
+
+from fastapi import FastAPI
+
+UI_PATH = "/ui"
+
+
+def mount_ui(app: FastAPI, base_url: str, api_key: str | None) -> None:
+    """Serve the UI at /ui; its handlers call the server's HTTP API at `base_url` with `api_key`."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline: no telemetry calls
+    import gradio as gr
+
+    from ui.app import CSS, THEME, build
+    from ui.client import LcragClient
+
+    gr.mount_gradio_app(
+        app,
+        build(LcragClient(base_url, api_key)),
+        path=UI_PATH,
+        theme=THEME,
+        css=CSS,
+        footer_links=["api"],
+        run_history=False,
+        show_error=False,  # handlers report failures in the page; anything else stays in the server log
+    )

@@ -1,0 +1,120 @@
+"""How answers, costs, citations and upload reports look in the page: pure functions of the API's JSON."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+
+WARNING = "⚠️"
+BLANK_ANSWER = "*(the model answered with whitespace only)*"
+CHART_METRICS = {"ttft": "Time to first token (ms)", "total": "Latency (ms)", "kv": "KV cache (tokens)"}
+
+
+def text_of(content: Any) -> str:
+    """A chat message's text, whether Gradio holds it as a string or as a list of content parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return ""
+
+
+def history_of(chat: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
+    """Earlier turns of a column as chat messages, leaving out failed turns (question and error)."""
+    turns = [{"role": m["role"], "content": text_of(m.get("content"))} for m in chat]
+    kept: list[dict[str, str]] = []
+    for turn in turns:
+        if turn["role"] == "assistant" and turn["content"].startswith(WARNING):
+            if kept and kept[-1]["role"] == "user":
+                kept.pop()
+            continue
+        kept.append(turn)
+    return kept
+
+
+def error_note(message: str) -> str:
+    return f"{WARNING} {message}"
+
+
+def kv_tokens(result: dict[str, Any]) -> int | None:
+    """Prompt tokens held in the KV cache: what eviction kept, or the whole prompt without eviction."""
+    return result.get("kv_tokens") if result.get("kv_tokens") is not None else result.get("prompt_tokens")
+
+
+def metrics_markdown(result: dict[str, Any]) -> str:
+    """One line of costs under an answer (and, for auto, which route it took and why)."""
+    if result.get("error"):
+        return f"**{result['mode']}** failed ({result['error']['code']})"
+    kv = kv_tokens(result)
+    kv_text = "n/a" if kv is None else f"{kv} tokens"
+    if result.get("kv_tokens") is None:
+        kv_text += " (no eviction)"
+    elif result.get("kv_blocks") is not None:
+        kv_text += f", {result['kv_blocks']} blocks"
+    line = (
+        f"**TTFT** {_ms(result.get('ttft_ms'))} · **latency** {_ms(result.get('total_ms'))} · "
+        f"**prompt** {result.get('prompt_tokens')} tokens · **KV** {kv_text}"
+    )
+    if result.get("route"):
+        line += f"  \n**auto → {result['route']}**: {result.get('reason', '')}"
+    return line
+
+
+def citations_html(result: dict[str, Any]) -> str:
+    """Each cited chunk as an expandable entry: number, title, score; the chunk text when opened."""
+    citations = result.get("citations") or []
+    if result.get("error"):
+        return ""
+    if not citations:
+        return "<p class='no-citations'>No citations: the whole collection was in the context.</p>"
+    items = []
+    for c in citations:
+        page = f", page {c['page']}" if c.get("page") else ""
+        summary = f"[{c['number']}] {c['title']}{page} · chunk {c['chunk_index']} · score {c['score']:.2f}"
+        items.append(
+            f"<details class='citation'><summary>{html.escape(summary)}</summary>"
+            f"<div class='chunk'>{html.escape(c['text'])}</div></details>"
+        )
+    return "<div class='citations'>" + "".join(items) + "</div>"
+
+
+def upload_markdown(lines: Sequence[str]) -> str:
+    return "\n".join(f"- {line}" for line in lines)
+
+
+def ingest_line(name: str, report: dict[str, Any]) -> str:
+    stored = report["files"][0]
+    return f"**{name}**: {stored['status']} ({stored['chunks']} chunks)"
+
+
+def collection_markdown(info: dict[str, Any]) -> str:
+    fits = "yes" if info["fits_lc"] else "**no** (use RAG or auto)"
+    return (
+        f"{info['documents']} documents · {info['chunks']} chunks · {info['tokens']} tokens · "
+        f"fits LC: {fits} ({info['lc_prompt_tokens']}/{info['lc_available_tokens']})"
+    )
+
+
+def chart_frames(results: Sequence[dict[str, Any] | None]) -> list[pd.DataFrame]:
+    """One small frame per metric in `CHART_METRICS` (columns `mode`, `value`), answered modes only."""
+    answered = [r for r in results if r and not r.get("error")]
+    values = {
+        "ttft": [r.get("ttft_ms") for r in answered],
+        "total": [r.get("total_ms") for r in answered],
+        "kv": [kv_tokens(r) for r in answered],
+    }
+    return [
+        pd.DataFrame(
+            {"mode": [r["mode"] for r in answered], "value": [v or 0 for v in values[key]]},
+        )
+        for key in CHART_METRICS
+    ]
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.0f} ms" if value < 10_000 else f"{value / 1000:.1f} s"
