@@ -12,7 +12,6 @@ the same tokens.
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Callable
 from functools import partial
@@ -20,6 +19,7 @@ from statistics import median
 
 import httpx
 
+from bench.client import fresh_collection, server_client, server_parser
 from tests.documents_text import TOWNS, town_paragraph
 
 COLLECTION = "bench-compare"
@@ -56,21 +56,13 @@ def compare(http: httpx.Client, modes: tuple[str, ...], question: str, max_token
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--base-url", default="http://127.0.0.1:8000")
-    parser.add_argument("--api-key", default=None)
+    parser = server_parser(__doc__)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=16)
     args = parser.parse_args()
 
-    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
-    http = httpx.Client(base_url=args.base_url, headers=headers, timeout=600)
-    http.delete(f"/v1/collections/{COLLECTION}")
-    http.post("/v1/collections", json={"name": COLLECTION}).raise_for_status()
-    files = [("files", (f"{t[0].lower()}.txt", town_paragraph(*t).encode(), "text/plain")) for t in TOWNS]
-    http.post(f"/v1/collections/{COLLECTION}/documents", files=files).raise_for_status()
+    http = server_client(args)
+    fresh_collection(http, COLLECTION, [(f"{t[0].lower()}.txt", town_paragraph(*t)) for t in TOWNS])
     info = http.get(f"/v1/collections/{COLLECTION}").json()
 
     one_by_one, together, single_chat, single_compare = [], [], [], []

@@ -7,12 +7,11 @@ cache). Streams each answer and times the first content token as the client sees
 
 from __future__ import annotations
 
-import argparse
 import time
 
-import httpx
 from openai import OpenAI
 
+from bench.client import fresh_collection, server_client, server_parser
 from bench.corpus import corpus
 
 QUESTIONS = ["Who repaired the northern bridge?", "What did the archivist study during the long drought?"]
@@ -41,24 +40,14 @@ def ttft(client: OpenAI, collection: str, mode: str, question: str) -> tuple[flo
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--base-url", default="http://127.0.0.1:8000")
-    parser.add_argument("--api-key", default=None)
+    parser = server_parser(__doc__)
     parser.add_argument("--collection-tokens", type=int, default=6000)
     args = parser.parse_args()
 
-    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
-    http = httpx.Client(base_url=args.base_url, headers=headers, timeout=600)
-    http.delete(f"/v1/collections/{COLLECTION}")
-    http.post("/v1/collections", json={"name": COLLECTION}).raise_for_status()
+    http = server_client(args)
     sentences = 40
     documents = max(1, args.collection_tokens // (sentences * TOKENS_PER_SENTENCE))
-    files = [
-        ("files", (name, text.encode(), "text/plain")) for name, text in corpus(documents, sentences, seed=7)
-    ]
-    http.post(f"/v1/collections/{COLLECTION}/documents", files=files).raise_for_status()
+    fresh_collection(http, COLLECTION, corpus(documents, sentences, seed=7))
     info = http.get(f"/v1/collections/{COLLECTION}").json()
 
     client = OpenAI(base_url=f"{args.base_url}/v1", api_key=args.api_key or "none", max_retries=0)
