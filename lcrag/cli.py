@@ -1,4 +1,4 @@
-"""The `lcrag` command line: serve, model prepare, ingest, ask, collections."""
+"""The `lcrag` command line: serve, model prepare, ingest, ask, collections, finetune."""
 
 from __future__ import annotations
 
@@ -200,6 +200,53 @@ def collections(url: ServerUrlOption = None, api_key: ApiKeyOption = None) -> No
         )
     except Exception as error:
         _fail(f"could not list collections at {url or settings.base_url}: {error}")
+
+
+@app.command()
+def finetune(
+    recipe: Annotated[str, typer.Option(help="kv_retrieval | in2 (in2 needs --collection).")],
+    out: Annotated[str, typer.Option(help="Adapter name (a folder under <data dir>/adapters).")],
+    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 100,
+    collection: Annotated[
+        str | None, typer.Option(help="Collection whose documents feed the recipe.")
+    ] = None,
+    examples: Annotated[int, typer.Option(help="Training examples to generate.")] = 64,
+    context_tokens: Annotated[int, typer.Option(help="Context length of each example, in tokens.")] = 2048,
+    learning_rate: Annotated[float, typer.Option(help="LoRA learning rate.")] = 2e-4,
+    model: Annotated[str | None, typer.Option(help="Base model folder. Env: LCRAG_MODEL.")] = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Train a LoRA adapter on synthetic long-context data (from your collection for in2)."""
+    from finetune.run import FinetuneRequest
+    from finetune.run import finetune as run_finetune
+    from rag.errors import RagError
+
+    settings = _settings(model=model, data_dir=data_dir)
+    configure_logging(settings.log_level)
+    model_path, _ = _resolve_model(settings)
+    try:
+        documents = _collection_documents(settings, collection) if collection else None
+        request = FinetuneRequest(
+            recipe, Path(model_path), settings.adapters_dir / out, steps, examples, context_tokens,
+            learning_rate, documents=documents,
+        )  # fmt: skip
+        request.check()
+        result = run_finetune(request)
+    except (ValueError, RagError) as error:
+        _fail(str(error))
+    typer.echo(
+        f"Adapter {out!r} written to {result.adapter_dir}: {result.steps} steps, loss {result.losses[0]:.3f} "
+        f"-> {result.losses[-1]:.3f}, {result.tokens_per_s:.0f} tokens/s on {result.device}."
+    )
+
+
+def _collection_documents(settings: Settings, collection: str) -> list[tuple[str, str]]:
+    from rag.context import lc_documents
+    from rag.store import Store
+
+    store = Store.open(path=str(settings.chroma_dir), url=settings.chroma_url)
+    store.require_collection(collection)
+    return [(document.title, document.text) for document in lc_documents(store, collection)]
 
 
 def _local_ingestor(settings: Settings, collection: str):

@@ -121,6 +121,10 @@ class Settings(BaseSettings):
         return self.data_dir / "models"
 
     @property
+    def adapters_dir(self) -> Path:
+        return self.data_dir / "adapters"
+
+    @property
     def chroma_dir(self) -> Path:
         return self.data_dir / "chroma"
 

@@ -1,0 +1,32 @@
+"""`lcrag finetune` refuses bad input before loading anything, with a message that says what to do."""
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from lcrag.cli import app
+
+
+@pytest.mark.parametrize(
+    ("arguments", "phrase"),
+    [
+        (["--recipe", "nope", "--out", "a"], "Unknown recipe 'nope'; available: kv_retrieval, in2"),
+        (
+            ["--recipe", "kv_retrieval", "--out", "a", "--steps", "0"],
+            "--steps and --examples must be at least 1",
+        ),
+        (["--recipe", "in2", "--out", "a"], "pass --collection"),
+        (["--recipe", "in2", "--out", "a", "--collection", "no-such"], "no-such"),
+        (["--recipe", "kv_retrieval", "--out", "taken"], "already exists"),
+    ],
+)
+def test_bad_finetune_requests_fail_with_the_reason(
+    arguments: list[str], phrase: str, tmp_path: Path, default_model_path: Path
+) -> None:
+    (tmp_path / "adapters" / "taken").mkdir(parents=True)
+    result = CliRunner().invoke(
+        app, ["finetune", *arguments, "--data-dir", str(tmp_path), "--model", str(default_model_path)]
+    )
+    assert result.exit_code == 1, result.output
+    assert phrase in result.output
