@@ -18,6 +18,10 @@ app = typer.Typer(
 )
 model_app = typer.Typer(help="Manage the model lcrag serves.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
+adapters_app = typer.Typer(
+    help="LoRA adapters: list them, load into or unload from a running server.", no_args_is_help=True
+)
+app.add_typer(adapters_app, name="adapters")
 
 DataDirOption = Annotated[
     Path | None, typer.Option("--data-dir", help="Data folder (models, collections). Env: LCRAG_DATA_DIR.")
@@ -240,6 +244,68 @@ def finetune(
     )
 
 
+def _adapter_client(url: str | None, api_key: str | None, data_dir: Path | None):
+    import httpx
+
+    settings = _settings(api_key=api_key, data_dir=data_dir)
+    headers = {"Authorization": f"Bearer {settings.api_key.get_secret_value()}"} if settings.api_key else {}
+    return settings, httpx.Client(base_url=url or settings.base_url, headers=headers, timeout=120)
+
+
+@adapters_app.command("list")
+def adapters_list(
+    url: ServerUrlOption = None, api_key: ApiKeyOption = None, data_dir: DataDirOption = None
+) -> None:
+    """Adapters in the data dir, and whether the server has each loaded."""
+    import httpx
+
+    from finetune.adapters import AdapterError, local_adapters, served_models
+
+    settings, client = _adapter_client(url, api_key, data_dir)
+    try:
+        loaded = {model["id"] for model in served_models(client)}
+    except (httpx.HTTPError, AdapterError):
+        loaded = None
+    for adapter in local_adapters(settings.adapters_dir):
+        state = "?" if loaded is None else ("loaded" if adapter.name in loaded else "not loaded")
+        card = adapter.card
+        typer.echo(f"{adapter.name}\t{state}\trecipe={card.get('recipe')} steps={card.get('steps')}")
+
+
+@adapters_app.command("load")
+def adapters_load(
+    name: str, url: ServerUrlOption = None, api_key: ApiKeyOption = None, data_dir: DataDirOption = None
+) -> None:
+    """Load adapter NAME into the running server (chat with it as model=NAME)."""
+    import httpx
+
+    from finetune.adapters import AdapterError, load
+
+    settings, client = _adapter_client(url, api_key, data_dir)
+    try:
+        load(client, settings.adapters_dir, name)
+    except (AdapterError, httpx.HTTPError) as error:
+        _fail(str(error))
+    typer.echo(f"Loaded {name!r}: use model={name!r} (or '{name}/<collection>@rag').")
+
+
+@adapters_app.command("unload")
+def adapters_unload(
+    name: str, url: ServerUrlOption = None, api_key: ApiKeyOption = None, data_dir: DataDirOption = None
+) -> None:
+    """Unload adapter NAME from the running server."""
+    import httpx
+
+    from finetune.adapters import AdapterError, unload
+
+    _, client = _adapter_client(url, api_key, data_dir)
+    try:
+        unload(client, name)
+    except (AdapterError, httpx.HTTPError) as error:
+        _fail(str(error))
+    typer.echo(f"Unloaded {name!r}.")
+
+
 def _collection_documents(settings: Settings, collection: str) -> list[tuple[str, str]]:
     from rag.context import lc_documents
     from rag.store import Store
@@ -337,6 +403,8 @@ def _prepare_vllm_environment(settings: Settings, local_model: bool) -> None:
     os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if settings.enable_lora:  # `lcrag adapters load/unload` use vLLM's runtime LoRA routes
+        os.environ.setdefault("VLLM_ALLOW_RUNTIME_LORA_UPDATING", "True")
     if local_model:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
