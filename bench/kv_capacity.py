@@ -139,6 +139,9 @@ def main() -> None:
     parser.add_argument("--full-requests-that-fit", type=int, default=2, help="KV space, in whole requests.")
     parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS, help="none or policy:ratio")
     parser.add_argument("--repeats", type=int, default=3, help="Runs per overhead measurement (median).")
+    parser.add_argument(
+        "--overheads-only", action="store_true", help="Skip the batches (capacity, throughput)."
+    )
     args = parser.parse_args()
     if args.configs[0] != "none":
         parser.error("the first config must be 'none' (the baseline)")
@@ -171,7 +174,7 @@ def main() -> None:
             for config in ("none", "snapkv:0.875")
         }
         results = []
-        for config in args.configs:
+        for config in [] if args.overheads_only else args.configs:
             batch = prompts(tokenizer, args.requests, args.prompt_tokens, config)
             results.append(run_batch(llm, config, batch, args.new_tokens))
             print(f"{config}: {results[-1]}", flush=True)
@@ -180,7 +183,8 @@ def main() -> None:
         f"\n{args.requests} requests x {args.prompt_tokens} prompt tokens + {args.new_tokens} new; "
         f"KV space {blocks} blocks of {block_size} ({args.full_requests_that_fit} whole requests)\n"
     )
-    print(table(results))
+    if results:
+        print(table(results))
     print(
         f"\nPlugin loaded, eviction off, 4 x 256-token prompts + 128 new tokens: {plugin_decode:.2f} s vs "
         f"stock vLLM {stock_decode:.2f} s ({(plugin_decode / stock_decode - 1) * 100:+.1f} %)"
