@@ -252,6 +252,18 @@ def _adapter_client(url: str | None, api_key: str | None, data_dir: Path | None)
     return settings, httpx.Client(base_url=url or settings.base_url, headers=headers, timeout=120)
 
 
+def _talk_to_server(action, *args: object) -> None:
+    """Run an adapters action against the server; its refusal or a network error ends the command."""
+    import httpx
+
+    from finetune.adapters import AdapterError
+
+    try:
+        action(*args)
+    except (AdapterError, httpx.HTTPError) as error:
+        _fail(str(error))
+
+
 @adapters_app.command("list")
 def adapters_list(
     url: ServerUrlOption = None, api_key: ApiKeyOption = None, data_dir: DataDirOption = None
@@ -277,15 +289,10 @@ def adapters_load(
     name: str, url: ServerUrlOption = None, api_key: ApiKeyOption = None, data_dir: DataDirOption = None
 ) -> None:
     """Load adapter NAME into the running server (chat with it as model=NAME)."""
-    import httpx
-
-    from finetune.adapters import AdapterError, load
+    from finetune.adapters import load
 
     settings, client = _adapter_client(url, api_key, data_dir)
-    try:
-        load(client, settings.adapters_dir, name)
-    except (AdapterError, httpx.HTTPError) as error:
-        _fail(str(error))
+    _talk_to_server(load, client, settings.adapters_dir, name)
     typer.echo(f"Loaded {name!r}: use model={name!r} (or '{name}/<collection>@rag').")
 
 
@@ -294,15 +301,10 @@ def adapters_unload(
     name: str, url: ServerUrlOption = None, api_key: ApiKeyOption = None, data_dir: DataDirOption = None
 ) -> None:
     """Unload adapter NAME from the running server."""
-    import httpx
-
-    from finetune.adapters import AdapterError, unload
+    from finetune.adapters import unload
 
     _, client = _adapter_client(url, api_key, data_dir)
-    try:
-        unload(client, name)
-    except (AdapterError, httpx.HTTPError) as error:
-        _fail(str(error))
+    _talk_to_server(unload, client, name)
     typer.echo(f"Unloaded {name!r}.")
 
 

@@ -13,12 +13,19 @@ WORKER_CLS = "compression.vllm_integration.worker.KVCompactWorker"
 
 
 def engine_kwargs() -> dict[str, Any]:
-    """vLLM engine arguments that load the eviction scheduler and worker (also as CLI flags via
-    `engine_flags`). Sets `VLLM_USE_V2_MODEL_RUNNER=0`: the patches target the V1 model runner."""
+    """vLLM engine arguments that load the eviction scheduler and worker. Sets `VLLM_USE_V2_MODEL_RUNNER=0`
+    (read when the engine starts): the patches target the V1 model runner."""
     os.environ["VLLM_USE_V2_MODEL_RUNNER"] = "0"
     return {"scheduler_cls": SCHEDULER_CLS, "worker_cls": WORKER_CLS, "async_scheduling": False}
 
 
 def engine_flags() -> list[str]:
-    os.environ["VLLM_USE_V2_MODEL_RUNNER"] = "0"
-    return ["--scheduler-cls", SCHEDULER_CLS, "--worker-cls", WORKER_CLS, "--no-async-scheduling"]
+    """`engine_kwargs` as `vllm serve` flags."""
+    kwargs = engine_kwargs()
+    return [
+        "--scheduler-cls",
+        kwargs["scheduler_cls"],
+        "--worker-cls",
+        kwargs["worker_cls"],
+        "--no-async-scheduling",
+    ]
