@@ -71,7 +71,7 @@ def refresh(client: LcragClient, current: str | None) -> tuple[Any, Any, Any, st
         gr.Dropdown(choices=names, value=chosen),
         gr.Dropdown(choices=models, value=models[0] if models else None),
         gr.Dropdown(choices=policies, value=policy),
-        "",
+        gr.skip(),  # a page load finishing late must not wipe what an earlier action reported
     )
 
 

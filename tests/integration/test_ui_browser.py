@@ -46,6 +46,8 @@ def ui_page(browser, server: RunningServer) -> Iterator[object]:  # type: ignore
         tab.click("#sign-in")
     expect(tab).to_have_url(f"{server.base_url}/ui/")
     expect(tab.locator("#ask")).to_be_visible(timeout=60_000)
+    # the page's load event has filled the pickers: act only after it, as a person would
+    expect(tab.locator("#model input")).to_have_value(server.model, timeout=60_000)
     try:
         yield tab
     finally:
