@@ -4,12 +4,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from finetune.train import TrainConfig, TrainResult, train
+from finetune.compression_aware import CompressionSpec
+from finetune.data.multidoc import CorpusChunk
+from finetune.train import METHODS, RewardFunction, TrainConfig, TrainResult, train
 
-RECIPES = ("kv_retrieval", "in2")
-NEEDS_COLLECTION = ("in2",)
+RECIPES = ("kv_retrieval", "in2", "multidoc")
+NEEDS_COLLECTION = ("in2", "multidoc")
+GRPO_RECIPES = ("multidoc",)  # the recipes whose examples come with scoring functions
+
+
+class Corpus(Protocol):
+    """A collection's material (`finetune.collection.CollectionCorpus`, or anything shaped like it)."""
+
+    def documents(self) -> list[tuple[str, str]]: ...
+
+    def chunks(self) -> list[CorpusChunk]: ...
+
+    def retrieve(self, query: str, k: int) -> list[str]: ...
 
 
 @dataclass(frozen=True)
@@ -22,15 +35,27 @@ class FinetuneRequest:
     context_tokens: int = 2048
     learning_rate: float = 2e-4
     seed: int = 0
-    documents: list[tuple[str, str]] | None = None  # (name, text) of the collection, for in2
+    corpus: Corpus | None = None  # for the recipes that need a collection
+    method: str = "sft"
+    compression: CompressionSpec | None = None
+    target: str = "ids+quotes"  # multidoc target variant
 
     def check(self) -> None:
         """Refuse what cannot work before any model is loaded, saying what to do instead."""
         if self.recipe not in RECIPES:
             raise ValueError(f"Unknown recipe {self.recipe!r}; available: {', '.join(RECIPES)}.")
+        if self.method not in METHODS:
+            raise ValueError(f"Unknown method {self.method!r}; available: {', '.join(METHODS)}.")
+        if self.method == "grpo" and self.recipe not in GRPO_RECIPES:
+            raise ValueError(
+                f"--method grpo rewards come from the multidoc scorers; use --recipe multidoc "
+                f"(not {self.recipe!r})."
+            )
+        if self.compression is not None and self.method != "sft":
+            raise ValueError("--compression simulates eviction in SFT; use it with --method sft.")
         if self.steps <= 0 or self.examples <= 0:
             raise ValueError("--steps and --examples must be at least 1.")
-        if self.recipe in NEEDS_COLLECTION and not self.documents:
+        if self.recipe in NEEDS_COLLECTION and self.corpus is None:
             raise ValueError(
                 f"Recipe {self.recipe!r} builds questions from your documents: pass --collection with a "
                 "collection that has documents."
@@ -42,17 +67,31 @@ class FinetuneRequest:
             )
 
 
-def build_examples(request: FinetuneRequest, tokenizer: Any) -> list[list[dict[str, str]]]:
+@dataclass(frozen=True)
+class RecipeData:
+    examples: list[list[dict[str, str]]]  # chat conversations, the answer last
+    rewards: list[RewardFunction]  # for GRPO; empty when the recipe has no scorers
+
+
+def build_examples(request: FinetuneRequest, tokenizer: Any) -> RecipeData:
+    count, seed, tokens = request.examples, request.seed, request.context_tokens
     if request.recipe == "kv_retrieval":
         from finetune.data.kv_retrieval import KVRetrievalConfig, examples
 
-        config = KVRetrievalConfig(target_tokens=request.context_tokens)
-        return [item.messages for item in examples(tokenizer, config, request.examples, request.seed)]
+        config = KVRetrievalConfig(target_tokens=tokens)
+        return RecipeData([item.messages for item in examples(tokenizer, config, count, seed)], [])
+    corpus = _require(request.corpus)
+    if request.recipe == "multidoc":
+        from finetune.data import multidoc
+
+        settings = multidoc.MultidocConfig(target_tokens=tokens, target=request.target)
+        items = multidoc.examples(corpus.chunks(), corpus.retrieve, tokenizer, settings, count, seed)
+        return RecipeData([item.messages for item in items], multidoc.reward_functions(items))
     from finetune.data.in2 import In2Config, example, segments_of
 
-    in2 = In2Config(target_tokens=request.context_tokens)
-    segments = segments_of(request.documents or [], tokenizer, in2.segment_tokens)
-    return [example(segments, tokenizer, in2, request.seed, i).messages for i in range(request.examples)]
+    in2 = In2Config(target_tokens=tokens)
+    segments = segments_of(corpus.documents(), tokenizer, in2.segment_tokens)
+    return RecipeData([example(segments, tokenizer, in2, seed, i).messages for i in range(count)], [])
 
 
 def finetune(request: FinetuneRequest) -> TrainResult:
@@ -62,6 +101,8 @@ def finetune(request: FinetuneRequest) -> TrainResult:
     tokenizer = AutoTokenizer.from_pretrained(request.base_model)
     data = build_examples(request, tokenizer)
     options = {"examples": request.examples, "context_tokens": request.context_tokens, "seed": request.seed}
+    if request.recipe == "multidoc":
+        options["target"] = request.target
     config = TrainConfig(
         request.base_model,
         request.adapter_dir,
@@ -69,6 +110,14 @@ def finetune(request: FinetuneRequest) -> TrainResult:
         request.recipe,
         options,
         learning_rate=request.learning_rate,
-        max_length=request.context_tokens + 256,
+        max_length=request.context_tokens + 512,
+        method=request.method,
+        compression=request.compression,
     )
-    return train(data, config)
+    return train(data.examples, config, data.rewards)
+
+
+def _require(corpus: Corpus | None) -> Corpus:
+    if corpus is None:
+        raise ValueError("This recipe needs a collection: pass --collection.")
+    return corpus

@@ -1,10 +1,13 @@
-"""LoRA fine-tuning through TRL's SFTTrainer (PEFT), with the loss on the answer tokens only.
+"""LoRA fine-tuning through TRL (PEFT): SFT with the loss on the answer tokens only, or GRPO with rewards.
 
 Examples are chat conversations (a user turn with the long context and question, an assistant turn with
-the answer), given to TRL as conversational prompt-completion pairs, so only completion tokens count in
-the loss. fp32 on CPU, bf16 on a CUDA GPU; gradient checkpointing; checkpoints under `<out>/checkpoints`
-(an interrupted run resumes from the last one); the result is a vLLM-loadable adapter folder with a small
-JSON card (`lcrag_adapter.json`: base model, recipe, steps, losses, speed, evals).
+the answer). SFT gives them to TRL's SFTTrainer as conversational prompt-completion pairs, so only
+completion tokens count in the loss; with `compression` set, the answer attends only to the prompt K/V
+that eviction would keep (`finetune.compression_aware`). GRPO gives TRL's GRPOTrainer the prompts and the
+caller's reward functions (the multidoc scorers). fp32 on CPU, bf16 on a CUDA GPU; gradient checkpointing;
+checkpoints under `<out>/checkpoints` (an interrupted run resumes from the last one); the result is a
+vLLM-loadable adapter folder with a small JSON card (`lcrag_adapter.json`: base model, recipe, method,
+steps, losses or rewards, speed, evals).
 """
 
 from __future__ import annotations
@@ -12,13 +15,17 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from finetune.compression_aware import CompressionSpec
+
 CARD_NAME = "lcrag_adapter.json"
 LORA_TARGETS = "all-linear"  # every linear layer of the blocks (not the LM head)
+METHODS = ("sft", "grpo")
+RewardFunction = Callable[..., list[float]]  # TRL's signature: (prompts, completions, **columns) -> rewards
 
 
 @dataclass(frozen=True)
@@ -35,10 +42,18 @@ class TrainConfig:
     gradient_accumulation: int = 1
     max_length: int = 8192
     seed: int = 0
+    method: str = "sft"
+    compression: CompressionSpec | None = None  # SFT only: train against an evicted cache
+    generations: int = 4  # GRPO: completions sampled per prompt
+    max_completion_tokens: int = 128  # GRPO
 
     def __post_init__(self) -> None:
         if self.steps <= 0:
             raise ValueError(f"steps must be at least 1 (got {self.steps}).")
+        if self.method not in METHODS:
+            raise ValueError(f"Unknown method {self.method!r}; available: {', '.join(METHODS)}.")
+        if self.compression is not None and self.method != "sft":
+            raise ValueError("--compression simulates eviction in SFT; use it with --method sft.")
         if not (self.base_model / "config.json").is_file():
             raise ValueError(f"{self.base_model} is not a model folder (no config.json).")
 
@@ -47,10 +62,11 @@ class TrainConfig:
 class TrainResult:
     adapter_dir: Path
     steps: int
-    losses: list[float]  # per logged step
+    losses: list[float]  # per logged step (GRPO: its policy loss)
     tokens: int
     seconds: float
     device: str
+    rewards: list[float] = field(default_factory=list)  # GRPO: mean reward per logged step
 
     @property
     def tokens_per_s(self) -> float:
@@ -64,27 +80,39 @@ def prompt_completion(messages: Sequence[dict[str, str]]) -> dict[str, list[dict
     return {"prompt": list(messages[:-1]), "completion": [messages[-1]]}
 
 
-def train(examples: Sequence[Sequence[dict[str, str]]], config: TrainConfig) -> TrainResult:
-    """Train a LoRA adapter on chat `examples` and write it (with its card) to `config.out_dir`."""
+def train(
+    examples: Sequence[Sequence[dict[str, str]]],
+    config: TrainConfig,
+    rewards: Sequence[RewardFunction] = (),
+) -> TrainResult:
+    """Train a LoRA adapter on chat `examples` and write it (with its card) to `config.out_dir`.
+
+    GRPO needs `rewards`; each gets the dataset column `example` (the index into `examples`) besides TRL's
+    prompts and completions.
+    """
     import torch
-    from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTConfig, SFTTrainer
 
     if not examples:
         raise ValueError("No training examples: the recipe produced nothing.")
+    if config.method == "grpo" and not rewards:
+        raise ValueError("GRPO needs reward functions (the multidoc recipe provides them).")
     on_gpu = torch.cuda.is_available()
-    dtype = torch.bfloat16 if on_gpu else torch.float32
     tokenizer = AutoTokenizer.from_pretrained(config.base_model)
-    model = AutoModelForCausalLM.from_pretrained(config.base_model, dtype=dtype)
-    dataset = Dataset.from_list([prompt_completion(messages) for messages in examples])
+    dtype = torch.bfloat16 if on_gpu else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(config.base_model, dtype=dtype, attn_implementation="sdpa")
+    lora = LoraConfig(
+        r=config.lora_rank,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=0.0,
+        target_modules=LORA_TARGETS,
+        task_type="CAUSAL_LM",
+    )
     checkpoints = config.out_dir / "checkpoints"
-    arguments = SFTConfig(
+    common = dict(
         output_dir=str(checkpoints),
         max_steps=config.steps,
-        per_device_train_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation,
         learning_rate=config.learning_rate,
         lr_scheduler_type="constant",
         logging_steps=1,
@@ -93,38 +121,109 @@ def train(examples: Sequence[Sequence[dict[str, str]]], config: TrainConfig) -> 
         gradient_checkpointing=True,
         bf16=on_gpu,
         use_cpu=not on_gpu,
-        max_length=config.max_length,
-        completion_only_loss=True,
         report_to="none",
         seed=config.seed,
         dataloader_num_workers=0,
     )
-    lora = LoraConfig(
-        r=config.lora_rank,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=0.0,
-        target_modules=LORA_TARGETS,
-        task_type="CAUSAL_LM",
-    )
-    trainer = SFTTrainer(
-        model=model, args=arguments, train_dataset=dataset, processing_class=tokenizer, peft_config=lora
-    )
+    setup = _Setup(model, tokenizer, examples, config, lora, common, rewards)
+    trainer = _grpo_trainer(setup) if config.method == "grpo" else _sft_trainer(setup)
     resume = any(checkpoints.glob("checkpoint-*"))
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=True if resume else None)
     seconds = time.perf_counter() - started
-    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    tokens = _tokens_seen(trainer, config)
+    history = trainer.state.log_history
     config.out_dir.mkdir(parents=True, exist_ok=True)
     trainer.model.save_pretrained(config.out_dir)
     tokenizer.save_pretrained(config.out_dir)
-    result = TrainResult(config.out_dir, config.steps, losses, tokens, seconds, "cuda" if on_gpu else "cpu")
+    result = TrainResult(
+        config.out_dir,
+        config.steps,
+        losses=[entry["loss"] for entry in history if "loss" in entry],
+        tokens=_tokens_seen(trainer, config, tokenizer),
+        seconds=seconds,
+        device="cuda" if on_gpu else "cpu",
+        rewards=[entry["reward"] for entry in history if "reward" in entry],
+    )
     write_card(config, result)
     return result
 
 
-def _tokens_seen(trainer: Any, config: TrainConfig) -> int:
-    """Tokens the run trained on: each step's batch of tokenized examples, cycling through the dataset."""
+@dataclass(frozen=True)
+class _Setup:
+    """What both trainers are built from."""
+
+    model: Any
+    tokenizer: Any
+    examples: Sequence[Sequence[dict[str, str]]]
+    config: TrainConfig
+    lora: Any
+    arguments: dict[str, Any]  # TrainingArguments shared by SFT and GRPO
+    rewards: Sequence[RewardFunction]
+
+
+def _sft_trainer(setup: _Setup) -> Any:
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    config = setup.config
+    arguments = SFTConfig(
+        **setup.arguments,
+        per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation,
+        max_length=config.max_length,
+        completion_only_loss=True,
+    )
+    dataset = Dataset.from_list([prompt_completion(messages) for messages in setup.examples])
+    trainer = SFTTrainer(
+        model=setup.model,
+        args=arguments,
+        train_dataset=dataset,
+        processing_class=setup.tokenizer,
+        peft_config=setup.lora,
+    )
+    if config.compression is not None:
+        from finetune.compression_aware import enable
+
+        enable(trainer.model, config.compression)
+    return trainer
+
+
+def _grpo_trainer(setup: _Setup) -> Any:
+    """One prompt per step, `generations` sampled completions scored by the rewards (group-relative)."""
+    import warnings
+
+    from datasets import Dataset
+
+    # TRL checks the installed vLLM's version on import; its GRPO here generates with transformers instead.
+    warnings.filterwarnings("ignore", message="TRL currently supports vLLM versions", category=UserWarning)
+    from trl import GRPOConfig, GRPOTrainer
+
+    config = setup.config
+    arguments = GRPOConfig(
+        **setup.arguments,
+        per_device_train_batch_size=config.generations,
+        gradient_accumulation_steps=1,
+        num_generations=config.generations,
+        max_completion_length=config.max_completion_tokens,
+        log_completions=False,
+    )
+    prompts = [prompt_completion(messages)["prompt"] for messages in setup.examples]
+    dataset = Dataset.from_list([{"prompt": prompt, "example": i} for i, prompt in enumerate(prompts)])
+    return GRPOTrainer(
+        model=setup.model,
+        reward_funcs=list(setup.rewards),
+        args=arguments,
+        train_dataset=dataset,
+        processing_class=setup.tokenizer,
+        peft_config=setup.lora,
+    )
+
+
+def _tokens_seen(trainer: Any, config: TrainConfig, tokenizer: Any) -> int:
+    """Tokens the run trained on. SFT: each step's batch of tokenized examples, cycling through the
+    dataset. GRPO: the tokens TRL counted (prompts and sampled completions)."""
+    if config.method == "grpo":
+        return int(trainer.state.num_input_tokens_seen)
     lengths = [len(ids) for ids in trainer.train_dataset["input_ids"]]
     per_step = config.batch_size * config.gradient_accumulation
     return sum(lengths[i % len(lengths)] for i in range(config.steps * per_step))
@@ -139,6 +238,8 @@ def write_card(config: TrainConfig, result: TrainResult, evals: dict[str, Any] |
             "base_model": str(config.base_model),
             "recipe": config.recipe,
             "recipe_options": config.recipe_options,
+            "method": config.method,
+            "compression": str(config.compression) if config.compression else None,
             "steps": result.steps,
             "lora_rank": config.lora_rank,
             "learning_rate": config.learning_rate,
@@ -147,6 +248,8 @@ def write_card(config: TrainConfig, result: TrainResult, evals: dict[str, Any] |
             "loss_last": result.losses[-1] if result.losses else math.nan,
             "train_tokens": result.tokens,
             "train_tokens_per_s": round(result.tokens_per_s, 1),
+            "reward_first": result.rewards[0] if result.rewards else None,
+            "reward_last": result.rewards[-1] if result.rewards else None,
         }
     )
     if evals:

@@ -208,19 +208,32 @@ def collections(url: ServerUrlOption = None, api_key: ApiKeyOption = None) -> No
 
 @app.command()
 def finetune(
-    recipe: Annotated[str, typer.Option(help="kv_retrieval | in2 (in2 needs --collection).")],
+    recipe: Annotated[
+        str, typer.Option(help="kv_retrieval | in2 | multidoc (in2 and multidoc need --collection).")
+    ],
     out: Annotated[str, typer.Option(help="Adapter name (a folder under <data dir>/adapters).")],
     steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 100,
     collection: Annotated[
         str | None, typer.Option(help="Collection whose documents feed the recipe.")
     ] = None,
+    method: Annotated[
+        str, typer.Option(help="sft | grpo (grpo: multidoc, rewarded by its scorers).")
+    ] = "sft",
+    compression: Annotated[
+        str | None,
+        typer.Option(help="Train against an evicted KV cache, POLICY:RATIO (e.g. snapkv:0.75); SFT only."),
+    ] = None,
+    target: Annotated[
+        str, typer.Option(help="multidoc target: answer | ids | ids+content | ids+quotes.")
+    ] = "ids+quotes",
     examples: Annotated[int, typer.Option(help="Training examples to generate.")] = 64,
     context_tokens: Annotated[int, typer.Option(help="Context length of each example, in tokens.")] = 2048,
     learning_rate: Annotated[float, typer.Option(help="LoRA learning rate.")] = 2e-4,
     model: Annotated[str | None, typer.Option(help="Base model folder. Env: LCRAG_MODEL.")] = None,
     data_dir: DataDirOption = None,
 ) -> None:
-    """Train a LoRA adapter on synthetic long-context data (from your collection for in2)."""
+    """Train a LoRA adapter on synthetic long-context data (from your collection for in2 and multidoc)."""
+    from finetune.compression_aware import CompressionSpec
     from finetune.run import FinetuneRequest
     from finetune.run import finetune as run_finetune
     from rag.errors import RagError
@@ -229,18 +242,24 @@ def finetune(
     configure_logging(settings.log_level)
     model_path, _ = _resolve_model(settings)
     try:
-        documents = _collection_documents(settings, collection) if collection else None
         request = FinetuneRequest(
             recipe, Path(model_path), settings.adapters_dir / out, steps, examples, context_tokens,
-            learning_rate, documents=documents,
+            learning_rate, corpus=_collection_corpus(settings, collection) if collection else None,
+            method=method, compression=CompressionSpec.parse(compression) if compression else None,
+            target=target,
         )  # fmt: skip
         request.check()
         result = run_finetune(request)
     except (ValueError, RagError) as error:
         _fail(str(error))
+    progress = (
+        f"reward {result.rewards[0]:.3f} -> {result.rewards[-1]:.3f}"
+        if result.rewards
+        else f"loss {result.losses[0]:.3f} -> {result.losses[-1]:.3f}"
+    )
     typer.echo(
-        f"Adapter {out!r} written to {result.adapter_dir}: {result.steps} steps, loss {result.losses[0]:.3f} "
-        f"-> {result.losses[-1]:.3f}, {result.tokens_per_s:.0f} tokens/s on {result.device}."
+        f"Adapter {out!r} written to {result.adapter_dir}: {result.steps} steps, {progress}, "
+        f"{result.tokens_per_s:.0f} tokens/s on {result.device}."
     )
 
 
@@ -308,13 +327,15 @@ def adapters_unload(
     typer.echo(f"Unloaded {name!r}.")
 
 
-def _collection_documents(settings: Settings, collection: str) -> list[tuple[str, str]]:
-    from rag.context import lc_documents
+def _collection_corpus(settings: Settings, collection: str):
+    """The collection as training material; unknown collections fail here, before any model loads."""
+    from finetune.collection import CollectionCorpus
+    from rag.embeddings import Embedder
     from rag.store import Store
 
     store = Store.open(path=str(settings.chroma_dir), url=settings.chroma_url)
     store.require_collection(collection)
-    return [(document.title, document.text) for document in lc_documents(store, collection)]
+    return CollectionCorpus(store, Embedder(settings.embedder), collection)
 
 
 def _local_ingestor(settings: Settings, collection: str):

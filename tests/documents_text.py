@@ -21,3 +21,12 @@ def town_paragraph(name: str, trade: str, festival: str, landmark: str) -> str:
 
 def towns_text(towns: list[tuple[str, str, str, str]] = TOWNS) -> str:
     return "\n\n".join(town_paragraph(*town) for town in towns)
+
+
+def town_record(copy: int, name: str, trade: str, festival: str, landmark: str) -> str:
+    """Copy `copy` of a town's record: a census sentence found nowhere else, then the town's paragraph
+    (shared by every record of that town)."""
+    return (
+        f"Record {copy} of {name} notes that the census counted {1000 + 37 * copy} households in "
+        f"{1700 + 9 * copy}. " + town_paragraph(name, trade, festival, landmark)
+    )

@@ -11,7 +11,12 @@ from lcrag.cli import app
 @pytest.mark.parametrize(
     ("arguments", "phrase"),
     [
-        (["--recipe", "nope", "--out", "a"], "Unknown recipe 'nope'; available: kv_retrieval, in2"),
+        (["--recipe", "nope", "--out", "a"], "Unknown recipe 'nope'; available: kv_retrieval, in2, multidoc"),
+        (["--recipe", "kv_retrieval", "--out", "a", "--method", "ppo"], "Unknown method 'ppo'"),
+        (["--recipe", "kv_retrieval", "--out", "a", "--method", "grpo"], "use --recipe multidoc"),
+        (["--recipe", "kv_retrieval", "--out", "a", "--compression", "snapkv"], "POLICY:RATIO"),
+        (["--recipe", "kv_retrieval", "--out", "a", "--compression", "nope:0.5"], "Unknown KV policy 'nope'"),
+        (["--recipe", "multidoc", "--out", "a"], "pass --collection"),
         (
             ["--recipe", "kv_retrieval", "--out", "a", "--steps", "0"],
             "--steps and --examples must be at least 1",
