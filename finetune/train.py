@@ -229,8 +229,8 @@ def _tokens_seen(trainer: Any, config: TrainConfig, tokenizer: Any) -> int:
     return sum(lengths[i % len(lengths)] for i in range(config.steps * per_step))
 
 
-def write_card(config: TrainConfig, result: TrainResult, evals: dict[str, Any] | None = None) -> Path:
-    """The adapter's card: what it was trained from and how, and evals when given (merged into any old)."""
+def write_card(config: TrainConfig, result: TrainResult) -> Path:
+    """The adapter's card: what it was trained from and how (evals already there are kept)."""
     path = config.out_dir / CARD_NAME
     card = json.loads(path.read_text()) if path.is_file() else {}
     card.update(
@@ -252,10 +252,16 @@ def write_card(config: TrainConfig, result: TrainResult, evals: dict[str, Any] |
             "reward_last": result.rewards[-1] if result.rewards else None,
         }
     )
-    if evals:
-        card.setdefault("evals", {}).update(evals)
     path.write_text(json.dumps(card, indent=1, default=str))
     return path
+
+
+def add_evals(adapter_dir: Path, evals: dict[str, Any]) -> None:
+    """Merge eval results (e.g. accuracy before/after) into the adapter's card."""
+    path = adapter_dir / CARD_NAME
+    card = read_card(adapter_dir)
+    card.setdefault("evals", {}).update(evals)
+    path.write_text(json.dumps(card, indent=1, default=str))
 
 
 def read_card(adapter_dir: Path) -> dict[str, Any]:

@@ -35,3 +35,20 @@ def test_bad_finetune_requests_fail_with_the_reason(
     )
     assert result.exit_code == 1, result.output
     assert phrase in result.output
+
+
+@pytest.mark.parametrize(
+    ("recipe", "phrase"), [("in2", "documents are empty"), ("multidoc", "at least 3 chunks")]
+)
+def test_an_empty_collection_is_refused_with_the_reason(
+    recipe: str, phrase: str, tmp_path: Path, default_model_path: Path
+) -> None:
+    from rag.store import Store
+
+    Store.open(path=str(tmp_path / "chroma")).create_collection("empty")
+    arguments = ["finetune", "--recipe", recipe, "--collection", "empty", "--out", "a"]
+    result = CliRunner().invoke(
+        app, [*arguments, "--data-dir", str(tmp_path), "--model", str(default_model_path)]
+    )
+    assert result.exit_code == 1, result.output
+    assert phrase in result.output and not (tmp_path / "adapters" / "a").exists()
