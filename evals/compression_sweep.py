@@ -14,7 +14,6 @@ a Markdown table and a PNG plot.
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import re
@@ -22,6 +21,8 @@ import string
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from evals.common import accuracy_plot, eval_parser
 
 FILLER = (
     "The grass grows green on the hills, and the river runs past the mill. The sky is wide over the fields "
@@ -135,44 +136,29 @@ def markdown(table: dict[str, dict[str, float]]) -> str:
 
 
 def plot(table: dict[str, dict[str, float]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(6, 4))
-    baseline = table["none"]["all"]
-    axes.axhline(baseline, color="black", linestyle="--", label=f"none ({baseline:.0f} %)")
-    policies = sorted({config.split(":")[0] for config in table if config != "none"})
-    for policy in policies:
-        points = sorted(
-            (float(config.split(":")[1]), row["all"])
-            for config, row in table.items()
-            if config.startswith(f"{policy}:")
-        )
-        axes.plot(
-            [0.0] + [p[0] for p in points], [baseline] + [p[1] for p in points], marker="o", label=policy
-        )
-    axes.set_xlabel("evicted fraction of the prompt's KV cache")
-    axes.set_ylabel("needle accuracy (%)")
-    axes.set_ylim(-2, 102)
-    axes.legend()
-    axes.set_title("Needle accuracy vs KV eviction (SmolLM2-135M, vLLM CPU)")
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    title = "Needle accuracy vs KV eviction (SmolLM2-135M, vLLM CPU)"
+    xlabel, ylabel = "evicted fraction of the prompt's KV cache", "needle accuracy (%)"
+    with accuracy_plot(path, title, xlabel, ylabel) as axes:
+        baseline = table["none"]["all"]
+        axes.axhline(baseline, color="black", linestyle="--", label=f"none ({baseline:.0f} %)")
+        policies = sorted({config.split(":")[0] for config in table if config != "none"})
+        for policy in policies:
+            points = sorted(
+                (float(config.split(":")[1]), row["all"])
+                for config, row in table.items()
+                if config.startswith(f"{policy}:")
+            )
+            xs, ys = [0.0] + [p[0] for p in points], [baseline] + [p[1] for p in points]
+            axes.plot(xs, ys, marker="o", label=policy)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--model", type=Path, default=None, help="Model folder (default: the bundled one).")
+    parser = eval_parser(__doc__)
     parser.add_argument("--lengths", type=int, nargs="+", default=[2000, 4000, 7000])
     parser.add_argument("--depths", type=float, nargs="+", default=[0.1, 0.5, 0.9])
     parser.add_argument("--policies", nargs="+", default=["snapkv", "streaming_llm", "knorm"])
     parser.add_argument("--ratios", type=float, nargs="+", default=[0.5, 0.75])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("out/evals"))
     args = parser.parse_args()
 
     from tqdm import tqdm

@@ -15,11 +15,12 @@ model, with a short-context check that training kept short answers working.
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from evals.common import accuracy_plot, eval_parser
 
 TRAIN_SEED, EVAL_SEED = 0, 1000
 SHORT_QUESTIONS = [  # (context, question, expected word)
@@ -121,37 +122,23 @@ def markdown(rows: dict[str, dict[str, float]]) -> str:
 
 
 def plot(rows: dict[str, dict[str, float]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     positions = [c for c in rows["base"] if c.startswith("pos ")]
-    figure, axes = plt.subplots(figsize=(6, 4))
-    for model, row in rows.items():
-        axes.plot(range(1, len(positions) + 1), [row[p] for p in positions], marker="o", label=model)
-    axes.set_xticks(range(1, len(positions) + 1))
-    axes.set_xlabel(f"position of the gold dictionary (1 = first of {len(positions)})")
-    axes.set_ylabel("key-value retrieval accuracy (%)")
-    axes.set_ylim(-2, 102)
-    axes.legend(loc="center right")
-    axes.set_title("kv_retrieval LoRA on SmolLM2-135M: accuracy by gold position")
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    title = "kv_retrieval LoRA on SmolLM2-135M: accuracy by gold position"
+    xlabel = f"position of the gold dictionary (1 = first of {len(positions)})"
+    with accuracy_plot(path, title, xlabel, "key-value retrieval accuracy (%)", "center right") as axes:
+        for model, row in rows.items():
+            axes.plot(range(1, len(positions) + 1), [row[p] for p in positions], marker="o", label=model)
+        axes.set_xticks(range(1, len(positions) + 1))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--model", type=Path, default=None, help="Model folder (default: the bundled one).")
+    parser = eval_parser(__doc__)
     parser.add_argument("--adapter", type=Path, default=None, help="A trained adapter (skips training).")
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--examples", type=int, default=300)
     parser.add_argument("--context-tokens", type=int, default=512)
     parser.add_argument("--learning-rate", type=float, default=5e-4)
     parser.add_argument("--per-position", type=int, default=8)
-    parser.add_argument("--out", type=Path, default=Path("out/evals"))
     args = parser.parse_args()
 
     from transformers import AutoTokenizer

@@ -1,0 +1,37 @@
+"""What the evals share: their command-line basics and the accuracy plot's frame."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+def eval_parser(doc: str | None) -> argparse.ArgumentParser:
+    """A parser with the eval's docstring as help, `--model` and `--out`."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=None, help="Model folder (default: the bundled one).")
+    parser.add_argument("--out", type=Path, default=Path("out/evals"))
+    return parser
+
+
+@contextmanager
+def accuracy_plot(path: Path, title: str, xlabel: str, ylabel: str, legend: str = "best") -> Iterator[Any]:
+    """Axes for accuracy curves (0-100 %); labelled, titled and saved as a PNG at `path` on exit."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6, 4))
+    yield axes
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.set_ylim(-2, 102)
+    axes.legend(loc=legend)
+    axes.set_title(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
