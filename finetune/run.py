@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from finetune.compression_aware import CompressionSpec
-from finetune.data.multidoc import CorpusChunk
-from finetune.train import METHODS, RewardFunction, TrainConfig, TrainResult, train
+from finetune.data.multidoc import TARGETS, CorpusChunk
+from finetune.train import RewardFunction, TrainConfig, TrainResult, check_method, train
 
 RECIPES = ("kv_retrieval", "in2", "multidoc")
 NEEDS_COLLECTION = ("in2", "multidoc")
@@ -44,15 +44,14 @@ class FinetuneRequest:
         """Refuse what cannot work before any model is loaded, saying what to do instead."""
         if self.recipe not in RECIPES:
             raise ValueError(f"Unknown recipe {self.recipe!r}; available: {', '.join(RECIPES)}.")
-        if self.method not in METHODS:
-            raise ValueError(f"Unknown method {self.method!r}; available: {', '.join(METHODS)}.")
+        check_method(self.method, self.compression)
         if self.method == "grpo" and self.recipe not in GRPO_RECIPES:
             raise ValueError(
                 f"--method grpo rewards come from the multidoc scorers; use --recipe multidoc "
                 f"(not {self.recipe!r})."
             )
-        if self.compression is not None and self.method != "sft":
-            raise ValueError("--compression simulates eviction in SFT; use it with --method sft.")
+        if self.recipe == "multidoc" and self.target not in TARGETS:
+            raise ValueError(f"Unknown --target {self.target!r}; choose one of {', '.join(TARGETS)}.")
         if self.steps <= 0 or self.examples <= 0:
             raise ValueError("--steps and --examples must be at least 1.")
         if self.recipe in NEEDS_COLLECTION and self.corpus is None:

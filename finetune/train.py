@@ -50,12 +50,16 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.steps <= 0:
             raise ValueError(f"steps must be at least 1 (got {self.steps}).")
-        if self.method not in METHODS:
-            raise ValueError(f"Unknown method {self.method!r}; available: {', '.join(METHODS)}.")
-        if self.compression is not None and self.method != "sft":
-            raise ValueError("--compression simulates eviction in SFT; use it with --method sft.")
+        check_method(self.method, self.compression)
         if not (self.base_model / "config.json").is_file():
             raise ValueError(f"{self.base_model} is not a model folder (no config.json).")
+
+
+def check_method(method: str, compression: CompressionSpec | None) -> None:
+    if method not in METHODS:
+        raise ValueError(f"Unknown method {method!r}; available: {', '.join(METHODS)}.")
+    if compression is not None and method != "sft":
+        raise ValueError("--compression simulates eviction in SFT; use it with --method sft.")
 
 
 @dataclass(frozen=True)
@@ -139,7 +143,7 @@ def train(
         config.out_dir,
         config.steps,
         losses=[entry["loss"] for entry in history if "loss" in entry],
-        tokens=_tokens_seen(trainer, config, tokenizer),
+        tokens=_tokens_seen(trainer, config),
         seconds=seconds,
         device="cuda" if on_gpu else "cpu",
         rewards=[entry["reward"] for entry in history if "reward" in entry],
@@ -219,7 +223,7 @@ def _grpo_trainer(setup: _Setup) -> Any:
     )
 
 
-def _tokens_seen(trainer: Any, config: TrainConfig, tokenizer: Any) -> int:
+def _tokens_seen(trainer: Any, config: TrainConfig) -> int:
     """Tokens the run trained on. SFT: each step's batch of tokenized examples, cycling through the
     dataset. GRPO: the tokens TRL counted (prompts and sampled completions)."""
     if config.method == "grpo":

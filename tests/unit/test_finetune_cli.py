@@ -17,6 +17,7 @@ from lcrag.cli import app
         (["--recipe", "kv_retrieval", "--out", "a", "--compression", "snapkv"], "POLICY:RATIO"),
         (["--recipe", "kv_retrieval", "--out", "a", "--compression", "nope:0.5"], "Unknown KV policy 'nope'"),
         (["--recipe", "multidoc", "--out", "a"], "pass --collection"),
+        (["--recipe", "multidoc", "--out", "a", "--target", "quotes"], "Unknown --target 'quotes'"),
         (
             ["--recipe", "kv_retrieval", "--out", "a", "--steps", "0"],
             "--steps and --examples must be at least 1",
