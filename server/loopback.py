@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from starlette.types import ASGIApp, Message, Scope
+from starlette.types import ASGIApp, Message, Receive, Scope
 
 _END = object()
 ABORT_GRACE_S = 5.0
@@ -81,15 +81,12 @@ async def post(
     scope = request_scope(parent, path, all_headers)
     messages: asyncio.Queue[Message | object] = asyncio.Queue()
     finished = asyncio.Event()
-    body_sent = False
 
-    async def receive() -> Message:
-        nonlocal body_sent
-        if not body_sent:
-            body_sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
+    async def disconnect_when_finished() -> Message:
         await finished.wait()
         return {"type": "http.disconnect"}
+
+    receive = replay_body(body, disconnect_when_finished)
 
     async def send(message: Message) -> None:
         await messages.put(message)
@@ -114,6 +111,20 @@ async def post(
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):  # the response already says it failed
             await task
+
+
+def replay_body(body: bytes, then: Receive) -> Receive:
+    """A `receive` that yields `body` once as the whole request, then hands over to `then`."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await then()
+
+    return replay
 
 
 async def _body_chunks(messages: asyncio.Queue[Message | object]) -> AsyncIterator[bytes]:

@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from compression import registry
 from compression.vllm_integration.options import to_extra_args
@@ -94,7 +94,7 @@ class LcragOptionsMiddleware:
         payload = _json_object(body)
         if payload is None or not _concerns_lcrag(payload, self.services):
             # Not ours to judge: vLLM answers malformed bodies with its own 400.
-            await self.app(scope, _replay(body, receive), send)
+            await self.app(scope, loopback.replay_body(body, receive), send)
             return
         try:
             options, prepared, kv = await self._prepare(scope, payload)
@@ -113,7 +113,8 @@ class LcragOptionsMiddleware:
             extras = ResponseExtras(prepared, kv, started, self.services)
             send = augmenting_send(send, extras, stream=payload.get("stream") is True)
         new_body = json.dumps(payload).encode()
-        await self.app(_with_content_length(scope, len(new_body)), _replay(new_body, receive), send)
+        scope = _with_content_length(scope, len(new_body))
+        await self.app(scope, loopback.replay_body(new_body, receive), send)
 
     async def _prepare(
         self, scope: Scope, payload: dict[str, Any]
@@ -215,20 +216,6 @@ def _json_object(body: bytes) -> dict[str, Any] | None:
     except ValueError:
         return None
     return payload if isinstance(payload, dict) else None
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """A `receive` that yields `body` once, then hands over to the client's own (for disconnects)."""
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
 
 
 def _with_content_length(scope: Scope, length: int) -> Scope:
