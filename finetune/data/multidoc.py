@@ -149,14 +149,33 @@ def example(
     index: int,
 ) -> MultidocExample:
     """Example `index` of the stream for `seed` (deterministic when the retriever is)."""
+    return _example(_Pool.of(chunks), retrieve, tokenizer, config, seed, index)
+
+
+@dataclass(frozen=True)
+class _Pool:
+    """A collection's chunks by id, and those with a sentence to ask about (computed once per run)."""
+
+    by_id: dict[str, CorpusChunk]
+    askable: list[CorpusChunk]
+
+    @classmethod
+    def of(cls, chunks: Sequence[CorpusChunk]) -> _Pool:
+        askable = [chunk for chunk in chunks if _cloze_sentences(chunk.text)]
+        if not askable or len(chunks) < MIN_CHUNKS:
+            raise ValueError(
+                f"Multidoc questions need at least {MIN_CHUNKS} chunks with full sentences (found "
+                f"{len(chunks)} chunks, {len(askable)} with a sentence to ask about); add documents to the "
+                "collection."
+            )
+        return cls({chunk.chunk_id: chunk for chunk in chunks}, askable)
+
+
+def _example(
+    pool: _Pool, retrieve: Retriever, tokenizer: Any, config: MultidocConfig, seed: int, index: int
+) -> MultidocExample:
     rng = random.Random(f"multidoc:{seed}:{index}")
-    by_id = {chunk.chunk_id: chunk for chunk in chunks}
-    askable = [chunk for chunk in chunks if _cloze_sentences(chunk.text)]
-    if not askable or len(chunks) < MIN_CHUNKS:
-        raise ValueError(
-            f"Multidoc questions need at least {MIN_CHUNKS} chunks with full sentences (found {len(chunks)} "
-            f"chunks, {len(askable)} with a sentence to ask about); add documents to the collection."
-        )
+    by_id, askable = pool.by_id, pool.askable
     wanted = 2 if rng.random() < config.pair_share and len(askable) >= 2 else 1
     for _ in range(MAX_ATTEMPTS):
         clozes = [_cloze(chunk, rng) for chunk in rng.sample(askable, wanted)]
@@ -300,7 +319,8 @@ def examples(
     count: int,
     seed: int = 0,
 ) -> list[MultidocExample]:
-    return [example(chunks, retrieve, tokenizer, config, seed, i) for i in range(count)]
+    pool = _Pool.of(chunks)
+    return [_example(pool, retrieve, tokenizer, config, seed, i) for i in range(count)]
 
 
 def reward_functions(items: Sequence[MultidocExample]) -> list[Callable[..., list[float]]]:
