@@ -25,17 +25,25 @@ def offline_engine(
     shut down on exit so another can start in the same process."""
     from vllm import LLM
 
-    env = {**IN_PROCESS_ENV, "VLLM_CPU_KVCACHE_SPACE": str(kv_space_gb)}
+    kwargs: dict[str, Any] = {"dtype": "float32", "enforce_eager": True, "seed": 0}
+    with _environment({**IN_PROCESS_ENV, "VLLM_CPU_KVCACHE_SPACE": str(kv_space_gb)}):
+        llm = LLM(str(model), **{**kwargs, **(engine_kwargs() if eviction else {}), **overrides})
+        try:
+            yield llm
+        finally:
+            llm.llm_engine.engine_core.shutdown()
+            del llm
+            gc.collect()
+
+
+@contextmanager
+def _environment(env: dict[str, str]) -> Iterator[None]:
+    """`env` set inside the block, the previous values back after it (also when the engine fails to start)."""
     saved = {name: os.environ.get(name) for name in env}
     os.environ.update(env)
-    kwargs: dict[str, Any] = {"dtype": "float32", "enforce_eager": True, "seed": 0}
-    llm = LLM(str(model), **{**kwargs, **(engine_kwargs() if eviction else {}), **overrides})
     try:
-        yield llm
+        yield
     finally:
-        llm.llm_engine.engine_core.shutdown()
-        del llm
-        gc.collect()
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)

@@ -24,6 +24,18 @@ def check_vllm_version(installed: str | None = None) -> None:
         )
 
 
+def check_readable_cache(layer_isas: dict[str, str | None], readable: tuple[str, ...]) -> None:
+    """Every attention layer's CPU cache layout ("ISA", chosen by vLLM from dtype, block size and CPU) must be
+    one whose packing the eviction code reads; checked once the KV cache exists, before any request."""
+    unreadable = sorted({str(isa) for isa in layer_isas.values() if isa not in readable})
+    if unreadable:
+        raise UnsupportedEngineError(
+            f"KV eviction cannot read vLLM's CPU attention cache in layout {', '.join(unreadable)} (it reads "
+            f"{', '.join(readable)}). On AMX CPUs use --dtype float32; ARM (NEON) is not supported. "
+            "Or start without KV eviction."
+        )
+
+
 def check_supported_config(vllm_config: Any, kv_cache_config: Any) -> None:
     """One full-attention KV cache group, synchronous scheduling, no speculative decoding, no KV connector."""
     from vllm.v1.kv_cache_interface import FullAttentionSpec

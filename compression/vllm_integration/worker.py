@@ -28,6 +28,7 @@ from compression.policies import LayerView, Policy, keep_indices
 from compression.vllm_integration.cache_io import READABLE_ISAS, compact_kv, read_kv
 from compression.vllm_integration.options import from_extra_args
 from compression.vllm_integration.scheduler import Compaction, StepPlan, cdiv
+from compression.vllm_integration.version import check_readable_cache
 
 log = logging.getLogger("lcrag.kv")
 
@@ -71,14 +72,29 @@ class KVCompactRunner(CPUModelRunner):
         super().load_model(*args, **kwargs)
         self._kvc_wrap_attention_layers()
 
-    def _kvc_wrap_attention_layers(self) -> None:
+    def initialize_kv_cache(self, *args: Any, **kwargs: Any) -> None:
+        super().initialize_kv_cache(*args, **kwargs)
+        check_readable_cache(
+            {name: getattr(layer, "isa", None) for name, layer in self._kvc_attention_layers().items()},
+            READABLE_ISAS,
+        )
+
+    def _kvc_attention_layers(self) -> dict[str, Any]:
+        """The attention layers that own a KV cache, by name."""
         from vllm.model_executor.layers.attention.attention import Attention
-        from vllm.model_executor.models.utils import extract_layer_index
 
         layers = self.vllm_config.compilation_config.static_forward_context
-        for name, layer in layers.items():
-            if isinstance(layer, Attention) and layer.kv_sharing_target_layer_name is None:
-                layer.impl.forward = self._kvc_wrapped(extract_layer_index(name), layer.impl.forward)
+        return {
+            name: layer
+            for name, layer in layers.items()
+            if isinstance(layer, Attention) and layer.kv_sharing_target_layer_name is None
+        }
+
+    def _kvc_wrap_attention_layers(self) -> None:
+        from vllm.model_executor.models.utils import extract_layer_index
+
+        for name, layer in self._kvc_attention_layers().items():
+            layer.impl.forward = self._kvc_wrapped(extract_layer_index(name), layer.impl.forward)
 
     def _kvc_wrapped(
         self, layer_index: int, forward: Callable[..., torch.Tensor]
@@ -161,8 +177,6 @@ class KVCompactRunner(CPUModelRunner):
         )
 
     def _kvc_after_attention(self, layer: int, query: torch.Tensor, kv_cache: torch.Tensor, isa: str) -> None:
-        if isa not in READABLE_ISAS:
-            raise NotImplementedError(f"KV eviction cannot read the CPU attention cache of ISA {isa!r}.")
         for work in self.kvc_work:
             captured = work.captured_range()
             if captured is not None:

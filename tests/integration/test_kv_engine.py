@@ -153,3 +153,21 @@ def test_prefix_cache_serves_plain_requests_and_never_compressed_ones(llm: Any) 
     compressed_again = generate(llm, [prompt], compressed)[0]
     assert compressed_again.cached_tokens == 0
     assert compressed_again.tokens == first_compressed.tokens
+
+
+def test_an_unreadable_cache_layout_is_refused_at_engine_start(
+    peaky_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """vLLM picks the CPU cache layout from dtype and CPU (AMX with bfloat16, NEON on ARM); eviction reads
+    only 'vec'/'vec16', so any other must stop the engine before it serves, saying what to change."""
+    from vllm.v1.attention.backends import cpu_attn
+
+    from compression.vllm_integration.version import UnsupportedEngineError
+
+    monkeypatch.setattr(cpu_attn, "_get_attn_isa", lambda *args, **kwargs: "neon")
+    with pytest.raises(UnsupportedEngineError, match=r"layout neon .*--dtype float32"):
+        with engine(peaky_model_dir):
+            pass
+    monkeypatch.undo()
+    with engine(peaky_model_dir, eviction=False) as stock:  # stock vLLM is unaffected by the check
+        assert generate(stock, [random_prompt(1, 40)], sampling(2))[0].tokens

@@ -43,3 +43,14 @@ def test_other_vllm_versions_are_refused_with_what_to_do() -> None:
         UnsupportedEngineError, match=r"supports vLLM 0\.32\.0 only; found 0\.33\.1.*make setup"
     ):
         check_vllm_version("0.33.1")
+
+
+def test_unreadable_cache_layouts_are_refused_with_what_to_do() -> None:
+    from compression.vllm_integration.cache_io import READABLE_ISAS
+    from compression.vllm_integration.version import check_readable_cache
+
+    check_readable_cache({"layers.0.attn": "vec", "layers.1.attn": "vec16"}, READABLE_ISAS)
+    with pytest.raises(UnsupportedEngineError, match=r"layout amx \(it reads vec, vec16\).*--dtype float32"):
+        check_readable_cache({"layers.0.attn": "vec", "layers.1.attn": "amx"}, READABLE_ISAS)
+    with pytest.raises(UnsupportedEngineError, match="layout None"):  # a layer vLLM never gave a layout
+        check_readable_cache({"layers.0.attn": None}, READABLE_ISAS)
