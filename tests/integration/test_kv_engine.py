@@ -165,7 +165,8 @@ def test_an_unreadable_cache_layout_is_refused_at_engine_start(
     from compression.vllm_integration.version import UnsupportedEngineError
 
     monkeypatch.setattr(cpu_attn, "_get_attn_isa", lambda *args, **kwargs: "neon")
-    with pytest.raises(UnsupportedEngineError, match=r"layout neon .*--dtype float32"), engine(peaky_model_dir):
+    refused = pytest.raises(UnsupportedEngineError, match=r"layout neon .*--dtype float32")
+    with refused, engine(peaky_model_dir):
         pass
     monkeypatch.undo()
     with engine(peaky_model_dir, eviction=False) as stock:  # stock vLLM is unaffected by the check
