@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from compression.policies import kept_count
 from compression.vllm_integration.offline import greedy, offline_engine, scheduler_of
 
 FILLER = (
@@ -95,6 +96,33 @@ def run_batch(llm: Any, config: str, batch: list[list[int]], new_tokens: int) ->
     )
 
 
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def kv_bytes_per_token(model: Path) -> int:
+    """float32 K and V of every layer for one token."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model)
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return config.num_hidden_layers * config.num_key_value_heads * head_dim * 2 * 4
+
+
+def block_arithmetic(configs: list[str], blocks: int, block_size: int, prompt: int, new: int) -> str:
+    """The peak each config can reach in `blocks`: a request being prefilled holds its whole prompt until
+    it is compacted, so peak = 1 + (blocks - prompt blocks) // blocks per compacted request."""
+    prompt_blocks = cdiv(prompt, block_size)
+    lines = [f"KV space {blocks} blocks of {block_size}; a prompt being prefilled holds {prompt_blocks}:"]
+    for config in configs:
+        ratio = 0.0 if config == "none" else float(config.partition(":")[2])
+        kept = kept_count(prompt, ratio)
+        held = cdiv(kept + new, block_size)
+        peak = blocks // held if ratio == 0 else 1 + (blocks - prompt_blocks) // held
+        lines.append(f"  {config}: {held} blocks per request after compaction -> at most {peak} at once")
+    return "\n".join(lines)
+
+
 def median_seconds(action: Callable[[], object], repeats: int) -> float:
     times = []
     for _ in range(repeats):
@@ -137,6 +165,8 @@ def main() -> None:
     parser.add_argument("--prompt-tokens", type=int, default=6000)
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--full-requests-that-fit", type=int, default=2, help="KV space, in whole requests.")
+    parser.add_argument("--block-size", type=int, default=128, help="KV block size (vLLM's CPU default 128).")
+    parser.add_argument("--skip-overheads", action="store_true", help="Only the batches.")
     parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS, help="none or policy:ratio")
     parser.add_argument("--repeats", type=int, default=3, help="Runs per overhead measurement (median).")
     parser.add_argument(
@@ -153,26 +183,32 @@ def main() -> None:
 
     model = args.model or prepare_default_model(Settings().models_dir)
     tokenizer = AutoTokenizer.from_pretrained(model)
-    block_size = 128  # vLLM's CPU default
-    per_request = -(-(args.prompt_tokens + args.new_tokens) // block_size)
+    block_size = args.block_size
+    per_request = cdiv(args.prompt_tokens + args.new_tokens, block_size)
     blocks = per_request * args.full_requests_that_fit
     engine_settings = {
+        "block_size": block_size,
         "max_model_len": per_request * block_size,
         "max_num_batched_tokens": 2048,
         "num_gpu_blocks_override": blocks,
     }
+    space_gb = cdiv(blocks * block_size * kv_bytes_per_token(model), 2**30)
     short = prompts(tokenizer, 4, 256, "decode")
 
-    with offline_engine(model, eviction=False, **engine_settings) as stock:
-        stock_decode = median_seconds(generate_once(stock, short, greedy(128)), args.repeats)
+    if not args.overheads_only:
+        print(block_arithmetic(args.configs, blocks, block_size, args.prompt_tokens, args.new_tokens))
+    if not args.skip_overheads:
+        with offline_engine(model, eviction=False, kv_space_gb=space_gb, **engine_settings) as stock:
+            stock_decode = median_seconds(generate_once(stock, short, greedy(128)), args.repeats)
 
-    with offline_engine(model, **engine_settings) as llm:
-        plugin_decode = median_seconds(generate_once(llm, short, greedy(128)), args.repeats)
-        one = prompts(tokenizer, 1, args.prompt_tokens, "prefill")
-        prefill = {
-            config: median_seconds(generate_once(llm, one, params_of(config, 1)), args.repeats)
-            for config in ("none", "snapkv:0.875")
-        }
+    with offline_engine(model, kv_space_gb=space_gb, **engine_settings) as llm:
+        if not args.skip_overheads:
+            plugin_decode = median_seconds(generate_once(llm, short, greedy(128)), args.repeats)
+            one = prompts(tokenizer, 1, args.prompt_tokens, "prefill")
+            prefill = {
+                config: median_seconds(generate_once(llm, one, params_of(config, 1)), args.repeats)
+                for config in ("none", "snapkv:0.875")
+            }
         results = []
         for config in [] if args.overheads_only else args.configs:
             batch = prompts(tokenizer, args.requests, args.prompt_tokens, config)
@@ -185,6 +221,8 @@ def main() -> None:
     )
     if results:
         print(table(results))
+    if args.skip_overheads:
+        return
     print(
         f"\nPlugin loaded, eviction off, 4 x 256-token prompts + 128 new tokens: {plugin_decode:.2f} s vs "
         f"stock vLLM {stock_decode:.2f} s ({(plugin_decode / stock_decode - 1) * 100:+.1f} %)"

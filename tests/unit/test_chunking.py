@@ -51,3 +51,19 @@ def test_pdf_chunks_know_their_page(tokenizer) -> None:
 def test_overlap_must_be_smaller_than_the_chunk(document, tokenizer) -> None:
     with pytest.raises(ValueError, match="overlap_tokens"):
         chunk_document(document, tokenizer, chunk_tokens=32, overlap_tokens=32)
+
+
+@pytest.mark.parametrize(("chunk_tokens", "overlap_tokens"), [(256, 32), (48, 0)])
+def test_memoised_lengths_split_exactly_like_langchains_tokenizer_splitter(
+    document, tokenizer, chunk_tokens: int, overlap_tokens: int
+) -> None:
+    """The cached length function is a speed-up only: the same chunks as LangChain's own
+    `from_huggingface_tokenizer` splitter, also on a second document that reuses the warm cache."""
+    from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+    other = load_bytes("notes.md", ("# Notes\n\n" + towns_text()[::-1] + "\n\n" + "word " * 400).encode())
+    for doc in (document, other, document):
+        reference = RecursiveCharacterTextSplitter.from_huggingface_tokenizer(
+            tokenizer, chunk_size=chunk_tokens, chunk_overlap=overlap_tokens
+        ).split_text(doc.text)
+        assert [c.text for c in chunk_document(doc, tokenizer, chunk_tokens, overlap_tokens)] == reference
