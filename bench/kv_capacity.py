@@ -167,6 +167,13 @@ def main() -> None:
     parser.add_argument("--full-requests-that-fit", type=int, default=2, help="KV space, in whole requests.")
     parser.add_argument("--block-size", type=int, default=128, help="KV block size (vLLM's CPU default 128).")
     parser.add_argument("--skip-overheads", action="store_true", help="Only the batches.")
+    parser.add_argument(
+        "--max-batched-tokens",
+        type=int,
+        default=2048,
+        help="Tokens per engine step. At or above --prompt-tokens a step prefills one whole prompt, so "
+        "requests stay resident for --new-tokens prompt admissions and the batch can fill the KV space.",
+    )
     parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS, help="none or policy:ratio")
     parser.add_argument("--repeats", type=int, default=3, help="Runs per overhead measurement (median).")
     parser.add_argument(
@@ -189,7 +196,7 @@ def main() -> None:
     engine_settings = {
         "block_size": block_size,
         "max_model_len": per_request * block_size,
-        "max_num_batched_tokens": 2048,
+        "max_num_batched_tokens": args.max_batched_tokens,
         "num_gpu_blocks_override": blocks,
     }
     space_gb = cdiv(blocks * block_size * kv_bytes_per_token(model), 2**30)

@@ -98,11 +98,16 @@ def kv_lookup(tokenizer: Any, length: int, depth: float, rng: random.Random) -> 
     return Needle("kv_lookup", length, depth, target[1], fit(tokenizer, build, length))
 
 
-def needles(tokenizer: Any, lengths: list[int], depths: list[float], seed: int) -> list[Needle]:
+TASKS = {"passkey": passkey, "kv_lookup": kv_lookup}
+
+
+def needles(
+    tokenizer: Any, lengths: list[int], depths: list[float], seed: int, tasks: list[str] | None = None
+) -> list[Needle]:
     rng = random.Random(seed)
     return [
-        make(tokenizer, length, depth, rng)
-        for make in (passkey, kv_lookup)
+        TASKS[task](tokenizer, length, depth, rng)
+        for task in tasks or list(TASKS)
         for length in lengths
         for depth in depths
     ]
@@ -159,6 +164,7 @@ def main() -> None:
     parser.add_argument("--policies", nargs="+", default=["snapkv", "streaming_llm", "knorm"])
     parser.add_argument("--ratios", type=float, nargs="+", default=[0.5, 0.75])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
     args = parser.parse_args()
 
     from tqdm import tqdm
@@ -170,7 +176,7 @@ def main() -> None:
 
     model = args.model or prepare_default_model(Settings().models_dir)
     tokenizer = AutoTokenizer.from_pretrained(model)
-    items = needles(tokenizer, args.lengths, args.depths, args.seed)
+    items = needles(tokenizer, args.lengths, args.depths, args.seed, args.tasks)
     configs = ["none"] + [f"{policy}:{ratio}" for policy in args.policies for ratio in args.ratios]
     answers: list[Answer] = []
     with offline_engine(model, kv_space_gb=4, max_model_len=8192, max_num_batched_tokens=2048) as llm:
