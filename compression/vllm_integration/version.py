@@ -31,8 +31,8 @@ def check_readable_cache(layer_isas: dict[str, str | None], readable: tuple[str,
     if unreadable:
         raise UnsupportedEngineError(
             f"KV eviction cannot read vLLM's CPU attention cache in layout {', '.join(unreadable)} (it reads "
-            f"{', '.join(readable)}). On AMX CPUs use --dtype float32; ARM (NEON) is not supported. "
-            "Or start without KV eviction."
+            f"{', '.join(readable)}). On AMX CPUs serve in float32 (LCRAG_DTYPE=float32, vLLM's "
+            "--dtype float32); ARM (NEON) is not supported. Or start without KV eviction (--no-kv-eviction)."
         )
 
 
