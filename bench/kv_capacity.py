@@ -24,6 +24,7 @@ from typing import Any
 
 from compression.policies import kept_count
 from compression.vllm_integration.offline import greedy, offline_engine, scheduler_of
+from compression.vllm_integration.scheduler import cdiv
 
 FILLER = (
     "The archive keeps letters, ledgers and maps from the river towns, sorted by year and by the hand "
@@ -94,10 +95,6 @@ def run_batch(llm: Any, config: str, batch: list[list[int]], new_tokens: int) ->
     return BatchResult(
         config, peak_running, peak_decoding, len(preempted), time.perf_counter() - started, produced
     )
-
-
-def cdiv(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 def kv_bytes_per_token(model: Path) -> int:
