@@ -174,6 +174,12 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS, help="none or policy:ratio")
     parser.add_argument("--repeats", type=int, default=3, help="Runs per overhead measurement (median).")
     parser.add_argument(
+        "--prefill-configs",
+        nargs="+",
+        default=["snapkv:0.875", "chunkkv:0.875"],
+        help="policy:ratio whose scoring + compaction overhead on one prefill is measured against none",
+    )
+    parser.add_argument(
         "--overheads-only", action="store_true", help="Skip the batches (capacity, throughput)."
     )
     args = parser.parse_args()
@@ -211,7 +217,7 @@ def main() -> None:
             one = prompts(tokenizer, 1, args.prompt_tokens, "prefill")
             prefill = {
                 config: median_seconds(generate_once(llm, one, params_of(config, 1)), args.repeats)
-                for config in ("none", "snapkv:0.875")
+                for config in ("none", *args.prefill_configs)
             }
         results = []
         for config in [] if args.overheads_only else args.configs:
@@ -231,11 +237,13 @@ def main() -> None:
         f"\nPlugin loaded, eviction off, 4 x 256-token prompts + 128 new tokens: {plugin_decode:.2f} s vs "
         f"stock vLLM {stock_decode:.2f} s ({(plugin_decode / stock_decode - 1) * 100:+.1f} %)"
     )
-    scored, plain = prefill["snapkv:0.875"], prefill["none"]
-    print(
-        f"Prefill of {args.prompt_tokens} tokens + 1 token: snapkv:0.875 {scored:.2f} s vs none "
-        f"{plain:.2f} s ({(scored / plain - 1) * 100:+.1f} %)"
-    )
+    plain = prefill["none"]
+    for config in args.prefill_configs:
+        scored = prefill[config]
+        print(
+            f"Prefill of {args.prompt_tokens} tokens + 1 token: {config} {scored:.2f} s vs none "
+            f"{plain:.2f} s ({(scored / plain - 1) * 100:+.1f} %)"
+        )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The reference for eviction inside vLLM, in plain HF transformers: prefill the whole prompt, score each
-layer's cached K/V with a policy, prune the cache to the kept tokens (per layer and KV head), then decode
-greedily with *logical* position ids (RoPE positions continue from the prompt length, as if nothing was
-evicted). vLLM with the same policy must produce the same tokens.
+layer's cached K/V with a policy (and let it combine the layers' scores), prune the cache to the kept
+tokens (per layer and KV head), then decode greedily with *logical* position ids (RoPE positions continue
+from the prompt length, as if nothing was evicted). vLLM with the same policy must produce the same tokens.
 
 Queries for scoring are recomputed from each attention layer's input (q_proj + RoPE), captured by a
 forward pre-hook during the prefill, so the model code is used as it is.
@@ -47,14 +47,17 @@ def generate_with_eviction(
     finally:
         for hook in hooks:
             hook.remove()
-    kept = []
-    for layer, budget in enumerate(budgets):
+    window = policy.queries_needed()
+    own = []
+    for layer in range(layers):
         cached = cache.layers[layer]
-        window = policy.queries_needed()
         layer_queries = queries[layer][0]
         layer_queries = layer_queries if window is None else layer_queries[:, max(0, n - window) :, :]
-        view = LayerView(cached.keys[0], cached.values[0], layer_queries)
-        keep = keep_indices(policy.score(view), budget)
+        own.append(policy.score(LayerView(cached.keys[0], cached.values[0], layer_queries)))
+    kept = []
+    for layer, (budget, scores) in enumerate(zip(budgets, policy.across_layers(own), strict=True)):
+        cached = cache.layers[layer]
+        keep = keep_indices(scores, budget)
         index = keep.unsqueeze(0).unsqueeze(-1).expand(1, -1, -1, cached.keys.shape[-1])
         cached.keys = cached.keys.gather(2, index)
         cached.values = cached.values.gather(2, index)

@@ -46,7 +46,10 @@ def create(name: str, **options: Any) -> Policy:
         raise PolicyError(
             f"KV policy {name!r} has no option {', '.join(sorted(unknown))}; its options: {allowed}."
         )
-    return policy(**given)
+    try:
+        return policy(**given)
+    except (TypeError, ValueError) as error:
+        raise PolicyError(f"KV policy {name!r}: {error}") from error
 
 
 def describe() -> list[dict[str, Any]]:

@@ -8,7 +8,7 @@ An answer is correct when its first number is the planted value. Every configura
 policy at each ratio) answers the same prompts in one batch on one engine. Writes JSON (every answer),
 a Markdown table and a PNG plot.
 
-    python -m evals.compression_sweep --out out/evals        # ~30 min on 2 cores
+    python -m evals.compression_sweep --out out/evals        # ~50 min on 2 cores
     python -m evals.compression_sweep --lengths 1000 --depths 0.5 --policies snapkv --ratios 0.5   # quick
 """
 
@@ -161,7 +161,7 @@ def main() -> None:
     parser = eval_parser(__doc__)
     parser.add_argument("--lengths", type=int, nargs="+", default=[2000, 4000, 7000])
     parser.add_argument("--depths", type=float, nargs="+", default=[0.1, 0.5, 0.9])
-    parser.add_argument("--policies", nargs="+", default=["snapkv", "streaming_llm", "knorm"])
+    parser.add_argument("--policies", nargs="+", default=["chunkkv", "snapkv", "streaming_llm", "knorm"])
     parser.add_argument("--ratios", type=float, nargs="+", default=[0.5, 0.75])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))

@@ -11,6 +11,18 @@ import torch.nn.functional as F
 from compression.policies.base import PROTECTED, LayerView, Policy
 
 
+def observation_window(view: LayerView, window: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Scores with the last `window` tokens (the observation window) protected and the rest to fill in,
+    and the window's attention over the tokens before it, [q_heads, window, prefix] (None when the whole
+    prompt is the window)."""
+    window = min(window, view.length)
+    prefix = view.length - window
+    scores = torch.full((view.kv_heads, view.length), PROTECTED)
+    if prefix == 0:
+        return scores, None
+    return scores, view.window_attention()[:, -window:, :prefix]
+
+
 @dataclass(frozen=True)
 class SnapKV(Policy):
     """SnapKV (Li et al., 2024, "SnapKV: LLM Knows What You are Looking for Before Generation"): the last
@@ -26,15 +38,59 @@ class SnapKV(Policy):
         return self.window
 
     def score(self, view: LayerView) -> torch.Tensor:
-        window = min(self.window, view.length)
-        prefix = view.length - window
-        scores = torch.full((view.kv_heads, view.length), PROTECTED)
-        if prefix == 0:  # the whole prompt is the observation window
-            return scores
-        attention = view.window_attention()[:, -window:, :prefix].mean(dim=1)  # [q_heads, prefix]
-        pooled = F.avg_pool1d(attention.unsqueeze(1), self.kernel, stride=1, padding=self.kernel // 2)
-        scores[:, :prefix] = view.per_kv_head(pooled.squeeze(1))
+        scores, attention = observation_window(view, self.window)
+        if attention is not None:
+            mean = attention.mean(dim=1)  # [q_heads, prefix]
+            pooled = F.avg_pool1d(mean.unsqueeze(1), self.kernel, stride=1, padding=self.kernel // 2)
+            scores[:, : mean.shape[-1]] = view.per_kv_head(pooled.squeeze(1))
         return scores
+
+
+@dataclass(frozen=True)
+class ChunkKV(Policy):
+    """ChunkKV (Liu et al., 2025, "ChunkKV: Semantic-Preserving KV Cache Compression"): the observation
+    window's attention (as in SnapKV, summed over the window and every query head of the layer) is summed
+    per run of `chunk` consecutive tokens and whole chunks are kept, the same ones for every KV head, so a
+    fact (a number's digits, a name) is kept or evicted as a unit; the window itself is always kept.
+    With `layers="shared"` the layers from `vote_from` of the depth up (middle layers already find what
+    the question needs, GemFilter, Shi et al., 2024) vote with their normalised chunk scores on one keep set
+    used by every layer; `layers="own"` lets each layer keep its own top chunks."""
+
+    name = "chunkkv"
+    query_window = 32
+    window: int = 32
+    chunk: int = 10
+    layers: str = "shared"
+    vote_from: float = 0.4
+
+    def __post_init__(self) -> None:
+        if self.layers not in ("shared", "own"):
+            raise ValueError(f"chunkkv option layers must be 'shared' or 'own'; got {self.layers!r}.")
+        if not 0.0 <= self.vote_from < 1.0:
+            raise ValueError(f"chunkkv option vote_from must be in [0, 1); got {self.vote_from}.")
+        if self.chunk < 1 or self.window < 1:
+            raise ValueError("chunkkv options chunk and window must be at least 1.")
+
+    def queries_needed(self) -> int | None:
+        return self.window
+
+    def score(self, view: LayerView) -> torch.Tensor:
+        scores, attention = observation_window(view, self.window)
+        if attention is not None:
+            per_token = attention.sum(dim=(0, 1))  # [prefix]
+            prefix = per_token.shape[0]
+            chunks = F.pad(per_token, (0, -prefix % self.chunk)).view(-1, self.chunk).sum(dim=1)
+            scores[:, :prefix] = chunks.repeat_interleave(self.chunk)[:prefix]
+        return scores
+
+    def across_layers(self, scores: list[torch.Tensor]) -> list[torch.Tensor]:
+        if self.layers == "own":
+            return scores
+        protected = scores[-1].isinf()
+        voters = scores[int(self.vote_from * len(scores)) :]
+        shares = [s.masked_fill(protected, 0.0) for s in voters]
+        vote = torch.stack([s / s.sum(dim=-1, keepdim=True).clamp_min(1e-30) for s in shares]).mean(dim=0)
+        return [vote.masked_fill(protected, PROTECTED)] * len(scores)
 
 
 @dataclass(frozen=True)
@@ -54,14 +110,18 @@ class TOVA(Policy):
 
 @dataclass(frozen=True)
 class H2O(Policy):
-    """H2O (Zhang et al., 2023, "H2O: Heavy-Hitter Oracle"): attention accumulated over every prompt query
-    (the heavy hitters), averaged over the query heads of each KV head."""
+    """H2O (Zhang et al., 2023, "H2O: Heavy-Hitter Oracle"): the heavy hitters, tokens with the most
+    attention accumulated over every prompt query (averaged over the query heads of each KV head), plus the
+    `window` most recent tokens, which the paper keeps beside them (always kept here)."""
 
     name = "h2o"
     query_window = None
+    window: int = 32
 
     def score(self, view: LayerView) -> torch.Tensor:
-        return view.per_kv_head(view.window_attention().sum(dim=1))
+        scores = view.per_kv_head(view.accumulated_attention())
+        scores[:, max(0, view.length - self.window) :] = PROTECTED
+        return scores
 
 
 @dataclass(frozen=True)

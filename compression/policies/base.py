@@ -1,8 +1,9 @@
 """What every eviction policy shares: the view of one layer it scores, and the keep-set mechanics.
 
-A policy only scores: `score(view) -> [kv_heads, n_tokens]`, higher = keep. `keep_indices` turns scores
-into the tokens kept per KV head (the same count for every head). Tokens a policy must never evict
-(attention sinks, the observation window) get the score `PROTECTED`.
+A policy only scores: `score(view) -> [kv_heads, n_tokens]`, higher = keep; `across_layers` may then turn
+every layer's scores into the ones each layer keeps by (one keep set voted by the layers, say).
+`keep_indices` turns scores into the tokens kept per KV head (the same count for every head). Tokens a
+policy must never evict (attention sinks, the observation window) get the score `PROTECTED`.
 """
 
 from __future__ import annotations
@@ -41,16 +42,26 @@ class LayerView:
     def group(self) -> int:
         return self.queries.shape[0] // self.kv_heads
 
-    def window_attention(self) -> torch.Tensor:
-        """Softmax attention of the view's queries (the prompt's last w) over all n keys, causal:
-        [q_heads, w, n] in float32."""
-        q = self.queries.float()
+    def window_attention(self, start: int = 0, end: int | None = None) -> torch.Tensor:
+        """Softmax attention of the view's queries `start:end` (of the prompt's last w) over all n keys,
+        causal: [q_heads, end - start, n] in float32."""
+        w, n = self.queries.shape[1], self.length
+        end = w if end is None else end
+        q = self.queries[:, start:end].float()
         k = self.keys.float().repeat_interleave(self.group, dim=0)
-        w, n = q.shape[1], self.length
         logits = q @ k.transpose(1, 2) / math.sqrt(q.shape[-1])
-        query_positions = torch.arange(n - w, n).unsqueeze(1)
+        query_positions = torch.arange(n - w + start, n - w + end).unsqueeze(1)
         future = torch.arange(n).unsqueeze(0) > query_positions
         return logits.masked_fill(future, float("-inf")).softmax(dim=-1)
+
+    def accumulated_attention(self, block: int = 512) -> torch.Tensor:
+        """`window_attention` summed over the queries, [q_heads, n], `block` queries at a time (memory
+        q_heads x block x n rather than x w x n)."""
+        w = self.queries.shape[1]
+        total = torch.zeros(self.queries.shape[0], self.length)
+        for start in range(0, w, block):
+            total += self.window_attention(start, min(w, start + block)).sum(dim=1)
+        return total
 
     def per_kv_head(self, per_query_head: torch.Tensor) -> torch.Tensor:
         """[q_heads, n] -> [kv_heads, n], averaging the query heads that share a KV head."""
@@ -69,6 +80,11 @@ class Policy:
 
     def queries_needed(self) -> int | None:
         return self.query_window
+
+    def across_layers(self, scores: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The scores each layer keeps by, given every layer's own `score` (in layer order); by default each
+        layer keeps by its own. Called once per request, after the last layer has been scored."""
+        return scores
 
 
 def kept_count(length: int, ratio: float) -> int:

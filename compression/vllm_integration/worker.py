@@ -1,5 +1,6 @@
-"""The worker half of KV eviction: it scores and compacts a request's K/V right after the attention of the
-step that completes its prompt, and from then on maps the request's logical positions (RoPE) to physical
+"""The worker half of KV eviction: in the step that completes a request's prompt it scores each layer's K/V
+right after that layer's attention and compacts every layer once the forward pass is done (so a policy can
+let the layers vote on one keep set); from then on it maps the request's logical positions (RoPE) to physical
 cache slots and sequence lengths.
 
 vLLM 0.32 pieces used (v1/worker/cpu_worker.py, cpu_model_runner.py, gpu_model_runner.py):
@@ -62,11 +63,15 @@ class KVCompactRunner(CPUModelRunner):
     kvc_offsets: dict[str, int]
     kvc_queries: dict[str, dict[int, list[torch.Tensor]]]  # request -> layer -> [tokens, q_heads, head_dim]
     kvc_work: list[RowWork]
+    kvc_scores: dict[str, dict[int, torch.Tensor]]  # request -> layer -> its own scores, this step only
+    kvc_caches: dict[int, tuple[torch.Tensor, str]]  # layer -> (KV cache, layout)
 
     def kvc_init(self) -> None:
         self.kvc_offsets = {}
         self.kvc_queries = {}
         self.kvc_work = []
+        self.kvc_scores = {}
+        self.kvc_caches = {}
 
     def load_model(self, *args: Any, **kwargs: Any) -> None:
         super().load_model(*args, **kwargs)
@@ -186,12 +191,13 @@ class KVCompactRunner(CPUModelRunner):
                 ]
                 self.kvc_queries.setdefault(work.request_id, {}).setdefault(layer, []).append(chunk.clone())
             if work.compaction is not None:
-                self._kvc_compact_layer(work, layer, kv_cache, isa, query.shape[1])
+                self.kvc_caches[layer] = (kv_cache, isa)
+                self._kvc_score_layer(work, layer, kv_cache, isa, query.shape[1])
 
-    def _kvc_compact_layer(
+    def _kvc_score_layer(
         self, work: RowWork, layer: int, kv_cache: torch.Tensor, isa: str, query_heads: int
     ) -> None:
-        """Score the prompt's K/V with the request's policy, then move the kept tokens to the front."""
+        """Score this layer's prompt K/V with the request's policy (compacted once every layer is scored)."""
         compaction = work.compaction
         assert compaction is not None
         block_ids = self.requests[work.request_id].block_ids[0]
@@ -202,13 +208,27 @@ class KVCompactRunner(CPUModelRunner):
             if captured
             else keys.new_zeros(query_heads, 0, keys.shape[-1])
         )
-        keep = keep_indices(self._kvc_scores(work.policy, LayerView(keys, values, queries)), compaction.keep)
-        compact_kv(kv_cache, block_ids, keys, values, keep, isa)
+        view = LayerView(keys, values, queries)
+        self.kvc_scores.setdefault(work.request_id, {})[layer] = self._kvc_own_scores(work.policy, view)
+
+    def _kvc_compact(self, work: RowWork) -> None:
+        """Let every layer's scores settle the keep sets (`Policy.across_layers`), then move each layer's
+        kept tokens to the front of the request's blocks."""
+        compaction = work.compaction
+        assert compaction is not None
+        own = self.kvc_scores.pop(work.request_id)
+        layers = sorted(own)
+        final = self._kvc_final_scores(work.policy, [own[layer] for layer in layers])
+        block_ids = self.requests[work.request_id].block_ids[0]
+        for layer, scores in zip(layers, final, strict=True):
+            kv_cache, isa = self.kvc_caches[layer]
+            keys, values = read_kv(kv_cache, block_ids, compaction.prompt, isa)
+            compact_kv(kv_cache, block_ids, keys, values, keep_indices(scores, compaction.keep), isa)
 
     @staticmethod
-    def _kvc_scores(policy: Policy, view: LayerView) -> torch.Tensor:
-        """The policy's scores; if it fails (a third-party policy, say), the most recent tokens win, so the
-        engine keeps serving and the scheduler's block accounting stays true."""
+    def _kvc_own_scores(policy: Policy, view: LayerView) -> torch.Tensor:
+        """The policy's scores for one layer; if it fails (a third-party policy, say), the most recent tokens
+        win, so the engine keeps serving and the scheduler's block accounting stays true."""
         try:
             return policy.score(view)
         except Exception:
@@ -217,10 +237,23 @@ class KVCompactRunner(CPUModelRunner):
             )
             return torch.arange(view.length, dtype=torch.float32).expand(view.kv_heads, -1)
 
+    @staticmethod
+    def _kvc_final_scores(policy: Policy, own: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The policy's cross-layer scores; if that fails, each layer keeps by its own."""
+        try:
+            final = policy.across_layers(own)
+            if len(final) != len(own):
+                raise ValueError(f"across_layers returned {len(final)} layers' scores for {len(own)}")
+            return final
+        except Exception:
+            log.exception("KV policy %r failed across layers; each layer keeps by its own", policy.name)
+            return own
+
     def execute_model(self, scheduler_output: Any, *args: Any, **kwargs: Any) -> Any:
         result = super().execute_model(scheduler_output, *args, **kwargs)
         for work in self.kvc_work:
             if work.compaction is not None:
+                self._kvc_compact(work)
                 self._kvc_shrink_row(work.request_id, work.compaction)
         self.kvc_work = []
         return result

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import torch
 
-from compression.policies import kept_count
+from compression.policies import LayerView, Policy, keep_indices, kept_count
 from compression.reference import generate_with_eviction
 from compression.registry import create
 from tests.kv_engine import BLOCK_SIZE, engine, generate, random_prompt, sampling, scheduler_of
@@ -22,7 +22,7 @@ from tests.kv_engine import BLOCK_SIZE, engine, generate, random_prompt, samplin
 pytestmark = pytest.mark.integration
 NEW_TOKENS = 32
 LOGPROB_TOLERANCE = 1e-3
-EQUIVALENCE_POLICIES = ["snapkv", "streaming_llm", "knorm", "tova", "h2o", "expected_attention"]
+EQUIVALENCE_POLICIES = ["snapkv", "streaming_llm", "knorm", "tova", "h2o", "expected_attention", "chunkkv"]
 PROMPT_LENGTHS = [150, 233, 301]  # not multiples of the block size; several 64-token prefill chunks
 
 
@@ -171,3 +171,25 @@ def test_an_unreadable_cache_layout_is_refused_at_engine_start(
     monkeypatch.undo()
     with engine(peaky_model_dir, eviction=False) as stock:  # stock vLLM is unaffected by the check
         assert generate(stock, [random_prompt(1, 40)], sampling(2))[0].tokens
+
+
+def test_a_failing_policy_falls_back_instead_of_stopping_the_engine(caplog: pytest.LogCaptureFixture) -> None:
+    """A third-party policy that raises: its layer keeps the most recent tokens, and if combining the layers
+    fails each layer keeps by its own scores; the engine logs it and keeps serving."""
+    from compression.vllm_integration.worker import KVCompactRunner
+
+    class Broken(Policy):
+        name = "broken"
+
+        def score(self, view: LayerView) -> torch.Tensor:
+            raise RuntimeError("scoring broke")
+
+        def across_layers(self, scores: list[torch.Tensor]) -> list[torch.Tensor]:
+            raise RuntimeError("voting broke")
+
+    view = LayerView(torch.randn(2, 5, 4), torch.randn(2, 5, 4), torch.randn(4, 1, 4))
+    scores = KVCompactRunner._kvc_own_scores(Broken(), view)
+    assert keep_indices(scores, 2).tolist() == [[3, 4], [3, 4]]
+    own = [scores, scores.flip(-1)]
+    assert KVCompactRunner._kvc_final_scores(Broken(), own) is own
+    assert "failed to score 5 tokens" in caplog.text and "failed across layers" in caplog.text

@@ -17,7 +17,8 @@ pytestmark = pytest.mark.integration
 NEW_TOKENS = 32
 
 
-def test_snapkv_on_the_default_model_equals_the_hf_reference(default_model_path: Path) -> None:
+def test_snapkv_and_chunkkv_on_the_default_model_equal_the_hf_reference(default_model_path: Path) -> None:
+    """chunkkv also checks the layers' shared vote (compaction after the whole forward pass) on 30 layers."""
     from transformers import AutoTokenizer, LlamaForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(default_model_path)
@@ -25,10 +26,12 @@ def test_snapkv_on_the_default_model_equals_the_hf_reference(default_model_path:
     messages = [{"role": "user", "content": f"{towns_text()}\n\n{question}"}]
     text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     prompt = tokenizer(text, add_special_tokens=False).input_ids
+    policies = ["snapkv", "chunkkv"]
     with engine(default_model_path, max_model_len=2048) as llm:
-        (got,) = generate(llm, [prompt], sampling(NEW_TOKENS, "snapkv", 0.5))
+        outputs = generate(llm, [prompt] * len(policies), [sampling(NEW_TOKENS, p, 0.5) for p in policies])
     model = LlamaForCausalLM.from_pretrained(default_model_path, dtype=torch.float32).eval()
-    expected = generate_with_eviction(model, prompt, create("snapkv"), 0.5, NEW_TOKENS)
-    assert got.tokens == expected.tokens
-    assert max(abs(a - b) for a, b in zip(got.logprobs, expected.logprobs, strict=True)) < 1e-2
-    assert got.kv_stats is not None and got.kv_stats["tokens_before"] == len(prompt) > 400
+    for policy, got in zip(policies, outputs, strict=True):
+        expected = generate_with_eviction(model, prompt, create(policy), 0.5, NEW_TOKENS)
+        assert got.tokens == expected.tokens, policy
+        assert max(abs(a - b) for a, b in zip(got.logprobs, expected.logprobs, strict=True)) < 1e-2, policy
+        assert got.kv_stats is not None and got.kv_stats["tokens_before"] == len(prompt) > 400

@@ -9,7 +9,7 @@ import torch
 from compression import registry
 from compression.budget import pyramid_budgets, uniform_budgets
 from compression.policies import LayerView, keep_indices, kept_count
-from compression.policies.attention import H2O, TOVA, ExpectedAttention, SnapKV
+from compression.policies.attention import H2O, TOVA, ChunkKV, ExpectedAttention, SnapKV
 from compression.policies.base import Policy
 from compression.policies.simple import KeyNorm, RandomEviction, StreamingLLM
 
@@ -80,6 +80,37 @@ def test_snapkv_is_pooled_window_attention_with_the_window_protected(window: int
     close(SnapKV(window=window, kernel=kernel).score(view), expected)
 
 
+@pytest.mark.parametrize(("window", "chunk"), [(8, 5), (4, 7), (1, 1)])
+def test_chunkkv_sums_window_attention_per_chunk_for_every_head(window: int, chunk: int) -> None:
+    view = random_view(window=window)
+    prefix = N - window
+    per_token = [0.0] * prefix
+    for qh in range(KV_HEADS * GROUP):
+        for i in range(window):
+            per_token = [a + b for a, b in zip(per_token, attention_row(view, qh, i)[:prefix], strict=True)]
+    chunk_sums = [sum(per_token[c : c + chunk]) for c in range(0, prefix, chunk)]
+    shared = [chunk_sums[j // chunk] for j in range(prefix)] + [INF] * window
+    close(ChunkKV(window=window, chunk=chunk, layers="own").score(view), [shared] * KV_HEADS)
+
+
+def test_chunkkv_layers_from_vote_from_share_one_normalised_vote() -> None:
+    window, layers = 4, 5
+    own = [ChunkKV(window=window).score(random_view(window=window, seed=layer)) for layer in range(layers)]
+    voters = [layer for layer in range(layers) if layer >= 0.4 * layers]  # layers 2, 3 and 4
+    shares = []
+    for layer in voters:
+        row = own[layer][0, : N - window].double().tolist()
+        shares.append([x / sum(row) for x in row])
+    vote = [sum(share[j] for share in shares) / len(shares) for j in range(N - window)] + [INF] * window
+    shared = ChunkKV(window=window).across_layers(own)
+    assert len(shared) == layers
+    for scores in shared:
+        close(scores, [vote] * KV_HEADS)
+    assert ChunkKV(window=window, layers="own").across_layers(own) == own
+    with pytest.raises(registry.PolicyError, match="layers must be 'shared' or 'own'"):
+        registry.create("chunkkv", layers="every")
+
+
 def test_tova_uses_the_last_querys_attention_averaged_over_all_heads() -> None:
     view = random_view(window=1)
     rows = [attention_row(view, qh, 0) for qh in range(KV_HEADS * GROUP)]
@@ -87,7 +118,8 @@ def test_tova_uses_the_last_querys_attention_averaged_over_all_heads() -> None:
     close(TOVA().score(view), [shared] * KV_HEADS)
 
 
-def test_h2o_accumulates_every_prompt_querys_attention() -> None:
+@pytest.mark.parametrize("window", [32, 0])
+def test_h2o_accumulates_every_prompt_querys_attention_and_keeps_the_recent_window(window: int) -> None:
     view = random_view(window=None)
     expected = []
     for h in range(KV_HEADS):
@@ -97,8 +129,10 @@ def test_h2o_accumulates_every_prompt_querys_attention() -> None:
                 total = [
                     a + b / GROUP for a, b in zip(total, attention_row(view, h * GROUP + g, i), strict=True)
                 ]
-        expected.append(total)
-    close(H2O().score(view), expected)
+        expected.append([INF if j >= N - window else x for j, x in enumerate(total)])
+    close(H2O(window=window).score(view), expected)
+    blocked = view.accumulated_attention(block=7)  # the query blocks add up to the whole
+    assert torch.allclose(blocked, view.window_attention().sum(dim=1), atol=1e-5)
 
 
 def test_expected_attention_uses_query_mean_and_covariance() -> None:
@@ -152,7 +186,7 @@ def test_pyramid_budgets_shrink_upwards_and_keep_the_uniform_total() -> None:
 
 def test_registry_lists_every_policy_with_its_options() -> None:
     described = {entry["name"]: entry for entry in registry.describe()}
-    assert set(described) == {"none", "streaming_llm", "snapkv", "h2o", "tova", "knorm", "random",
+    assert set(described) == {"none", "streaming_llm", "snapkv", "chunkkv", "h2o", "tova", "knorm", "random",
                               "expected_attention"}  # fmt: skip
     assert described["snapkv"]["options"] == {"window": 32, "kernel": 5}
     assert "SnapKV" in described["snapkv"]["description"]
@@ -161,7 +195,7 @@ def test_registry_lists_every_policy_with_its_options() -> None:
 def test_registry_creates_with_options_and_explains_mistakes() -> None:
     assert registry.create("snapkv", window=8, kernel=None) == SnapKV(window=8)
     with pytest.raises(
-        registry.PolicyError, match=r"Unknown KV policy 'snap'; available: expected_attention"
+        registry.PolicyError, match=r"Unknown KV policy 'snap'; available: chunkkv, expected_attention"
     ):
         registry.create("snap")
     with pytest.raises(registry.PolicyError, match=r"has no option sinks; its options: window, kernel"):
