@@ -2,8 +2,8 @@
 
 A Gradio Blocks app the server mounts at /ui (`ui.mount`). Everything it shows comes from the server's HTTP
 API through `LcragClient`: collections and uploads, `/v1/models`, `/v1/kv/policies`, and `/v1/compare`,
-streamed, once per answer column. The columns are separate listeners of the same click, so they stream
-at the same time (the queue allows it); each keeps its own chat history, sent with its next question.
+streamed, one stream per answer column. One listener asks all columns (`ui.answers` says why), so they
+stream at the same time; each keeps its own chat history, sent with its next question.
 Every handler turns a failure into a readable line in the page, never a stack trace.
 """
 
@@ -18,6 +18,7 @@ from typing import Any
 import gradio as gr
 
 from ui import views
+from ui.answers import ColumnAnswer, ColumnAsk, Question, merged_events
 from ui.client import ApiFailure, LcragClient
 
 MODE_CHOICES = [
@@ -34,7 +35,8 @@ CSS = """
 THEME = gr.themes.Default(
     font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
 )
-Outputs = tuple[Any, Any, Any, Any]
+COLUMN_KEYS = ("a", "b", "c")  # two mode columns, then the LC + KV-compression column
+OUTPUTS_PER_COLUMN = 4
 PROGRESS = gr.Progress()  # a default value Gradio recognises and replaces with the event's tracker
 
 
@@ -50,7 +52,7 @@ class AnswerColumn:
 
     @property
     def outputs(self) -> list[Any]:
-        """What an answer updates, in the order `ask` yields them."""
+        """What an answer updates, in `ColumnAnswer.outputs` order."""
         return [self.chat, self.metrics, self.citations, self.result]
 
 
@@ -124,61 +126,54 @@ def check_question(question: str, collection: str | None) -> str:
     return ""
 
 
+def compressed_mode(enabled: bool, policy: str | None, ratio: float) -> str | None:
+    """The LC + KV-compression column's mode (`lc:<policy>-<ratio>`), or None while it is switched off."""
+    return f"lc:{policy}-{ratio:g}" if enabled and policy else None
+
+
 def ask(
     client: LcragClient,
     question: str,
     collection: str | None,
     model: str | None,
     max_tokens: int,
-    mode: str,
-    chat: list[dict[str, Any]],
-) -> Iterator[Outputs]:
-    """Stream one column's answer to `question` in `mode`, then its costs and citations."""
-    if check_question(question, collection):
-        yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        return
-    history = views.history_of(chat or [])
-    chat = [*(chat or []), {"role": "user", "content": question}, {"role": "assistant", "content": ""}]
-    yield chat, "*answering…*", "", gr.skip()
-    result: dict[str, Any] | None = None
-    try:
-        for event in client.compare_stream(question, collection or "", [mode], model, max_tokens, history):
-            if event["type"] == "delta":
-                chat[-1]["content"] += event["content"]
-                yield chat, gr.skip(), gr.skip(), gr.skip()
-            elif event["type"] == "result":
-                result = event["result"]
-    except ApiFailure as error:
-        chat[-1]["content"] = views.error_note(error.message)
-        yield chat, "", "", None
-        return
-    if result is None:
-        chat[-1]["content"] = views.error_note("The server ended the answer without a result.")
-        yield chat, "", "", None
-        return
-    if result.get("error"):
-        chat[-1]["content"] = views.error_note(result["error"]["message"])
-    elif not chat[-1]["content"].strip():
-        chat[-1]["content"] = views.BLANK_ANSWER
-    yield chat, views.metrics_markdown(result), views.citations_html(result), result
-
-
-def ask_compressed(
-    client: LcragClient,
-    question: str,
-    collection: str | None,
-    model: str | None,
-    max_tokens: int,
-    enabled: bool,
+    mode_a: str | None,
+    mode_b: str | None,
+    compressed_on: bool,
     policy: str | None,
     ratio: float,
-    chat: list[dict[str, Any]],
-) -> Iterator[Outputs]:
-    """The LC + KV-compression column: LC with `policy` evicting `ratio` of the prompt's KV cache."""
-    if not enabled or not policy:
-        yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    chat_a: list[dict[str, Any]] | None,
+    chat_b: list[dict[str, Any]] | None,
+    chat_c: list[dict[str, Any]] | None,
+) -> Iterator[list[Any]]:
+    """Every column answers `question` at once, each in its mode with its own history, streamed.
+
+    Yields the status line, then each column's outputs (`AnswerColumn.outputs`), after every event of any
+    column; a column without a mode is left as it was. A missing question or collection is only a status line.
+    """
+    problem = check_question(question, collection)
+    if problem:
+        yield [problem, *[gr.skip()] * (len(COLUMN_KEYS) * OUTPUTS_PER_COLUMN)]
         return
-    yield from ask(client, question, collection, model, max_tokens, f"lc:{policy}-{ratio:g}", chat)
+    modes = (mode_a, mode_b, compressed_mode(compressed_on, policy, ratio))
+    chats = (chat_a, chat_b, chat_c)
+    asks = [
+        ColumnAsk(key, mode, chat or [])
+        for key, mode, chat in zip(COLUMN_KEYS, modes, chats, strict=True)
+        if mode
+    ]
+    answers = {a.key: ColumnAnswer.open(a.chat, question) for a in asks}
+
+    def page() -> list[Any]:
+        left_alone = [gr.skip()] * OUTPUTS_PER_COLUMN
+        columns = (answers[key].outputs() if key in answers else left_alone for key in COLUMN_KEYS)
+        return ["", *(value for column in columns for value in column)]
+
+    yield page()
+    shared = Question(question, collection or "", model, max_tokens)
+    for key, event in merged_events(client, shared, asks):
+        answers[key].absorb(event)
+        yield page()
 
 
 def chart(*results: dict[str, Any] | None) -> list[Any]:
@@ -312,16 +307,16 @@ def build(client: LcragClient) -> gr.Blocks:
                 clear = gr.Button("Clear chats", size="sm")
 
         _wire_sidebar(demo, client, side, status, compressed_box)
-        # One listener per column on the same triggers: the columns stream at the same time.
-        triggers = [ask_button.click, question.submit]
-        shared = [question, side.collection, side.model, side.max_tokens]
-        gr.on(triggers, check_question, [question, side.collection], [status], api_name="check")
-        for column, mode in ((column_a, mode_a), (column_b, mode_b)):
-            inputs = [*shared, mode, column.chat]
-            gr.on(triggers, partial(ask, client), inputs, column.outputs, api_name=f"ask_{column.key}")
-        inputs = [*shared, side.compressed_on, side.policy, side.ratio, column_c.chat]
-        gr.on(triggers, partial(ask_compressed, client), inputs, column_c.outputs, api_name="ask_c")
         columns = [column_a, column_b, column_c]
+        # One listener for all columns (see ui.answers): the page reads the inputs once per ask.
+        gr.on(
+            [ask_button.click, question.submit],
+            partial(ask, client),
+            [question, side.collection, side.model, side.max_tokens, mode_a, mode_b,
+             side.compressed_on, side.policy, side.ratio, *(column.chat for column in columns)],
+            [status, *(widget for column in columns for widget in column.outputs)],
+            api_name="ask",
+        )  # fmt: skip
         results = [column.result for column in columns]
         gr.on([r.change for r in results], chart, results, plots, api_visibility="private")
         clear.click(

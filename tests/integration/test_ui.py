@@ -1,7 +1,7 @@
 """The UI's event handlers through `gradio_client`, against the UI mounted on the tiny-model server.
 
-The same calls the page makes: refresh the pickers, create a collection, upload, ask in two columns at
-once, and the bad inputs (unsupported file, empty question, LC over budget) come back as readable lines.
+The same calls the page makes: refresh the pickers, create a collection, upload, ask all columns at once,
+and the bad inputs (unsupported file, empty question, LC over budget) come back as readable lines.
 """
 
 from collections.abc import Iterator
@@ -14,6 +14,7 @@ from gradio_client import Client, handle_file
 from tests.conftest import RunningServer
 from tests.documents_text import TOWNS, town_paragraph
 from tests.integration.test_collections_api import api
+from ui.answers import ANSWERING
 from ui.views import BLANK_ANSWER, WARNING, text_of
 
 pytestmark = pytest.mark.integration
@@ -49,8 +50,30 @@ def collection(ui: Client, tiny_server: RunningServer, town_file: Path) -> Itera
         client.delete("/v1/collections/ui-towns")
 
 
-def ask(ui: Client, column: str, question: str, collection: str, *mode: Any) -> tuple[Any, ...]:
-    return ui.predict(question, collection, None, 16, *mode, [], api_name=f"/ask_{column}")
+Column = tuple[Any, Any, Any, Any]  # chat, metrics, citations, result
+COMPRESSION_OFF = (False, "snapkv", 0.75)
+
+
+def ask_args(
+    question: str,
+    collection: str | None,
+    modes: tuple[str | None, str | None] = ("rag", "lc"),
+    compression: tuple[bool, str, float] = COMPRESSION_OFF,
+    chats: tuple[list[Any], list[Any], list[Any]] = ([], [], []),
+) -> tuple[Any, ...]:
+    """The `/ask` inputs: question, collection, model, answer tokens, the two modes, the compression column's
+    switch, policy and ratio, then each column's chat."""
+    return (question, collection, None, 16, *modes, *compression, *chats)
+
+
+def by_column(outputs: tuple[Any, ...]) -> tuple[str, dict[str, Column]]:
+    """`/ask` outputs as the status line and each column's four outputs."""
+    status, *rest = outputs
+    return status, {key: tuple(rest[4 * i : 4 * i + 4]) for i, key in enumerate("abc")}  # type: ignore[misc]
+
+
+def ask(ui: Client, *args: Any, **kwargs: Any) -> tuple[str, dict[str, Column]]:
+    return by_column(ui.predict(*ask_args(*args, **kwargs), api_name="/ask"))
 
 
 def test_refresh_fills_the_pickers_from_the_api(
@@ -65,25 +88,32 @@ def test_refresh_fills_the_pickers_from_the_api(
 
 
 def test_two_columns_answer_the_same_question_with_costs_and_citations(ui: Client, collection: str) -> None:
-    rag_job = ui.submit("What is Brisk known for?", collection, None, 16, "rag", [], api_name="/ask_a")
-    lc_job = ui.submit("What is Brisk known for?", collection, None, 16, "lc", [], api_name="/ask_b")
-    (rag_chat, rag_metrics, rag_citations, rag), (lc_chat, lc_metrics, _, lc) = (
-        rag_job.result(),
-        lc_job.result(),
-    )
-    for chat, metrics, result in ((rag_chat, rag_metrics, rag), (lc_chat, lc_metrics, lc)):
+    job = ui.submit(*ask_args("What is Brisk known for?", collection), api_name="/ask")
+    status, columns = by_column(job.result())
+    assert status == ""
+    for key in ("a", "b"):
+        chat, metrics, _, result = columns[key]
         assert [m["role"] for m in chat] == ["user", "assistant"]
         assert text_of(chat[0]["content"]) == "What is Brisk known for?"
         assert text_of(chat[1]["content"]) in (result["answer"].strip(), BLANK_ANSWER)  # random model
         assert "**TTFT**" in metrics and "**prompt**" in metrics and "(no eviction)" in metrics
+    rag, lc = columns["a"][3], columns["b"][3]
+    rag_citations = columns["a"][2]
     assert "<details" in rag_citations and "brisk" in rag_citations and "blue wool" in rag_citations
     assert (rag["mode"], lc["mode"]) == ("rag", "lc") and lc["prompt_tokens"] > 100
-    assert len(rag_job.outputs()) > 2  # streamed: several updates before the last
+    assert unchanged(columns["c"])  # the compression column is off
+    updates = [by_column(update)[1] for update in job.outputs()]
+    assert len(updates) > 2  # streamed: several updates before the last
+    both_answering = [u for u in updates if all(u[key][1] == ANSWERING for key in ("a", "b"))]
+    assert both_answering  # one ask: both columns start together, neither waits for the other to finish
 
 
 def test_a_column_keeps_its_history_for_the_next_question(ui: Client, collection: str) -> None:
-    chat, *_ = ask(ui, "a", "What is Brisk known for?", collection, "rag")
-    chat, _, _, result = ui.predict("And its festival?", collection, None, 16, "rag", chat, api_name="/ask_a")
+    _, columns = ask(ui, "What is Brisk known for?", collection, modes=("rag", None))
+    chat = columns["a"][0]
+    assert unchanged(columns["b"])  # a column without a mode is left alone
+    _, columns = ask(ui, "And its festival?", collection, modes=("rag", None), chats=(chat, [], []))
+    chat, _, _, result = columns["a"]
     assert [text_of(m["content"]) for m in chat[::2]] == ["What is Brisk known for?", "And its festival?"]
     assert result["error"] is None
 
@@ -97,9 +127,12 @@ def test_an_unsupported_file_is_reported_in_the_page(ui: Client, collection: str
 
 
 def test_an_empty_question_is_a_status_line_and_asks_nothing(ui: Client, collection: str) -> None:
-    assert ui.predict("  ", collection, api_name="/check") == f"{WARNING} Type a question first."
-    assert ui.predict("Hi", None, api_name="/check").startswith(f"{WARNING} Choose a collection")
-    assert unchanged(ask(ui, "a", "  ", collection, "rag"))
+    status, columns = ask(ui, "  ", collection)
+    assert status == f"{WARNING} Type a question first."
+    assert all(unchanged(column) for column in columns.values())
+    status, columns = ask(ui, "Hi", None)
+    assert status.startswith(f"{WARNING} Choose a collection")
+    assert all(unchanged(column) for column in columns.values())
 
 
 def test_lc_over_budget_is_a_readable_message_in_its_column(ui: Client, tiny_server: RunningServer) -> None:
@@ -108,7 +141,8 @@ def test_lc_over_budget_is_a_readable_message_in_its_column(ui: Client, tiny_ser
         files = [("files", (f"t{i}.txt", town_paragraph(*TOWNS[i]).encode(), "text/plain")) for i in range(6)]
         assert client.post("/v1/collections/ui-big/documents", files=files).status_code == 200
     try:
-        chat, metrics, citations, result = ask(ui, "b", "Which town has a bridge?", "ui-big", "lc")
+        _, columns = ask(ui, "Which town has a bridge?", "ui-big", modes=(None, "lc"))
+        chat, metrics, citations, result = columns["b"]
         assert result["error"]["code"] == 400
     finally:
         with api(tiny_server) as client:
@@ -119,8 +153,12 @@ def test_lc_over_budget_is_a_readable_message_in_its_column(ui: Client, tiny_ser
 
 
 def test_the_compression_column_runs_only_when_switched_on(ui: Client, collection: str) -> None:
-    assert unchanged(ask(ui, "c", "What is Brisk known for?", collection, False, "snapkv", 0.75))
-    chat, _, _, result = ask(ui, "c", "What is Brisk known for?", collection, True, "snapkv", 0.75)
+    _, columns = ask(ui, "What is Brisk known for?", collection, modes=(None, None))
+    assert unchanged(columns["c"])
+    _, columns = ask(
+        ui, "What is Brisk known for?", collection, modes=(None, None), compression=(True, "snapkv", 0.75)
+    )
+    chat, _, _, result = columns["c"]
     assert result["mode"] == "lc:snapkv-0.75"
     assert result["error"] is None and text_of(chat[-1]["content"])
     kv = result["kv"]

@@ -1,0 +1,125 @@
+"""Several answer columns at once: one `/v1/compare` stream per column, merged as their events arrive.
+
+The page asks every column from one listener. Gradio's page runs the listeners of a click one after
+another, each reading its inputs only when it starts, so separate listeners would answer one column at a
+time and could read a question typed after the click. One listener reads the inputs once; here each
+column streams in its own thread and the listener redraws the page after every event of any column.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from ui import views
+from ui.client import ApiFailure, LcragClient
+
+log = logging.getLogger("lcrag.ui")
+ANSWERING = "*answering…*"
+Event = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ColumnAsk:
+    """What one column asks: its mode (`rag`, `lc`, `lc:snapkv-0.75`, ...) and its chat so far."""
+
+    key: str
+    mode: str
+    chat: list[dict[str, Any]]
+
+
+@dataclass
+class ColumnAnswer:
+    """One column's answer as it streams: its chat, costs line, citations and (once finished) result."""
+
+    chat: list[dict[str, Any]]
+    metrics: str = ANSWERING
+    citations: str = ""
+    result: dict[str, Any] | None = None
+    finished: bool = False
+
+    @classmethod
+    def open(cls, chat: Sequence[dict[str, Any]], question: str) -> ColumnAnswer:
+        return cls([*chat, {"role": "user", "content": question}, {"role": "assistant", "content": ""}])
+
+    def absorb(self, event: Event) -> None:
+        """Take one event of this column's stream: `delta`, `result`, `failure` or `end`."""
+        kind = event["type"]
+        if kind == "delta":
+            self.chat[-1]["content"] += event["content"]
+        elif kind == "result":
+            self._finish(event["result"])
+        elif kind == "failure":
+            self._fail(event["message"])
+        elif kind == "end" and not self.finished:
+            self._fail("The server ended the answer without a result.")
+
+    def outputs(self) -> list[Any]:
+        """Chat, metrics, citations and result, in `AnswerColumn.outputs` order."""
+        return [self.chat, self.metrics, self.citations, self.result if self.finished else gr.skip()]
+
+    def _finish(self, result: dict[str, Any]) -> None:
+        if result.get("error"):
+            self.chat[-1]["content"] = views.error_note(result["error"]["message"])
+        elif not self.chat[-1]["content"].strip():
+            self.chat[-1]["content"] = views.BLANK_ANSWER
+        self.metrics, self.citations = views.metrics_markdown(result), views.citations_html(result)
+        self.result, self.finished = result, True
+
+    def _fail(self, message: str) -> None:
+        self.chat[-1]["content"] = views.error_note(message)
+        self.metrics, self.citations, self.result, self.finished = "", "", None, True
+
+
+@dataclass(frozen=True)
+class Question:
+    """The question and the settings every column shares."""
+
+    text: str
+    collection: str
+    model: str | None
+    max_tokens: int
+
+
+def merged_events(
+    client: LcragClient, question: Question, asks: Sequence[ColumnAsk]
+) -> Iterator[tuple[str, Event]]:
+    """Every column's events as `(column key, event)` in arrival order, each stream closed by an `end` event;
+    a stream that fails gives a `failure` event with a readable message first. Closing the iterator stops
+    reading the streams that are still open."""
+    arrivals: queue.Queue[tuple[str, Event]] = queue.Queue()
+    stop = threading.Event()
+
+    def pump(ask: ColumnAsk) -> None:
+        try:
+            history = views.history_of(ask.chat)
+            for event in client.compare_stream(
+                question.text, question.collection, [ask.mode], question.model, question.max_tokens, history
+            ):
+                if stop.is_set():
+                    return
+                arrivals.put((ask.key, event))
+        except ApiFailure as error:
+            arrivals.put((ask.key, {"type": "failure", "message": error.message}))
+        except Exception as error:  # a column shows what went wrong; the other columns go on
+            log.exception("ui: column %s (%s) failed", ask.key, ask.mode)
+            arrivals.put((ask.key, {"type": "failure", "message": f"The answer could not be read: {error}"}))
+        finally:
+            arrivals.put((ask.key, {"type": "end"}))
+
+    for ask in asks:
+        threading.Thread(target=pump, args=(ask,), name=f"lcrag-ui-{ask.key}", daemon=True).start()
+    open_streams = len(asks)
+    try:
+        while open_streams:
+            key, event = arrivals.get()
+            open_streams -= event["type"] == "end"
+            yield key, event
+    finally:
+        stop.set()
