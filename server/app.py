@@ -48,7 +48,8 @@ def vllm_args(settings: Settings, model: str, served_name: str, extra: Sequence[
     dtype = "float32" if settings.dtype == "auto" and on_cpu else settings.dtype
     argv += ["--dtype", dtype]
     if on_cpu:
-        argv.append("--enforce-eager")
+        # float32 SSM state: what vLLM resets it to on CPUs with AVX-512 BF16 anyway, with a warning
+        argv += ["--enforce-eager", "--mamba-ssm-cache-dtype", "float32"]
     elif settings.kv_cache_gb is not None:
         argv += ["--kv-cache-memory-bytes", str(settings.kv_cache_gb * 2**30)]
     if settings.max_model_len is not None:

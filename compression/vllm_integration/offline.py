@@ -25,7 +25,12 @@ def offline_engine(
     shut down on exit so another can start in the same process."""
     from vllm import LLM
 
-    kwargs: dict[str, Any] = {"dtype": "float32", "enforce_eager": True, "seed": 0}
+    kwargs: dict[str, Any] = {
+        "dtype": "float32",
+        "enforce_eager": True,
+        "mamba_ssm_cache_dtype": "float32",  # as `lcrag serve` on CPU: no reset warning on AVX-512 BF16
+        "seed": 0,
+    }
     with _environment({**IN_PROCESS_ENV, "VLLM_CPU_KVCACHE_SPACE": str(kv_space_gb)}):
         llm = LLM(str(model), **{**kwargs, **(engine_kwargs() if eviction else {}), **overrides})
         try:
