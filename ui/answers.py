@@ -119,7 +119,8 @@ def merged_events(
     try:
         while open_streams:
             key, event = arrivals.get()
-            open_streams -= event["type"] == "end"
+            if event["type"] == "end":
+                open_streams -= 1
             yield key, event
     finally:
         stop.set()
