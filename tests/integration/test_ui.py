@@ -15,6 +15,7 @@ from tests.conftest import RunningServer
 from tests.documents_text import TOWNS, town_paragraph
 from tests.integration.test_collections_api import api
 from ui.answers import ANSWERING
+from ui.app import COLUMN_KEYS, OUTPUTS_PER_COLUMN
 from ui.views import BLANK_ANSWER, WARNING, text_of
 
 pytestmark = pytest.mark.integration
@@ -69,7 +70,8 @@ def ask_args(
 def by_column(outputs: tuple[Any, ...]) -> tuple[str, dict[str, Column]]:
     """`/ask` outputs as the status line and each column's four outputs."""
     status, *rest = outputs
-    return status, {key: tuple(rest[4 * i : 4 * i + 4]) for i, key in enumerate("abc")}  # type: ignore[misc]
+    n = OUTPUTS_PER_COLUMN
+    return status, {key: tuple(rest[n * i : n * (i + 1)]) for i, key in enumerate(COLUMN_KEYS)}  # type: ignore[misc]
 
 
 def ask(ui: Client, *args: Any, **kwargs: Any) -> tuple[str, dict[str, Column]]:
