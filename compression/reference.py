@@ -2,6 +2,7 @@
 layer's cached K/V with a policy (and let it combine the layers' scores), prune the cache to the kept
 tokens (per layer and KV head), then decode greedily with *logical* position ids (RoPE positions continue
 from the prompt length, as if nothing was evicted). vLLM with the same policy must produce the same tokens.
+For context caches the same is done to the context alone, then the suffix is prefilled after it.
 
 Queries for scoring are recomputed from each attention layer's input (q_proj + RoPE), captured by a
 forward pre-hook during the prefill, so the model code is used as it is.
@@ -9,12 +10,16 @@ forward pre-hook during the prefill, so the model code is used as it is.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from compression.budget import uniform_budgets
 from compression.policies import LayerView, Policy, keep_indices
+from compression.policies.reconstruction import ReconstructionView
+from compression.reconstruction import ReconstructionPass
 
 
 @dataclass(frozen=True)
@@ -33,35 +38,107 @@ def generate_with_eviction(
     max_new_tokens: int,
     budgets: list[int] | None = None,
 ) -> ReferenceOutput:
-    """Greedy decoding after prefill-time eviction of `ratio` of the prompt's K/V by `policy`."""
+    """Greedy decoding after prefill-time eviction of `ratio` of the prompt's K/V by `policy` (or down to
+    `budgets` tokens per layer)."""
+    n = len(prompt_ids)
+    budgets = budgets or uniform_budgets(n, ratio, model.config.num_hidden_layers)
+    cache, queries, logits = _prefill(model, prompt_ids)
+    kept = _prune(cache, _own_scores(cache, queries, policy, n), policy, budgets, n)
+    tokens, logprobs = _decode(model, cache, logits, n, max_new_tokens)
+    return ReferenceOutput(tokens, logprobs, kept)
+
+
+@torch.no_grad()
+def generate_with_context_cache(
+    model: torch.nn.Module,
+    context_ids: list[int],
+    suffix_ids: list[int],
+    policy: Policy,
+    keep: int,
+    max_new_tokens: int,
+    passes: Sequence[ReconstructionPass] = (),
+) -> ReferenceOutput:
+    """Greedy decoding of `suffix_ids` after a context compressed on its own, as a context cache: prefill
+    the context, score it (with the reconstruction `passes`' repeats for policies that need them), prune it
+    to `keep` tokens per layer and KV head, then prefill the suffix and decode at logical positions after
+    the whole context."""
+    n = len(context_ids)
+    cache, queries, _ = _prefill(model, context_ids)
+    if passes:
+        own = _reconstruction_scores(model, policy, passes, n)
+    else:
+        own = _own_scores(cache, queries, policy, n)
+    kept = _prune(cache, own, policy, [keep] * model.config.num_hidden_layers, n)
+    positions = torch.arange(n, n + len(suffix_ids)).unsqueeze(0)
+    logits = model(
+        input_ids=torch.tensor([suffix_ids]), past_key_values=cache, position_ids=positions, use_cache=True
+    ).logits[0, -1]
+    tokens, logprobs = _decode(model, cache, logits, n + len(suffix_ids), max_new_tokens)
+    return ReferenceOutput(tokens, logprobs, kept)
+
+
+def _prefill(model: torch.nn.Module, ids: list[int]) -> tuple[Any, dict[int, torch.Tensor], torch.Tensor]:
+    """The whole prompt at once: its cache, every layer's queries and the last position's logits."""
     from transformers import DynamicCache
 
-    layers = model.config.num_hidden_layers
-    n = len(prompt_ids)
-    budgets = budgets or uniform_budgets(n, ratio, layers)
     queries, hooks = _capture_queries(model)
     try:
         cache = DynamicCache()
-        ids = torch.tensor([prompt_ids])
-        logits = model(input_ids=ids, past_key_values=cache, use_cache=True).logits[0, -1]
+        logits = model(input_ids=torch.tensor([ids]), past_key_values=cache, use_cache=True).logits[0, -1]
     finally:
         for hook in hooks:
             hook.remove()
+    return cache, queries, logits
+
+
+def _own_scores(cache: Any, queries: dict[int, torch.Tensor], policy: Policy, n: int) -> list[torch.Tensor]:
     window = policy.queries_needed()
     own = []
-    for layer in range(layers):
+    for layer in range(len(cache.layers)):
         cached = cache.layers[layer]
         layer_queries = queries[layer][0]
-        layer_queries = layer_queries if window is None else layer_queries[:, max(0, n - window) :, :]
-        own.append(policy.score(LayerView(cached.keys[0], cached.values[0], layer_queries)))
+        layer_queries = layer_queries if window is None else layer_queries[:, n - min(window, n) :, :]
+        own.append(policy.score(LayerView(cached.keys[0, :, :n], cached.values[0, :, :n], layer_queries)))
+    return own
+
+
+def _reconstruction_scores(
+    model: torch.nn.Module, policy: Policy, passes: Sequence[ReconstructionPass], n: int
+) -> list[torch.Tensor]:
+    """Per layer [kv_heads, n]: the most any pass's repeat attends to each context token (zero elsewhere)."""
+    totals: list[torch.Tensor] = []
+    for reconstruction in passes:
+        cache, queries, _ = _prefill(model, reconstruction.prompt)
+        for layer in range(len(cache.layers)):
+            keys = cache.layers[layer].keys[0]
+            if len(totals) <= layer:
+                totals.append(torch.zeros(keys.shape[0], n))
+            view = ReconstructionView(keys, queries[layer][0][:, n:], reconstruction.span, n)
+            start, end = reconstruction.span
+            totals[layer][:, start:end] = torch.maximum(totals[layer][:, start:end], policy.pass_scores(view))
+    return totals
+
+
+def _prune(
+    cache: Any, own: list[torch.Tensor], policy: Policy, budgets: list[int], n: int
+) -> list[torch.Tensor]:
+    """Keep `budgets[layer]` of the first `n` cached tokens per layer and KV head, as the policy decides."""
     kept = []
+    must_keep = policy.must_keep(n)
     for layer, (budget, scores) in enumerate(zip(budgets, policy.across_layers(own), strict=True)):
         cached = cache.layers[layer]
-        keep = keep_indices(scores, budget)
+        keep = keep_indices(scores, budget, must_keep)
         index = keep.unsqueeze(0).unsqueeze(-1).expand(1, -1, -1, cached.keys.shape[-1])
         cached.keys = cached.keys.gather(2, index)
         cached.values = cached.values.gather(2, index)
         kept.append(keep)
+    return kept
+
+
+def _decode(
+    model: torch.nn.Module, cache: Any, logits: torch.Tensor, position: int, max_new_tokens: int
+) -> tuple[list[int], list[float]]:
+    """Greedy tokens (and their logprobs) from `logits`, the next token at logical `position`."""
     tokens, logprobs = [], []
     for step in range(max_new_tokens):
         token = int(logits.argmax())
@@ -72,10 +149,10 @@ def generate_with_eviction(
         logits = model(
             input_ids=torch.tensor([[token]]),
             past_key_values=cache,
-            position_ids=torch.tensor([[n + step]]),
+            position_ids=torch.tensor([[position + step]]),
             use_cache=True,
         ).logits[0, -1]
-    return ReferenceOutput(tokens, logprobs, kept)
+    return tokens, logprobs
 
 
 def _capture_queries(model: torch.nn.Module) -> tuple[dict[int, torch.Tensor], list]:

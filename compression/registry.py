@@ -53,12 +53,14 @@ def create(name: str, **options: Any) -> Policy:
 
 
 def describe() -> list[dict[str, Any]]:
-    """Each policy's name, one-line summary and options with defaults (for GET /v1/kv/policies)."""
+    """Each policy's name, summary, options with defaults and whether it is query-agnostic (one compressed
+    context can then serve every later question), for GET /v1/kv/policies."""
     return [
         {
             "name": name,
             "description": " ".join((policy.__doc__ or "").split()),
             "options": options_of(policy),
+            "query_agnostic": policy.query_agnostic,  # usable for a collection's shared context cache
         }
         for name, policy in sorted(policies().items())
     ]

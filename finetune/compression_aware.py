@@ -85,7 +85,9 @@ class SimulatedEviction:
                 value[row, :, :prompt_length].detach(),
                 query[row, :, first_query:prompt_length].detach(),
             )
-            keep = keep_indices(self.policy.score(view), kept_count(prompt_length, self.ratio))
+            must_keep = self.policy.must_keep(prompt_length)
+            kept = max(kept_count(prompt_length, self.ratio), int(must_keep.sum()))
+            keep = keep_indices(self.policy.score(view), kept, must_keep)
             evicted = torch.ones(kv_heads, prompt_length, dtype=torch.bool, device=key.device)
             evicted.scatter_(1, keep.to(key.device), False)
             allowed[row, :, prompt_length:, :prompt_length] &= ~evicted.unsqueeze(1)

@@ -3,7 +3,11 @@
 - RAG: the retrieved chunks, numbered [1]..[k] with their titles (and pages), to be cited as [n]; the
   Self-Route variant (auto mode) asks for a fixed marker when the chunks do not hold the answer.
 - LC: every complete document of the collection in upload order, each under its title, rebuilt from its
-  chunks; `check_fits` refuses a prompt that leaves no room for the answer.
+  chunks, then any earlier turns as a transcript, then the question, all in one user turn (the bundled
+  135M model answers from documents there, not from a system turn or a separate one). Everything before
+  the transcript or question is the collection's *context*, the same for every question, so vLLM's prefix
+  cache and lcrag's compressed context caches reuse it (`context_token_ids`). `check_fits` refuses a prompt
+  that leaves no room for the answer.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ LC_INSTRUCTIONS = (
 )
 
 
+_SPEAKERS = {"user": "User", "assistant": "Assistant"}
 LC_TEMPLATE_TOKENS = 64  # system instructions, headings and the chat template around the documents
 LC_DOCUMENT_HEADER_TOKENS = 8  # "Document N: <title>" per document
 
@@ -65,9 +70,44 @@ def lc_documents(store: Store, collection: str) -> list[LcDocument]:
     return documents
 
 
-def lc_messages(question: str, documents: Sequence[LcDocument]) -> list[Message]:
-    body = "\n\n".join(f"Document {i}: {d.title}\n{d.text}" for i, d in enumerate(documents, start=1))
-    return _messages(LC_INSTRUCTIONS, f"Documents:\n\n{body}", question)
+def lc_messages(
+    question: str, documents: Sequence[LcDocument], history: Sequence[Message] = ()
+) -> list[Message]:
+    """The LC prompt: instructions, then one user turn of documents, earlier turns and the question."""
+    return [
+        {"role": "system", "content": LC_INSTRUCTIONS},
+        {"role": "user", "content": lc_context(documents) + lc_turn(question, history)},
+    ]
+
+
+def lc_context(documents: Sequence[LcDocument]) -> str:
+    """The collection as the LC prompt shows it (each document's trailing whitespace dropped, so the context
+    always ends in text and its tokens are a prefix of every prompt's tokens)."""
+    body = "\n\n".join(
+        f"Document {i}: {d.title}\n{d.text.rstrip()}" for i, d in enumerate(documents, start=1)
+    )
+    return f"Documents:\n\n{body}"
+
+
+def lc_turn(question: str, history: Sequence[Message] = ()) -> str:
+    """What follows the context: earlier turns (a transcript) and the question."""
+    transcript = "".join(f"\n{_SPEAKERS.get(m['role'], m['role'])}: {m['content']}" for m in history)
+    earlier = f"\n\nEarlier conversation:{transcript}" if history else ""
+    return f"{earlier}\n\nQuestion: {question}"
+
+
+def context_token_ids(
+    tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message], turn: str
+) -> list[int] | None:
+    """The token ids of an LC prompt up to its `turn` (see `lc_turn`), when they are exactly the start of
+    the whole prompt's ids (None if the tokenizer merges across the boundary)."""
+    rendered = str(tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True))
+    boundary = rendered.rfind(turn)
+    if boundary <= 0:
+        return None
+    context = tokenizer.encode(rendered[:boundary], add_special_tokens=False)
+    whole = tokenizer.encode(rendered, add_special_tokens=False)
+    return context if whole[: len(context)] == context and len(context) < len(whole) else None
 
 
 def estimate_lc_prompt_tokens(document_tokens: Sequence[int]) -> int:

@@ -20,7 +20,7 @@ from lcrag.logs import vllm_logging_config_file
 from lcrag.settings import Settings
 from server.errors import ApiError, error_response
 from server.middleware import ApiKeyMiddleware, LcragOptionsMiddleware
-from server.routes import collections, compare, kv, models
+from server.routes import collections, compare, kv, kv_caches, models
 from server.services import Services
 from server.ui_access import UiLoginMiddleware
 
@@ -73,6 +73,7 @@ def extend_app(app: FastAPI, settings: Settings, services: Services | None = Non
         app.state.lcrag = services
         app.include_router(collections.router)
         app.include_router(compare.router)
+        app.include_router(kv_caches.router)
         models.replace_vllm_models_route(app)
         if settings.ui:
             from ui.mount import mount_ui  # Gradio loads only when the UI is served
@@ -112,9 +113,13 @@ async def serve(settings: Settings, args: Namespace) -> None:
         services = Services.build(settings, args.model, args.served_model_name[0], model_config.max_model_len)
         if args.scheduler_cls == SCHEDULER_CLS:
             from compression.vllm_integration.stats import KVStatsLedger
+            from server.kv_cache import ContextCaches
 
             services.kv_stats = KVStatsLedger()
             services.kv_stats.watch(engine_client)
+            services.context_caches = ContextCaches(
+                engine_client, services.tokenizer, model_config.max_model_len, app.state.openai_serving_models
+            )
         extend_app(app, settings, services)
         log.info(
             "lcrag is serving %s at %s (OpenAI API under /v1)", args.served_model_name[0], listen_address

@@ -63,12 +63,14 @@ class ResponseExtras:
 
     def _kv_fields(self, response_id: str | None) -> dict[str, Any]:
         """Policy and ratio asked for, with the engine's real counts (null when nothing was compacted,
-        e.g. a request that ended in its prefill step)."""
+        e.g. a request that ended in its prefill step; for a context cache, the context's counts)."""
         ledger = self.services.kv_stats if self.services else None
         stats = ledger.take(response_id) if ledger is not None and response_id else None
         counts = {name: (stats or {}).get(name) for name in KV_STAT_NAMES}
         assert self.kv is not None
-        return {"policy": self.kv.policy, "ratio": self.kv.ratio, **counts}
+        # "hit": answered from a resident compressed context; "built": compressed it for later questions
+        cache = (stats or {}).get("cache") or "none"
+        return {"policy": self.kv.policy, "ratio": self.kv.ratio, **counts, "cache": cache}
 
 
 def augmenting_send(send: Send, extras: ResponseExtras, stream: bool) -> Send:

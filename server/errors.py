@@ -86,6 +86,11 @@ class NotImplementedYetError(ApiError):
     kind = "NotImplementedError"
 
 
+class ServiceUnavailableError(ApiError):
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+    kind = "ServiceUnavailableError"
+
+
 RAG_ERRORS: dict[type[RagError], type[ApiError]] = {
     InvalidCollectionNameError: BadRequestError,
     CollectionNotFoundError: NotFoundError,

@@ -40,6 +40,7 @@ from server.errors import (
     send_error,
     validation_error,
 )
+from server.kv_cache import uses_context_cache
 from server.modes import MODEL_NAME_SEPARATOR, PreparedPrompt, apply_model_name, prepare
 from server.schemas import KVOptions, LcragOptions
 from server.services import Services
@@ -108,7 +109,12 @@ class LcragOptionsMiddleware:
         if prepared is not None:
             payload["messages"] = prepared.messages
         if kv is not None:
-            payload["vllm_xargs"] = {**(payload.get("vllm_xargs") or {}), **kv_extra_args(kv)}
+            try:
+                xargs = await self._kv_extra_args(kv, prepared, payload.get("model"))
+            except ApiError as error:
+                await send_error(error, scope, receive, send)
+                return
+            payload["vllm_xargs"] = {**(payload.get("vllm_xargs") or {}), **xargs}
         if prepared is not None or kv is not None:
             extras = ResponseExtras(prepared, kv, started, self.services)
             send = augmenting_send(send, extras, stream=payload.get("stream") is True)
@@ -161,6 +167,21 @@ class LcragOptionsMiddleware:
             )
         return kv
 
+    async def _kv_extra_args(
+        self, kv: KVOptions, prepared: PreparedPrompt | None, model: Any
+    ) -> dict[str, Any]:
+        """Eviction of this request's prompt; for an LC prompt with a query-agnostic policy, of its
+        collection's context as a shared cache instead (after the policy's reconstruction passes, if it
+        needs them and the cache is not resident)."""
+        caches = self.services.context_caches if self.services is not None else None
+        context = prepared.context_ids if prepared is not None else None
+        if caches is None or context is None or prepared is None or not uses_context_cache(kv):
+            return kv_extra_args(kv)
+        await caches.prepare(context, kv, str(model) if model else None)
+        return to_extra_args(
+            kv.policy, kv.ratio, kv.all_options(), context=len(context), label=prepared.collection
+        )
+
     async def _generate(
         self, scope: Scope, payload: dict[str, Any], messages: list[ChatMessage], max_tokens: int
     ) -> str | None:
@@ -198,7 +219,7 @@ def parse_lcrag_options(raw: Any) -> LcragOptions:
 
 def kv_extra_args(kv: KVOptions) -> dict[str, Any]:
     """The `vllm_xargs` entries that carry the request's eviction to the engine."""
-    return to_extra_args(kv.policy, kv.ratio, {"window": kv.window, "sinks": kv.sinks})
+    return to_extra_args(kv.policy, kv.ratio, kv.all_options())
 
 
 async def _read_body(receive: Receive) -> bytes:

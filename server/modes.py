@@ -16,9 +16,11 @@ from rag.context import (
     RAG_INSTRUCTIONS,
     Message,
     check_fits,
+    context_token_ids,
     count_prompt_tokens,
     lc_documents,
     lc_messages,
+    lc_turn,
     rag_messages,
 )
 from rag.retrieve import Citation, retrieve
@@ -59,6 +61,9 @@ class PreparedPrompt:
     citations: list[Citation] = field(default_factory=list)
     retrieval_ms: float = 0.0
     route: AutoRoute | None = None
+    context_ids: list[int] | None = (
+        None  # lc: the collection's part of the prompt, the same for every question
+    )
 
 
 def parse_model_name(model: str) -> ModelName | None:
@@ -141,6 +146,19 @@ def question_of(messages: Any) -> tuple[list[Message], str]:
     return history, content
 
 
+def collection_context(services: Services, collection: str) -> list[int]:
+    """The token ids every lc prompt over `collection` starts with (its instructions and documents); raises
+    RagError for an unknown collection or one that does not fit lc mode."""
+    question = "?"
+    messages = lc_messages(question, lc_documents(services.store, collection))
+    tokens = count_prompt_tokens(services.tokenizer, messages)
+    check_fits(tokens, services.max_model_len, services.settings.answer_tokens)
+    context = context_token_ids(services.tokenizer, messages, lc_turn(question))
+    if context is None:
+        raise RuntimeError(f"the tokenizer merges {collection!r}'s lc context with the question")
+    return context
+
+
 def prepare(
     services: Services,
     options: LcragOptions,
@@ -161,11 +179,16 @@ def prepare(
             services.store, services.embedder, options.collection, question, options.top_k or DEFAULT_TOP_K
         )
         built = rag_messages(question, citations, rag_instructions)
+        prompt = [built[0], *history, built[-1]]
     else:
         citations = []
-        built = lc_messages(question, lc_documents(services.store, options.collection))
+        prompt = lc_messages(question, lc_documents(services.store, options.collection), history)
     retrieval_ms = (time.perf_counter() - started) * 1000.0
-    prompt = [built[0], *history, built[-1]]
     tokens = count_prompt_tokens(services.tokenizer, prompt)
     check_fits(tokens, services.max_model_len, max_tokens or services.settings.answer_tokens)
-    return PreparedPrompt(mode, options.collection, prompt, tokens, citations, retrieval_ms)
+    context = (
+        context_token_ids(services.tokenizer, prompt, lc_turn(question, history)) if mode == "lc" else None
+    )
+    return PreparedPrompt(
+        mode, options.collection, prompt, tokens, citations, retrieval_ms, context_ids=context
+    )

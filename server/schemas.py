@@ -17,6 +17,9 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+OptionValue = str | int | float | bool
+
+
 class KVOptions(StrictModel):
     """Per-request KV-cache eviction: `ratio` is the fraction of prompt tokens whose K/V is evicted."""
 
@@ -26,14 +29,27 @@ class KVOptions(StrictModel):
     ratio: float = Field(default=0.0, ge=0.0, lt=1.0, description="Fraction of prompt K/V to evict.")
     window: int | None = Field(default=None, ge=1, description="Observation / recent window in tokens.")
     sinks: int | None = Field(default=None, ge=0, description="Leading tokens always kept.")
+    options: dict[str, OptionValue] | None = Field(
+        default=None, description="Any other option of the policy (GET /v1/kv/policies lists them)."
+    )
+    cache: bool | None = Field(
+        default=None,
+        description="lc mode with a query-agnostic policy compresses the collection once, as a shared cache "
+        "later questions reuse; false compresses each request's prompt instead.",
+    )
 
     @property
     def evicts(self) -> bool:
         return self.policy != "none" and self.ratio > 0.0
 
+    def all_options(self) -> dict[str, OptionValue]:
+        """The policy options asked for (`window`, `sinks` and `options` together)."""
+        named = {"window": self.window, "sinks": self.sinks}
+        return {**(self.options or {}), **{key: value for key, value in named.items() if value is not None}}
+
     def policy_object(self) -> Policy:
         """The policy with its options; raises PolicyError naming what exists."""
-        return registry.create(self.policy, window=self.window, sinks=self.sinks)
+        return registry.create(self.policy, **self.all_options())
 
 
 class LcragOptions(StrictModel):
@@ -183,3 +199,52 @@ class CompareResponse(BaseModel):
     collection: str
     model: str
     results: list[ModeResult]
+
+
+class KVCacheBuild(StrictModel):
+    """PUT /v1/collections/{name}/kv-cache: compress the collection's LC context now, for later questions."""
+
+    policy: str = Field(min_length=1, description="A query-agnostic policy (GET /v1/kv/policies).")
+    ratio: float = Field(gt=0.0, lt=1.0, description="Fraction of the context's K/V to evict.")
+    options: dict[str, OptionValue] | None = Field(default=None, description="Policy options.")
+    model: str | None = Field(default=None, description="Served model or LoRA adapter; default the base.")
+
+    def kv(self) -> KVOptions:
+        return KVOptions(policy=self.policy, ratio=self.ratio, options=self.options)
+
+
+class KVCacheOut(BaseModel):
+    """One resident compressed context: its policy, sizes before and after, memory and use."""
+
+    digest: str = Field(description="Digest of the context's exact token ids.")
+    labels: list[str] = Field(description="Collections whose LC context this is.")
+    lora: int = Field(description="LoRA adapter id, 0 for the base model.")
+    policy: str = Field(description="The policy with its options (JSON).")
+    ratio: float
+    tokens_before: int
+    tokens_after: int
+    blocks: int
+    bytes: int
+    hits: int = Field(description="Requests that adopted it.")
+    in_use: bool = Field(description="Whether running requests hold it now.")
+    build_seconds: float
+    created_at: float
+    last_used_at: float
+
+
+class KVCacheBuilt(KVCacheOut):
+    cache: Literal["hit", "built"] = Field(description="'hit': it was resident already; 'built': made now.")
+    build_ms: float = Field(description="Wall time of this call, reconstruction passes included.")
+    passes: int = Field(description="Reconstruction passes run before the build (KVzip-style policies).")
+
+
+class KVCacheList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[KVCacheOut]
+    cached_contexts: int
+    cache_blocks: int
+    cache_bytes: int
+    free_blocks: int
+    total_blocks: int
+    block_bytes: int
+    released_under_pressure: int

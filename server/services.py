@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
     from compression.vllm_integration.stats import KVStatsLedger
+    from server.kv_cache import ContextCaches
 
 
 @dataclass
@@ -28,6 +29,7 @@ class Services:
     served_model: str
     max_model_len: int
     kv_stats: KVStatsLedger | None = None  # set when vLLM runs with lcrag's eviction scheduler and worker
+    context_caches: ContextCaches | None = None  # likewise
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod

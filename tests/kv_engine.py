@@ -9,11 +9,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from compression.policies import Policy
+from compression.policies.base import kept_tokens
 from compression.vllm_integration.offline import greedy, kv_stats_of, offline_engine, scheduler_of
 
 BLOCK_SIZE = 32
 sampling = greedy
-__all__ = ["BLOCK_SIZE", "Generated", "engine", "generate", "random_prompt", "sampling", "scheduler_of"]
+__all__ = [
+    "BLOCK_SIZE",
+    "Generated",
+    "engine",
+    "engine_kept",
+    "generate",
+    "random_prompt",
+    "sampling",
+    "scheduler_of",
+]
 
 
 @dataclass(frozen=True)
@@ -22,6 +33,12 @@ class Generated:
     logprobs: list[float]
     kv_stats: dict[str, int] | None
     cached_tokens: int
+
+
+def engine_kept(length: int, policy: Policy, ratio: float, block_size: int = BLOCK_SIZE) -> int:
+    """Tokens the engine keeps of a `length`-token prompt: the ratio's count, raised to the policy's
+    must-keep tokens and to the end of the last block it holds."""
+    return kept_tokens(length, ratio, policy.must_keep_count(length), block_size)
 
 
 def random_prompt(seed: int, length: int) -> list[int]:

@@ -8,30 +8,39 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from compression.policies.base import PROTECTED, LayerView, Policy
+from compression.policies.base import LayerView, Policy, trailing
 
 
 def observation_window(view: LayerView, window: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Scores with the last `window` tokens (the observation window) protected and the rest to fill in,
-    and the window's attention over the tokens before it, [q_heads, window, prefix] (None when the whole
-    prompt is the window)."""
+    """Zero scores to fill in before the last `window` tokens (the observation window, which the policy
+    must keep), and the window's attention over the tokens before it, [q_heads, window, prefix] (None when
+    the whole prompt is the window)."""
     window = min(window, view.length)
     prefix = view.length - window
-    scores = torch.full((view.kv_heads, view.length), PROTECTED)
+    scores = torch.zeros(view.kv_heads, view.length)
     if prefix == 0:
         return scores, None
     return scores, view.window_attention()[:, -window:, :prefix]
 
 
 @dataclass(frozen=True)
-class SnapKV(Policy):
+class WindowedPolicy(Policy):
+    """A policy that always keeps its observation / recent window of `window` tokens."""
+
+    window: int = 32
+
+    def must_keep(self, length: int) -> torch.Tensor:
+        return trailing(length, self.window)
+
+
+@dataclass(frozen=True)
+class SnapKV(WindowedPolicy):
     """SnapKV (Li et al., 2024, "SnapKV: LLM Knows What You are Looking for Before Generation"): the last
     `window` prompt queries (the observation window) vote with their attention, averaged over the window
     and the query heads of each KV head, smoothed by average pooling; the window itself is always kept."""
 
     name = "snapkv"
     query_window = 32
-    window: int = 32
     kernel: int = 5
 
     def queries_needed(self) -> int | None:
@@ -47,7 +56,7 @@ class SnapKV(Policy):
 
 
 @dataclass(frozen=True)
-class ChunkKV(Policy):
+class ChunkKV(WindowedPolicy):
     """ChunkKV (Liu et al., 2025, "ChunkKV: Semantic-Preserving KV Cache Compression"): the observation
     window's attention (as in SnapKV, summed over the window and every query head of the layer) is summed
     per run of `chunk` consecutive tokens and whole chunks are kept, the same ones for every KV head, so a
@@ -58,7 +67,6 @@ class ChunkKV(Policy):
 
     name = "chunkkv"
     query_window = 32
-    window: int = 32
     chunk: int = 10
     layers: str = "shared"
     vote_from: float = 0.4
@@ -86,11 +94,7 @@ class ChunkKV(Policy):
     def across_layers(self, scores: list[torch.Tensor]) -> list[torch.Tensor]:
         if self.layers == "own":
             return scores
-        protected = scores[-1].isinf()
-        voters = scores[int(self.vote_from * len(scores)) :]
-        shares = [s.masked_fill(protected, 0.0) for s in voters]
-        vote = torch.stack([s / s.sum(dim=-1, keepdim=True).clamp_min(1e-30) for s in shares]).mean(dim=0)
-        return [vote.masked_fill(protected, PROTECTED)] * len(scores)
+        return shared_vote(scores, self.vote_from, self.must_keep(scores[0].shape[-1]))
 
 
 @dataclass(frozen=True)
@@ -103,25 +107,23 @@ class TOVA(Policy):
 
     def score(self, view: LayerView) -> torch.Tensor:
         last = view.window_attention()[:, -1, :]  # [q_heads, n]
-        scores = last.mean(dim=0).expand(view.kv_heads, -1).clone()
-        scores[:, -1] = PROTECTED
-        return scores
+        return last.mean(dim=0).expand(view.kv_heads, -1).clone()
+
+    def must_keep(self, length: int) -> torch.Tensor:
+        return trailing(length, 1)
 
 
 @dataclass(frozen=True)
-class H2O(Policy):
+class H2O(WindowedPolicy):
     """H2O (Zhang et al., 2023, "H2O: Heavy-Hitter Oracle"): the heavy hitters, tokens with the most
     attention accumulated over every prompt query (averaged over the query heads of each KV head), plus the
     `window` most recent tokens, which the paper keeps beside them (always kept here)."""
 
     name = "h2o"
     query_window = None
-    window: int = 32
 
     def score(self, view: LayerView) -> torch.Tensor:
-        scores = view.per_kv_head(view.accumulated_attention())
-        scores[:, max(0, view.length - self.window) :] = PROTECTED
-        return scores
+        return view.per_kv_head(view.accumulated_attention())
 
 
 @dataclass(frozen=True)
@@ -149,3 +151,12 @@ class ExpectedAttention(Policy):
         logits = (keys @ mean.unsqueeze(-1)).squeeze(-1) / math.sqrt(d)
         logits = logits + ((keys @ covariance) * keys).sum(dim=-1) / (2 * d)
         return logits.softmax(dim=-1) * view.values.float().norm(dim=-1)
+
+
+def shared_vote(scores: list[torch.Tensor], vote_from: float, must_keep: torch.Tensor) -> list[torch.Tensor]:
+    """One keep ranking for every layer: the layers from `vote_from` of the depth up each normalise their
+    scores (must-keep tokens left out) to shares summing to one, and the shares are averaged."""
+    voters = scores[int(vote_from * len(scores)) :]
+    shares = [layer.masked_fill(must_keep, 0.0) for layer in voters]
+    vote = torch.stack([s / s.sum(dim=-1, keepdim=True).clamp_min(1e-30) for s in shares]).mean(dim=0)
+    return [vote] * len(scores)

@@ -3,7 +3,9 @@
 A policy only scores: `score(view) -> [kv_heads, n_tokens]`, higher = keep; `across_layers` may then turn
 every layer's scores into the ones each layer keeps by (one keep set voted by the layers, say).
 `keep_indices` turns scores into the tokens kept per KV head (the same count for every head). Tokens a
-policy must never evict (attention sinks, the observation window) get the score `PROTECTED`.
+policy must never evict (attention sinks, the observation window) are its `must_keep` mask, which the
+mechanics honour before ranking the rest by score; `kept_tokens` / `cached_tokens` say how many tokens a
+compaction keeps, never fewer than the mask and always up to the end of the last block it holds anyway.
 """
 
 from __future__ import annotations
@@ -13,8 +15,6 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-
-PROTECTED = float("inf")
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,9 @@ class Policy:
 
     name: ClassVar[str]
     query_window: ClassVar[int | None] = 0  # queries the policy needs: 0 none, w the last w, None all
+    # True when the scores never look at a question after the context, so one compressed context can serve
+    # every later question (collection caches accept only these)
+    query_agnostic: ClassVar[bool] = False
 
     def score(self, view: LayerView) -> torch.Tensor:
         raise NotImplementedError
@@ -81,10 +84,31 @@ class Policy:
     def queries_needed(self) -> int | None:
         return self.query_window
 
+    def must_keep(self, length: int) -> torch.Tensor:
+        """[length] booleans, True for tokens never evicted (sinks, an observation window); none here."""
+        return torch.zeros(length, dtype=torch.bool)
+
+    def must_keep_count(self, length: int) -> int:
+        return int(self.must_keep(length).sum())
+
     def across_layers(self, scores: list[torch.Tensor]) -> list[torch.Tensor]:
         """The scores each layer keeps by, given every layer's own `score` (in layer order); by default each
         layer keeps by its own. Called once per request, after the last layer has been scored."""
         return scores
+
+
+def leading(length: int, count: int) -> torch.Tensor:
+    """A must-keep mask of the first `count` tokens."""
+    mask = torch.zeros(length, dtype=torch.bool)
+    mask[:count] = True
+    return mask
+
+
+def trailing(length: int, count: int) -> torch.Tensor:
+    """A must-keep mask of the last `count` tokens."""
+    mask = torch.zeros(length, dtype=torch.bool)
+    mask[max(0, length - count) :] = True
+    return mask
 
 
 def kept_count(length: int, ratio: float) -> int:
@@ -92,8 +116,32 @@ def kept_count(length: int, ratio: float) -> int:
     return max(1, length - math.floor(ratio * length))
 
 
-def keep_indices(scores: torch.Tensor, keep: int) -> torch.Tensor:
-    """The `keep` best-scored token positions per KV head, in ascending position order: [kv_heads, keep]."""
-    if keep >= scores.shape[-1]:
-        return torch.arange(scores.shape[-1]).expand(scores.shape[0], -1)
-    return scores.topk(keep, dim=-1).indices.sort(dim=-1).values
+def kept_tokens(length: int, ratio: float, must_keep: int = 0, block_size: int = 1) -> int:
+    """Tokens a request keeps when `ratio` of its `length` prompt tokens is evicted from `block_size`-token
+    blocks: `kept_count`, raised to the must-keep tokens, then to the end of the last block it still holds
+    (those slots cost no memory, so evicting them would lose tokens for nothing)."""
+    kept = max(kept_count(length, ratio), must_keep)
+    return min(length, -(-kept // block_size) * block_size)
+
+
+def cached_tokens(length: int, ratio: float, must_keep: int, block_size: int) -> int:
+    """Tokens a shared context cache keeps: whole blocks only (later requests append after them), rounded up
+    but never past the context's last whole block; 0 when that cannot hold the must-keep tokens."""
+    kept = max(kept_count(length, ratio), must_keep)
+    blocks = min(-(-kept // block_size), length // block_size)
+    return blocks * block_size if blocks * block_size >= must_keep else 0
+
+
+def keep_indices(scores: torch.Tensor, keep: int, must_keep: torch.Tensor | None = None) -> torch.Tensor:
+    """The `keep` token positions kept per KV head, in ascending position order: [kv_heads, keep]: every
+    `must_keep` position, then the best-scored others."""
+    heads, length = scores.shape
+    if keep >= length:
+        return torch.arange(length).expand(heads, -1)
+    if must_keep is None or not must_keep.any():
+        return scores.topk(keep, dim=-1).indices.sort(dim=-1).values
+    forced = must_keep.nonzero().squeeze(1)
+    if keep < len(forced):
+        raise ValueError(f"keeping {keep} tokens cannot hold the {len(forced)} that must be kept")
+    others = scores.masked_fill(must_keep, float("-inf")).topk(keep - len(forced), dim=-1).indices
+    return torch.cat([forced.expand(heads, -1), others], dim=-1).sort(dim=-1).values

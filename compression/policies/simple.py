@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from compression.policies.base import PROTECTED, LayerView, Policy
+from compression.policies.base import LayerView, Policy, leading
 
 
 @dataclass(frozen=True)
@@ -25,12 +25,14 @@ class StreamingLLM(Policy):
     first `sinks` tokens, which soak up attention, and the most recent ones."""
 
     name = "streaming_llm"
+    query_agnostic = True
     sinks: int = 4
 
     def score(self, view: LayerView) -> torch.Tensor:
-        scores = torch.arange(view.length, dtype=torch.float32).expand(view.kv_heads, -1).clone()
-        scores[:, : self.sinks] = PROTECTED
-        return scores
+        return torch.arange(view.length, dtype=torch.float32).expand(view.kv_heads, -1).clone()
+
+    def must_keep(self, length: int) -> torch.Tensor:
+        return leading(length, self.sinks)
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class KeyNorm(Policy):
     Compression"): keys with a low L2 norm draw high attention, so keep the lowest-norm keys."""
 
     name = "knorm"
+    query_agnostic = True
 
     def score(self, view: LayerView) -> torch.Tensor:
         return -view.keys.float().norm(dim=-1)
@@ -49,6 +52,7 @@ class RandomEviction(Policy):
     """Random scores (a baseline), reproducible through `seed`."""
 
     name = "random"
+    query_agnostic = True
     seed: int = 0
 
     def score(self, view: LayerView) -> torch.Tensor:

@@ -1,172 +1,68 @@
-"""The scheduler half of KV eviction: it decides when a request's prompt K/V is compacted, returns the
-freed trailing blocks to vLLM's block pool, and from then on allocates by *physical* token counts.
+"""The scheduler half of KV eviction: it decides when a request's K/V is compacted and where to, which
+requests adopt a resident context cache, and tells the model runner each step (`StepPlan`); the block
+accounting itself is `manager.py`'s.
 
-vLLM 0.32 pieces used (v1/core/sched/scheduler.py, v1/core/kv_cache_manager.py):
-- `Scheduler.add_request`, `_update_after_schedule` (runs at the end of `schedule()`, on the very
-  `SchedulerOutput` the worker receives), `update_from_output`, `_free_request` (its first return value
-  becomes the finished output's `kv_transfer_params`, our channel for per-request stats);
-- `KVCacheManager.allocate_slots` / `free` / `pop_blocks_for_free`, the coordinator's
-  `get_num_blocks_to_allocate` / `allocate_new_blocks`, `SingleTypeKVCacheManager.req_to_blocks` and
-  `BlockPool.free_blocks` / `evict_blocks`.
+vLLM 0.32 pieces extended (v1/core/sched/scheduler.py): `Scheduler.__init__` (the KV cache manager is
+adopted as `KVCompactKVCacheManager`), `add_request`, `_update_after_schedule` (runs at the end of
+`schedule()`, on the very `SchedulerOutput` the worker receives), `update_from_output`, `_free_request`
+(its first return value becomes the finished output's `kv_transfer_params`, our channel for per-request
+stats). Admission itself is vLLM's: it asks the manager for computed blocks and allocates, preempting
+the newest running request when allocation fails.
 
-Per request: a logical length (`num_computed_tokens`, RoPE positions, max_model_len) and, once compacted,
-an offset (evicted tokens) with physical length = logical - offset. Compaction happens when the prompt's
-K/V is complete. Compressed requests neither read nor write the prefix cache, so their blocks are never
-shared and never carry stale hashes; other requests keep prefix caching. Preemption frees everything and
-drops the offset; the resumed request recomputes its prompt (its step is cut at the prompt's end), is
-compacted again with the same keep set, then recomputes its outputs against the compacted prompt.
+Per request:
+- per-request eviction: when the prompt's K/V is complete, `keep` tokens survive (into fresh blocks when
+  its blocks are in the prefix cache, else in place); from then on physical length = logical - offset.
+- context cache (`EvictionRequest.context = N`): the first N prompt tokens are a collection's context. If a
+  cache with the same key is resident the request adopts it at admission (offset N - kept) and prefills
+  only its own tokens; otherwise its step is cut at N, the context is compacted into whole blocks that
+  become the cache, and it continues as an adopter.
+- reconstruction pass: an ordinary request whose prompt's repeat the runner scores.
+Compressed requests read prefix-cache hits (short of the queries their policy scores with) and write the
+prefix cache for their uncompressed span only. Preemption frees everything and drops the offset; the
+resumed request adopts again, or recomputes and compacts again (its step cut at the compacted span), then
+recomputes its outputs against the compacted K/V, as it first computed them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from dataclasses import dataclass, field
+import time
 from typing import Any
 
-from vllm.v1.core.kv_cache_manager import KVCacheBlocks, KVCacheManager
+from vllm.v1.core.kv_cache_utils import KVCacheBlock
 from vllm.v1.core.sched.scheduler import Scheduler
-from vllm.v1.request import Request, RequestStatus
+from vllm.v1.request import Request
 
-from compression.vllm_integration.options import STATS_KEY, EvictionRequest, from_extra_args
+from compression.policies.base import cached_tokens, kept_tokens
+from compression.vllm_integration import control
+from compression.vllm_integration.context_cache import ContextCache, ContextKey
+from compression.vllm_integration.manager import KVCompactKVCacheManager
+from compression.vllm_integration.options import (
+    STATS_KEY,
+    EvictionRequest,
+    PassRequest,
+    context_digest,
+    from_extra_args,
+    pass_from_extra_args,
+    policy_spec,
+)
+from compression.vllm_integration.plan import Compaction, ScorePass, StepPlan, cdiv
 from compression.vllm_integration.version import check_supported_config, check_vllm_version
 
 log = logging.getLogger("lcrag.kv")
 
 
-def cdiv(a: int, b: int) -> int:
-    return -(-a // b)
-
-
-@dataclass(frozen=True)
-class Compaction:
-    """A request whose prompt's K/V is complete after this step: `keep` of its `prompt` tokens survive."""
-
-    prompt: int
-    keep: int
-
-
-@dataclass
-class StepPlan:
-    """What the worker must do this step, sent as `SchedulerOutput.lcrag_kv`.
-
-    capture: requests still computing prompt tokens -> prompt length (the worker keeps their scoring queries)
-    compact: requests to compact after this step's forward
-    offsets: every scheduled compressed request's offset (the worker asserts it holds the same)
-    """
-
-    capture: dict[str, int] = field(default_factory=dict)
-    compact: dict[str, Compaction] = field(default_factory=dict)
-    offsets: dict[str, int] = field(default_factory=dict)
-
-
-class KVCompactKVCacheManager(KVCacheManager):
-    """vLLM's KV cache manager plus physical-length allocation for compacted requests."""
-
-    kvc_offsets: dict[str, int]  # compacted requests -> evicted tokens
-    kvc_uncached: set[str]  # requests that must never enter the prefix cache
-
-    def kvc_init(self) -> None:
-        self.kvc_offsets = {}
-        self.kvc_uncached = set()
-
-    def allocate_slots(  # type: ignore[override]
-        self,
-        request: Request,
-        num_new_tokens: int,
-        num_new_computed_tokens: int = 0,
-        new_computed_blocks: KVCacheBlocks | None = None,
-        num_lookahead_tokens: int = 0,
-        num_external_computed_tokens: int = 0,
-        delay_cache_blocks: bool = False,
-        num_encoder_tokens: int = 0,
-        full_sequence_must_fit: bool = False,
-        reserved_blocks: int = 0,
-        has_scheduled_reqs: bool = True,
-        skip_zeroing_group_ids: tuple[int, ...] = (),
-    ) -> KVCacheBlocks | None:
-        request_id = request.request_id
-        offset = self.kvc_offsets.get(request_id)
-        if offset is None:
-            return super().allocate_slots(
-                request,
-                num_new_tokens,
-                num_new_computed_tokens=num_new_computed_tokens,
-                new_computed_blocks=new_computed_blocks,
-                num_lookahead_tokens=num_lookahead_tokens,
-                num_external_computed_tokens=num_external_computed_tokens,
-                delay_cache_blocks=delay_cache_blocks or request_id in self.kvc_uncached,
-                num_encoder_tokens=num_encoder_tokens,
-                full_sequence_must_fit=full_sequence_must_fit,
-                reserved_blocks=reserved_blocks,
-                has_scheduled_reqs=has_scheduled_reqs,
-                skip_zeroing_group_ids=skip_zeroing_group_ids,
-            )
-        assert num_new_computed_tokens == 0 and num_external_computed_tokens == 0, (
-            "compacted requests are running"
-        )
-        return self._allocate_physical(request, num_new_tokens, num_lookahead_tokens, offset, reserved_blocks)
-
-    def _allocate_physical(
-        self,
-        request: Request,
-        num_new_tokens: int,
-        num_lookahead_tokens: int,
-        offset: int,
-        reserved_blocks: int,
-    ) -> KVCacheBlocks | None:
-        """The base allocation with every count made physical (logical - offset) and no prefix caching."""
-        computed = request.num_computed_tokens - offset
-        main_model = computed + num_new_tokens
-        need_slot = min(
-            request.num_computed_tokens + num_new_tokens + num_lookahead_tokens, self.max_model_len
-        )
-        need_slot -= offset
-        wanted = self.coordinator.get_num_blocks_to_allocate(
-            request_id=request.request_id,
-            num_tokens=need_slot,
-            new_computed_blocks=self.empty_kv_cache_blocks.blocks,
-            num_encoder_tokens=0,
-            total_computed_tokens=computed,
-            num_local_computed_tokens=computed,
-            num_tokens_main_model=main_model,
-        )
-        if wanted > self.block_pool.get_num_free_blocks() - reserved_blocks:
-            return None
-        return self.create_kv_cache_blocks(
-            self.coordinator.allocate_new_blocks(request.request_id, need_slot, main_model)
-        )
-
-    def kvc_shrink(self, request_id: str, length: int, keep: int) -> tuple[int, int]:
-        """Drop the request's blocks past `keep` tokens (its K/V already compacted to the front) back to the
-        pool; record the offset. Returns the blocks its `length` prompt tokens filled and the blocks it holds
-        now."""
-        (manager,) = self.coordinator.single_type_managers
-        blocks = manager.req_to_blocks[request_id]
-        before, after = cdiv(length, manager.block_size), cdiv(keep, manager.block_size)
-        # a resumed request may hold more: blocks allocated for its outputs, which it recomputes next
-        assert len(blocks) >= before, f"{request_id}: {len(blocks)} blocks for {length} tokens"
-        shared = [block.block_id for block in blocks if block.ref_cnt != 1]
-        assert not shared, f"{request_id}: compacted blocks {shared} are shared"
-        hashed = {block.block_id for block in blocks if block.block_hash is not None}
-        if hashed:  # never the case while compressed requests skip caching; kept as a guard
-            self.block_pool.evict_blocks(hashed)
-        tail = blocks[after:]
-        del blocks[after:]
-        self.block_pool.free_blocks(reversed(tail))
-        self.kvc_offsets[request_id] = length - keep
-        return before, after
-
-    def free(self, request: Request) -> None:
-        self.kvc_offsets.pop(request.request_id, None)
-        super().free(request)
-
-    def pop_blocks_for_free(self, request: Request) -> list[Any]:
-        self.kvc_offsets.pop(request.request_id, None)
-        return super().pop_blocks_for_free(request)
+def block_bytes(kv_cache_config: Any) -> int:
+    """Bytes of one block across every layer of the (single) KV cache group."""
+    return sum(
+        group.kv_cache_spec.page_size_bytes * len(group.layer_names)
+        for group in kv_cache_config.kv_cache_groups
+    )
 
 
 class KVCompactScheduler(Scheduler):
-    """vLLM's scheduler plus prefill-time KV eviction for requests that ask for it (`extra_args`)."""
+    """vLLM's scheduler plus prefill-time KV eviction and context caches for requests that ask for them."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         check_vllm_version()
@@ -174,9 +70,13 @@ class KVCompactScheduler(Scheduler):
         check_supported_config(self.vllm_config, self.kv_cache_config)
         # vLLM builds its KVCacheManager inline in Scheduler.__init__ (no factory): adopt it in place.
         self.kv_cache_manager.__class__ = KVCompactKVCacheManager
-        self.kv_cache_manager.kvc_init()
+        self.kv_cache_manager.kvc_init(block_bytes(self.kv_cache_config))
         self.kvc_requests: dict[str, EvictionRequest] = {}
-        self.kvc_stats: dict[str, dict[str, int]] = {}
+        self.kvc_passes: dict[str, PassRequest] = {}
+        self.kvc_stats: dict[str, dict[str, Any]] = {}
+        self.kvc_into: dict[str, list[KVCacheBlock]] = {}  # fresh blocks a planned compaction writes into
+        self.kvc_started: dict[str, float] = {}
+        control.register(self)
 
     @property
     def kvc_manager(self) -> KVCompactKVCacheManager:
@@ -187,70 +87,181 @@ class KVCompactScheduler(Scheduler):
         super().add_request(request)
         if not is_new or request.sampling_params is None:
             return
+        extra_args = request.sampling_params.extra_args
         try:
-            eviction = from_extra_args(request.sampling_params.extra_args)
+            eviction, passing = from_extra_args(extra_args), pass_from_extra_args(extra_args)
         except ValueError as error:  # the HTTP layer validates; a direct engine caller may not have
             log.warning("request %s: KV eviction ignored: %s", request.request_id, error)
             return
+        request_id, manager = request.request_id, self.kvc_manager
+        if passing is not None:
+            self.kvc_passes[request_id] = passing
+            manager.kvc_hit_limits[request_id] = passing.context  # its repeat is computed and scored
         if eviction is None:
             return
-        self.kvc_requests[request.request_id] = eviction
-        request.skip_reading_prefix_cache = True
-        self.kvc_manager.kvc_uncached.add(request.request_id)
+        if eviction.context is not None and eviction.context > request.num_prompt_tokens:
+            eviction = dataclasses.replace(eviction, context=request.num_prompt_tokens)
+        length = eviction.compressed_length(request.num_prompt_tokens)
+        window = eviction.policy.queries_needed()
+        self.kvc_requests[request_id] = eviction
+        self.kvc_started[request_id] = time.monotonic()
+        manager.kvc_hit_limits[request_id] = 0 if window is None else max(0, length - max(1, window))
+        manager.kvc_cache_limits[request_id] = length
+        if eviction.context is not None:
+            lora = request.lora_request.lora_int_id if request.lora_request else 0
+            digest = context_digest(request.prompt_token_ids[:length])
+            manager.kvc_context_keys[request_id] = ContextKey(
+                lora, policy_spec(eviction.policy), eviction.ratio, length, digest
+            )
 
     def _update_after_schedule(self, scheduler_output: Any) -> None:
         plan = StepPlan()
-        offsets = self.kvc_manager.kvc_offsets
+        manager = self.kvc_manager
         for request_id, scheduled in list(scheduler_output.num_scheduled_tokens.items()):
+            request = self.requests[request_id]
+            passing = self.kvc_passes.get(request_id)
+            if passing is not None:
+                self._plan_pass(plan, scheduler_output, request, passing, scheduled)
             eviction = self.kvc_requests.get(request_id)
             if eviction is None:
                 continue
-            if request_id in offsets:
-                plan.offsets[request_id] = offsets[request_id]
+            if request_id in manager.kvc_offsets:
+                plan.offsets[request_id] = manager.kvc_offsets[request_id]
+                if request_id in manager.kvc_new_adopters:
+                    plan.adopt[request_id] = manager.kvc_offsets[request_id]
+                    self._adopted(request_id, eviction)
                 continue
-            request = self.requests[request_id]
-            computed, prompt = request.num_computed_tokens, request.num_prompt_tokens
-            if computed >= prompt:
-                continue
-            if computed + scheduled > prompt:  # a resumed request recomputing its outputs: stop at the prompt
-                scheduled = self._shorten(scheduler_output, request_id, prompt - computed)
-            plan.capture[request_id] = prompt
-            if computed + scheduled == prompt:
-                plan.compact[request_id] = Compaction(prompt, eviction.kept_prompt_tokens(prompt))
+            length, computed = (
+                eviction.compressed_length(request.num_prompt_tokens),
+                request.num_computed_tokens,
+            )
+            if computed >= length:
+                continue  # nothing (more) to compact: it ran on uncompressed
+            if computed + scheduled > length:  # stop at the compacted span (a context, or a resumed prompt)
+                scheduled = self._shorten(scheduler_output, request_id, length - computed)
+            window = eviction.policy.queries_needed()
+            if window != 0:
+                plan.capture[request_id] = (0 if window is None else max(0, length - window), length)
+            if computed + scheduled == length:
+                compaction = self._plan_compaction(request_id, eviction, length)
+                if compaction is not None:
+                    plan.compact[request_id] = compaction
+        manager.kvc_new_adopters.clear()
         scheduler_output.lcrag_kv = plan
         super()._update_after_schedule(scheduler_output)
 
+    def _plan_pass(
+        self, plan: StepPlan, scheduler_output: Any, request: Request, passing: PassRequest, scheduled: int
+    ) -> None:
+        prompt, computed = request.num_prompt_tokens, request.num_computed_tokens
+        if computed >= prompt:
+            return
+        if computed + scheduled > prompt:
+            scheduled = self._shorten(scheduler_output, request.request_id, prompt - computed)
+        plan.capture[request.request_id] = (passing.context, prompt)
+        if computed + scheduled == prompt:
+            plan.score[request.request_id] = ScorePass(passing.context, passing.span)
+
+    def _plan_compaction(self, request_id: str, eviction: EvictionRequest, length: int) -> Compaction | None:
+        """The compaction of the request's first `length` tokens, or None (with its stats) when it keeps
+        them all, or when neither fresh blocks nor its own can take the kept K/V."""
+        manager = self.kvc_manager
+        must = eviction.policy.must_keep_count(length)
+        block_size = manager.kvc_block_size
+        cache = eviction.context is not None
+        if cache:
+            keep = cached_tokens(length, eviction.ratio, must, block_size)
+        else:
+            keep = kept_tokens(length, eviction.ratio, must, block_size)
+        evicts = 0 < keep < length or (cache and keep == length)  # a cache may keep a whole short context
+        possible, into = manager.kvc_destination(request_id, length, keep) if evicts else (False, None)
+        if not possible:
+            log.debug("request %s: no compaction of %d tokens (keep %d)", request_id, length, keep)
+            self.kvc_stats[request_id] = _stats(length, length, block_size, "none" if cache else None)
+            return None
+        if into is not None:
+            self.kvc_into[request_id] = into
+        ids = tuple(block.block_id for block in into) if into is not None else None
+        return Compaction(length, keep, ids, cache)
+
     @staticmethod
     def _shorten(scheduler_output: Any, request_id: str, tokens: int) -> int:
-        """Schedule only `tokens` of the request this step. A resumed request's outputs are then recomputed
-        against its compacted prompt, exactly as they were first computed, instead of the full prompt."""
+        """Schedule only `tokens` of the request this step, so the step ends where its K/V is compacted."""
         cut = scheduler_output.num_scheduled_tokens[request_id] - tokens
         scheduler_output.num_scheduled_tokens[request_id] = tokens
         scheduler_output.total_num_scheduled_tokens -= cut
         return tokens
 
+    def _adopted(self, request_id: str, eviction: EvictionRequest) -> None:
+        manager = self.kvc_manager
+        cache = manager.kvc_caches.get(manager.kvc_context_keys[request_id])
+        assert cache is not None
+        if eviction.label:
+            cache.labels.add(eviction.label)
+        stats = _stats(cache.key.context_tokens, cache.kept_tokens, manager.kvc_block_size, "hit")
+        self.kvc_stats[request_id] = {**stats, "cache_hits": cache.hits}
+
     def update_from_output(self, scheduler_output: Any, model_runner_output: Any) -> dict[int, Any]:
-        outputs = super().update_from_output(scheduler_output, model_runner_output)
         plan: StepPlan | None = getattr(scheduler_output, "lcrag_kv", None)
         for request_id, compaction in (plan.compact if plan else {}).items():
-            request = self.requests.get(request_id)
-            if request is None or request.status != RequestStatus.RUNNING:
-                continue  # finished (or aborted) in its prefill step: its blocks are already free
-            before, after = self.kvc_manager.kvc_shrink(request_id, compaction.prompt, compaction.keep)
-            self.kvc_stats[request_id] = {
-                "tokens_before": compaction.prompt,
-                "tokens_after": compaction.keep,
-                "blocks_before": before,
-                "blocks_after": after,
-            }
-        return outputs
+            self._compacted(request_id, compaction)  # before vLLM frees requests that finished this step
+        return super().update_from_output(scheduler_output, model_runner_output)
+
+    def _compacted(self, request_id: str, compaction: Compaction) -> None:
+        """The runner compacted the request this step: swap its blocks, and register a built context cache."""
+        manager = self.kvc_manager
+        into = self.kvc_into.pop(request_id, None)
+        before, after = manager.kvc_compact(request_id, compaction, into)
+        outcome = None
+        if compaction.cache:
+            eviction = self.kvc_requests[request_id]
+            cache = ContextCache(
+                manager.kvc_context_keys[request_id],
+                compaction.keep,
+                list(manager.kvc_blocks[request_id][:after]),
+                labels={eviction.label} if eviction.label else set(),
+                build_seconds=time.monotonic() - self.kvc_started[request_id],
+            )
+            outcome = "built" if manager.kvc_caches.add(cache) else "none"  # another request built it first
+        self.kvc_stats[request_id] = {
+            "tokens_before": compaction.length,
+            "tokens_after": compaction.keep,
+            "blocks_before": before,
+            "blocks_after": after,
+            **({"cache": outcome} if outcome else {}),
+        }
 
     def _free_request(self, request: Request, delay_free_blocks: bool = False) -> tuple[Any, Any]:
         kv_params, ec_params = super()._free_request(request, delay_free_blocks)
         request_id = request.request_id
-        self.kvc_requests.pop(request_id, None)
-        self.kvc_manager.kvc_uncached.discard(request_id)
+        for table in (self.kvc_requests, self.kvc_passes, self.kvc_started):
+            table.pop(request_id, None)
+        self.kvc_manager.kvc_forget(request_id)
         stats = self.kvc_stats.pop(request_id, None)
         if stats is not None:
-            kv_params = {**(kv_params or {}), STATS_KEY: stats}
+            kv_params = {**(kv_params or {}), STATS_KEY: {**stats, **self.kvc_manager.kvc_caches.totals()}}
         return kv_params, ec_params
+
+    def kvc_control(self, operation: str, arguments: dict[str, Any]) -> Any:
+        """Context caches for the API server (`control.py`): `list`, or `drop` by label and/or digest."""
+        caches = self.kvc_manager.kvc_caches
+        if operation == "list":
+            return caches.describe()
+        if operation == "drop":
+            return {
+                "dropped": caches.drop(arguments.get("label"), arguments.get("digest")),
+                **caches.totals(),
+            }
+        raise ValueError(f"unknown context cache operation {operation!r}")
+
+
+def _stats(before: int, after: int, block_size: int, cache: str | None) -> dict[str, Any]:
+    stats: dict[str, Any] = {
+        "tokens_before": before,
+        "tokens_after": after,
+        "blocks_before": cdiv(before, block_size),
+        "blocks_after": cdiv(after, block_size),
+    }
+    if cache is not None:
+        stats["cache"] = cache
+    return stats

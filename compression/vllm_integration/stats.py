@@ -14,13 +14,24 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from compression.vllm_integration.options import STATS_KEY
 
 EVICTED_TOKENS = Counter("lcrag_kv_evicted_tokens", "Prompt tokens whose K/V was evicted.")
 FREED_BLOCKS = Counter("lcrag_kv_freed_blocks", "KV-cache blocks returned to vLLM's block pool by eviction.")
 COMPRESSED_REQUESTS = Counter("lcrag_kv_compressed_requests", "Requests whose KV cache was compacted.")
+CACHED_CONTEXTS = Gauge("lcrag_kv_cached_contexts", "Compressed context caches resident in the KV cache.")
+CACHE_BLOCKS = Gauge("lcrag_kv_cache_blocks", "KV-cache blocks held by compressed context caches.")
+CACHE_HITS = Counter("lcrag_kv_cache_hits", "Requests answered from a resident compressed context cache.")
+
+
+def record_totals(totals: dict[str, Any]) -> None:
+    """Set the context-cache gauges from the engine's counts (every compressed request's stats carry them,
+    and so do the engine's cache listings)."""
+    if "cached_contexts" in totals:
+        CACHED_CONTEXTS.set(totals["cached_contexts"])
+        CACHE_BLOCKS.set(totals["cache_blocks"])
 
 
 class KVStatsLedger:
@@ -28,7 +39,7 @@ class KVStatsLedger:
 
     def __init__(self, capacity: int = 10_000) -> None:
         self.capacity = capacity
-        self._stats: OrderedDict[str, dict[str, int]] = OrderedDict()
+        self._stats: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._lock = threading.Lock()
 
     def watch(self, engine_client: Any) -> None:
@@ -44,16 +55,20 @@ class KVStatsLedger:
 
         engine_client.generate = generate_and_record
 
-    def record(self, request_id: str, stats: dict[str, int]) -> None:
-        EVICTED_TOKENS.inc(stats["tokens_before"] - stats["tokens_after"])
-        FREED_BLOCKS.inc(stats["blocks_before"] - stats["blocks_after"])
-        COMPRESSED_REQUESTS.inc()
+    def record(self, request_id: str, stats: dict[str, Any]) -> None:
+        if stats.get("cache") == "hit":  # the context was compressed by an earlier request
+            CACHE_HITS.inc()
+        else:
+            EVICTED_TOKENS.inc(stats["tokens_before"] - stats["tokens_after"])
+            FREED_BLOCKS.inc(stats["blocks_before"] - stats["blocks_after"])
+            COMPRESSED_REQUESTS.inc()
+        record_totals(stats)
         with self._lock:
             self._stats[request_id] = stats
             while len(self._stats) > self.capacity:
                 self._stats.popitem(last=False)
 
-    def take(self, response_id: str) -> dict[str, int] | None:
+    def take(self, response_id: str) -> dict[str, Any] | None:
         """The stats of the response `response_id` (a completion's single choice is `<id>-0` inside)."""
         with self._lock:
             for key in (response_id, f"{response_id}-0"):

@@ -1,14 +1,17 @@
-"""The worker half of KV eviction: in the step that completes a request's prompt it scores each layer's K/V
-right after that layer's attention and compacts every layer once the forward pass is done (so a policy can
-let the layers vote on one keep set); from then on it maps the request's logical positions (RoPE) to physical
-cache slots and sequence lengths.
+"""The worker half of KV eviction: it keeps the queries a request's policy scores with while they are
+computed, scores each layer's K/V right after that layer's attention in the step that completes the
+compressed span, and compacts every layer once the forward pass is done (so a policy can let the layers
+vote on one keep set), into fresh blocks or in place, as the scheduler planned; it scores reconstruction
+passes into per-context scores kept for a later cache build; and it maps compacted or adopting requests'
+logical positions (RoPE) to physical cache slots and sequence lengths.
 
-vLLM 0.32 pieces used (v1/worker/cpu_worker.py, cpu_model_runner.py, gpu_model_runner.py):
+vLLM 0.32 pieces extended (v1/worker/cpu_worker.py, cpu_model_runner.py, gpu_model_runner.py):
 - `CPUWorker.init_device` builds the V1 `CPUModelRunner` (with `VLLM_USE_V2_MODEL_RUNNER=0`); we adopt
   that instance as `KVCompactRunner` (a subclass adding methods only);
 - `GPUModelRunner._update_states`, `_prepare_inputs` (fills `positions`, `seq_lens`,
   `optimistic_seq_lens_cpu`, `query_start_loc`, `req_indices` and the block tables' slot mapping),
-  `execute_model`, `load_model`, `requests[req_id].block_ids`, `input_batch.block_table`;
+  `execute_model`, `load_model`, `initialize_kv_cache`, `requests[req_id].block_ids`,
+  `input_batch.block_table`;
 - each attention layer's `impl.forward(layer, query, key, value, kv_cache, attn_metadata, output, ...)`
   (layers in `compilation_config.static_forward_context`), wrapped to run after the original.
 What to do each step comes from the scheduler as `SchedulerOutput.lcrag_kv` (a `StepPlan`).
@@ -17,6 +20,7 @@ What to do each step comes from the scheduler as `SchedulerOutput.lcrag_kv` (a `
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,12 +30,21 @@ from vllm.v1.worker.cpu_model_runner import CPUModelRunner
 from vllm.v1.worker.cpu_worker import CPUWorker
 
 from compression.policies import LayerView, Policy, keep_indices
+from compression.policies.reconstruction import ReconstructionView
+from compression.vllm_integration import control
 from compression.vllm_integration.cache_io import READABLE_ISAS, compact_kv, read_kv
-from compression.vllm_integration.options import from_extra_args
-from compression.vllm_integration.scheduler import Compaction, StepPlan, cdiv
-from compression.vllm_integration.version import check_readable_cache
+from compression.vllm_integration.options import (
+    context_digest,
+    from_extra_args,
+    pass_from_extra_args,
+    policy_spec,
+)
+from compression.vllm_integration.plan import Compaction, ScorePass, StepPlan
+from compression.vllm_integration.version import UnsupportedEngineError, check_readable_cache
 
 log = logging.getLogger("lcrag.kv")
+PASS_SCORES_KEPT = 16  # contexts whose reconstruction scores are kept for builds (at any ratio)
+PassKey = tuple[int, str, str]  # (LoRA id, policy spec, context digest)
 
 
 @dataclass(frozen=True)
@@ -43,17 +56,16 @@ class RowWork:
     query_start: int  # index of its first token in this step's flattened batch
     first_position: int  # logical position of that token
     num_tokens: int
-    prompt: int
-    compaction: Compaction | None  # set on the step that completes its (re)computed sequence
+    capture: tuple[int, int] | None  # positions whose queries are kept
+    compaction: Compaction | None  # set on the step that completes the compacted span
+    score_pass: ScorePass | None  # set on the step that completes a reconstruction pass's prompt
 
     def captured_range(self) -> tuple[int, int] | None:
-        """Positions of this step's tokens whose queries the policy needs: the prompt's last window."""
-        window = self.policy.queries_needed()
-        wanted_from = 0 if window is None else max(0, self.prompt - window)
-        lo, hi = (
-            max(wanted_from, self.first_position),
-            min(self.prompt, self.first_position + self.num_tokens),
-        )
+        """This step's positions within `capture`."""
+        if self.capture is None:
+            return None
+        lo = max(self.capture[0], self.first_position)
+        hi = min(self.capture[1], self.first_position + self.num_tokens)
         return (lo, hi) if lo < hi else None
 
 
@@ -65,6 +77,7 @@ class KVCompactRunner(CPUModelRunner):
     kvc_work: list[RowWork]
     kvc_scores: dict[str, dict[int, torch.Tensor]]  # request -> layer -> its own scores, this step only
     kvc_caches: dict[int, tuple[torch.Tensor, str]]  # layer -> (KV cache, layout)
+    kvc_pass_scores: OrderedDict[PassKey, dict[int, torch.Tensor]]  # -> layer -> [kv_heads, context]
 
     def kvc_init(self) -> None:
         self.kvc_offsets = {}
@@ -72,10 +85,16 @@ class KVCompactRunner(CPUModelRunner):
         self.kvc_work = []
         self.kvc_scores = {}
         self.kvc_caches = {}
+        self.kvc_pass_scores = OrderedDict()
 
     def load_model(self, *args: Any, **kwargs: Any) -> None:
         super().load_model(*args, **kwargs)
-        self._kvc_wrap_attention_layers()
+        wrapped = self._kvc_wrap_attention_layers()
+        if not wrapped:
+            raise UnsupportedEngineError(
+                "KV eviction found no attention layer with its own KV cache to wrap in "
+                f"{type(self.model).__name__}; serve this model without KV eviction (--no-kv-eviction)."
+            )
 
     def initialize_kv_cache(self, *args: Any, **kwargs: Any) -> None:
         super().initialize_kv_cache(*args, **kwargs)
@@ -95,11 +114,13 @@ class KVCompactRunner(CPUModelRunner):
             if isinstance(layer, Attention) and layer.kv_sharing_target_layer_name is None
         }
 
-    def _kvc_wrap_attention_layers(self) -> None:
+    def _kvc_wrap_attention_layers(self) -> int:
         from vllm.model_executor.models.utils import extract_layer_index
 
-        for name, layer in self._kvc_attention_layers().items():
+        layers = self._kvc_attention_layers()
+        for name, layer in layers.items():
             layer.impl.forward = self._kvc_wrapped(extract_layer_index(name), layer.impl.forward)
+        return len(layers)
 
     def _kvc_wrapped(
         self, layer_index: int, forward: Callable[..., torch.Tensor]
@@ -141,10 +162,11 @@ class KVCompactRunner(CPUModelRunner):
                 "KV eviction: the scheduler sent no plan but the worker holds offsets"
             )
             return result
+        self.kvc_offsets.update(plan.adopt)
         self._kvc_check_lockstep(plan, scheduler_output.num_scheduled_tokens)
         if plan.offsets:
             self._kvc_apply_offsets(plan.offsets)
-        for request_id in plan.capture.keys() | plan.compact.keys():
+        for request_id in plan.capture.keys() | plan.compact.keys() | plan.score.keys():
             self.kvc_work.append(self._kvc_row_work(request_id, plan))
         return result
 
@@ -171,14 +193,20 @@ class KVCompactRunner(CPUModelRunner):
 
     def _kvc_row_work(self, request_id: str, plan: StepPlan) -> RowWork:
         state = self.requests[request_id]
-        eviction = from_extra_args(state.sampling_params.extra_args)
-        assert eviction is not None, f"{request_id}: the scheduler planned eviction the worker cannot parse"
+        extra_args = state.sampling_params.extra_args
+        request = from_extra_args(extra_args) or pass_from_extra_args(extra_args)
+        assert request is not None, f"{request_id}: the scheduler planned eviction the worker cannot parse"
         row = self.input_batch.req_id_to_index[request_id]
         start, end = int(self.query_start_loc.cpu[row]), int(self.query_start_loc.cpu[row + 1])
-        compaction = plan.compact.get(request_id)
-        prompt = compaction.prompt if compaction else plan.capture[request_id]
         return RowWork(
-            request_id, eviction.policy, start, int(self.positions[start]), end - start, prompt, compaction
+            request_id,
+            request.policy,
+            start,
+            int(self.positions[start]),
+            end - start,
+            plan.capture.get(request_id),
+            plan.compact.get(request_id),
+            plan.score.get(request_id),
         )
 
     def _kvc_after_attention(self, layer: int, query: torch.Tensor, kv_cache: torch.Tensor, isa: str) -> None:
@@ -193,37 +221,79 @@ class KVCompactRunner(CPUModelRunner):
             if work.compaction is not None:
                 self.kvc_caches[layer] = (kv_cache, isa)
                 self._kvc_score_layer(work, layer, kv_cache, isa, query.shape[1])
+            if work.score_pass is not None:
+                self._kvc_score_pass(work, layer, kv_cache, isa)
+
+    def _kvc_captured(self, request_id: str, layer: int) -> torch.Tensor | None:
+        """The request's kept queries of `layer`, [q_heads, tokens, head_dim]."""
+        captured = self.kvc_queries.get(request_id, {}).get(layer)
+        return torch.cat(captured).transpose(0, 1) if captured else None
 
     def _kvc_score_layer(
         self, work: RowWork, layer: int, kv_cache: torch.Tensor, isa: str, query_heads: int
     ) -> None:
-        """Score this layer's prompt K/V with the request's policy (compacted once every layer is scored)."""
+        """Score this layer's K/V of the compacted span with the request's policy (compaction waits until
+        every layer is scored); a policy scored by reconstruction passes takes the passes' scores."""
         compaction = work.compaction
         assert compaction is not None
-        block_ids = self.requests[work.request_id].block_ids[0]
-        keys, values = read_kv(kv_cache, block_ids, compaction.prompt, isa)
-        captured = self.kvc_queries.get(work.request_id, {}).get(layer)
-        queries = (
-            torch.cat(captured).transpose(0, 1)
-            if captured
-            else keys.new_zeros(query_heads, 0, keys.shape[-1])
-        )
+        if getattr(work.policy, "needs_reconstruction", False):
+            scores = self.kvc_pass_scores.get(
+                self._kvc_pass_key(work.request_id, work.policy, compaction.length)
+            )
+            if scores is not None and layer in scores:
+                self.kvc_scores.setdefault(work.request_id, {})[layer] = scores[layer]
+                return
+        keys, values = read_kv(kv_cache, self.requests[work.request_id].block_ids[0], compaction.length, isa)
+        queries = self._kvc_captured(work.request_id, layer)
+        if queries is None:
+            queries = keys.new_zeros(query_heads, 0, keys.shape[-1])
         view = LayerView(keys, values, queries)
         self.kvc_scores.setdefault(work.request_id, {})[layer] = self._kvc_own_scores(work.policy, view)
 
+    def _kvc_pass_key(self, request_id: str, policy: Policy, context: int) -> PassKey:
+        state = self.requests[request_id]
+        lora = state.lora_request.lora_int_id if state.lora_request else 0
+        return lora, policy_spec(policy), context_digest(state.prompt_token_ids[:context])
+
+    def _kvc_score_pass(self, work: RowWork, layer: int, kv_cache: torch.Tensor, isa: str) -> None:
+        """Add this layer's scores of a reconstruction pass's span to its context's pass scores (the most
+        any pass gave each token)."""
+        score_pass = work.score_pass
+        assert score_pass is not None
+        state = self.requests[work.request_id]
+        keys, _ = read_kv(kv_cache, state.block_ids[0], state.num_prompt_tokens, isa)
+        queries = self._kvc_captured(work.request_id, layer)
+        assert queries is not None, f"{work.request_id}: no repeat queries captured"
+        view = ReconstructionView(keys, queries, score_pass.span, score_pass.context)
+        span_scores = work.policy.pass_scores(view)  # type: ignore[attr-defined]
+        key = self._kvc_pass_key(work.request_id, work.policy, score_pass.context)
+        if key not in self.kvc_pass_scores:
+            self.kvc_pass_scores[key] = {}
+            while len(self.kvc_pass_scores) > PASS_SCORES_KEPT:
+                self.kvc_pass_scores.popitem(last=False)
+        self.kvc_pass_scores.move_to_end(key)
+        layers = self.kvc_pass_scores[key]
+        if layer not in layers:
+            layers[layer] = torch.zeros(keys.shape[0], score_pass.context)
+        start, end = score_pass.span
+        layers[layer][:, start:end] = torch.maximum(layers[layer][:, start:end], span_scores)
+
     def _kvc_compact(self, work: RowWork) -> None:
-        """Let every layer's scores settle the keep sets (`Policy.across_layers`), then move each layer's
-        kept tokens to the front of the request's blocks."""
+        """Let every layer's scores settle the keep sets (`Policy.across_layers`), then write each layer's
+        kept tokens into the destination's first slots (fresh blocks, or the request's own)."""
         compaction = work.compaction
         assert compaction is not None
         own = self.kvc_scores.pop(work.request_id)
         layers = sorted(own)
         final = self._kvc_final_scores(work.policy, [own[layer] for layer in layers])
         block_ids = self.requests[work.request_id].block_ids[0]
+        destination = list(compaction.into) if compaction.into is not None else block_ids
+        must_keep = work.policy.must_keep(compaction.length)
         for layer, scores in zip(layers, final, strict=True):
             kv_cache, isa = self.kvc_caches[layer]
-            keys, values = read_kv(kv_cache, block_ids, compaction.prompt, isa)
-            compact_kv(kv_cache, block_ids, keys, values, keep_indices(scores, compaction.keep), isa)
+            keys, values = read_kv(kv_cache, block_ids, compaction.length, isa)
+            keep = keep_indices(scores, compaction.keep, must_keep)
+            compact_kv(kv_cache, destination, keys, values, keep, isa)
 
     @staticmethod
     def _kvc_own_scores(policy: Policy, view: LayerView) -> torch.Tensor:
@@ -254,19 +324,21 @@ class KVCompactRunner(CPUModelRunner):
         for work in self.kvc_work:
             if work.compaction is not None:
                 self._kvc_compact(work)
-                self._kvc_shrink_row(work.request_id, work.compaction)
+                self._kvc_swap_blocks(work.request_id, work.compaction)
+            if work.score_pass is not None:
+                self.kvc_queries.pop(work.request_id, None)
         self.kvc_work = []
         return result
 
-    def _kvc_shrink_row(self, request_id: str, compaction: Compaction) -> None:
-        """Mirror the scheduler: the request now owns only the blocks its kept tokens fill."""
+    def _kvc_swap_blocks(self, request_id: str, compaction: Compaction) -> None:
+        """Mirror the scheduler: the request now holds the kept blocks, then any past the compacted span."""
         state = self.requests[request_id]
         (block_ids,) = state.block_ids
-        del block_ids[cdiv(compaction.keep, self.cache_config.block_size) :]
+        block_ids[:] = compaction.block_ids_after(block_ids, self.cache_config.block_size)
         row = self.input_batch.req_id_to_index[request_id]
         self.input_batch.block_table.clear_row(row)
         self.input_batch.block_table.add_row(state.block_ids, row)
-        self.kvc_offsets[request_id] = compaction.prompt - compaction.keep
+        self.kvc_offsets[request_id] = compaction.length - compaction.keep
         self.kvc_queries.pop(request_id, None)
 
 
@@ -282,3 +354,7 @@ class KVCompactWorker(CPUWorker):
             )
         self.model_runner.__class__ = KVCompactRunner
         self.model_runner.kvc_init()
+
+    def kvc_control(self, operation: str, arguments: dict[str, Any]) -> Any:
+        """Context caches, for the API server (`control.py`): handed to the scheduler in this process."""
+        return control.dispatch(operation, arguments)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from anyio import from_thread
 from fastapi import APIRouter, File, Request, UploadFile, status
 
 from rag.context import estimate_lc_prompt_tokens
@@ -32,6 +33,13 @@ router = APIRouter(prefix="/v1/collections", tags=["collections"])
 
 def services(request: Request) -> Services:
     return request.app.state.lcrag
+
+
+def drop_context_caches(svc: Services, name: str) -> None:
+    """The collection's documents changed: its compressed context caches no longer match any prompt (their
+    key holds the context's exact tokens), so give their memory back now."""
+    if svc.context_caches is not None:
+        from_thread.run(svc.context_caches.drop, name)
 
 
 def describe(svc: Services, name: str) -> CollectionOut:
@@ -76,10 +84,12 @@ def get_collection(name: str, request: Request) -> CollectionOut:
 
 @router.delete("/{name}", response_model=Deleted)
 def delete_collection(name: str, request: Request) -> Deleted:
+    svc = services(request)
     try:
-        services(request).store.delete_collection(name)
+        svc.store.delete_collection(name)
     except RagError as error:
         raise from_rag_error(error) from None
+    drop_context_caches(svc, name)
     return Deleted(id=name)
 
 
@@ -97,6 +107,8 @@ def upload_documents(
     except RagError as error:
         raise from_rag_error(error, param="files") from None
     counts = {kind: sum(r.status == kind for r in results) for kind in ("added", "replaced", "skipped")}
+    if counts["added"] or counts["replaced"]:
+        drop_context_caches(svc, name)
     return IngestReport(
         files=[IngestedFile(name=r.name, doc_id=r.doc_id, status=r.status, chunks=r.chunks) for r in results],
         chunks=sum(r.chunks for r in results if r.status != "skipped"),
@@ -120,10 +132,12 @@ def list_documents(name: str, request: Request) -> DocumentList:
 
 @router.delete("/{name}/documents/{doc_id}", response_model=Deleted)
 def delete_document(name: str, doc_id: str, request: Request) -> Deleted:
+    svc = services(request)
     try:
-        services(request).store.delete_document(name, doc_id)
+        svc.store.delete_document(name, doc_id)
     except RagError as error:
         raise from_rag_error(error) from None
+    drop_context_caches(svc, name)
     return Deleted(id=doc_id)
 
 

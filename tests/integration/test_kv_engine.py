@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 import torch
 
-from compression.policies import LayerView, Policy, keep_indices, kept_count
+from compression.policies import LayerView, Policy, keep_indices
 from compression.reference import generate_with_eviction
 from compression.registry import create
-from tests.kv_engine import BLOCK_SIZE, engine, generate, random_prompt, sampling, scheduler_of
+from tests.kv_engine import BLOCK_SIZE, engine, engine_kept, generate, random_prompt, sampling, scheduler_of
 
 pytestmark = pytest.mark.integration
 NEW_TOKENS = 32
@@ -63,18 +63,23 @@ def test_eviction_in_vllm_equals_the_hf_reference(llm: Any, hf_model: Any) -> No
         changed = 0
         for offset, prompt in enumerate(prompts_for(index)):
             got = outputs[index * len(PROMPT_LENGTHS) + offset]
-            expected = generate_with_eviction(hf_model, prompt, create(policy), ratio, NEW_TOKENS)
+            kept = engine_kept(len(prompt), create(policy), ratio)
+            layers = hf_model.config.num_hidden_layers
+            expected = generate_with_eviction(
+                hf_model, prompt, create(policy), ratio, NEW_TOKENS, [kept] * layers
+            )
             assert got.tokens == expected.tokens, f"{policy}, prompt {offset}"
             assert (
                 max(abs(a - b) for a, b in zip(got.logprobs, expected.logprobs, strict=True))
                 < LOGPROB_TOLERANCE
             )
-            kept = kept_count(len(prompt), ratio)
             assert got.kv_stats == {
                 "tokens_before": len(prompt),
                 "tokens_after": kept,
                 "blocks_before": cdiv(len(prompt), BLOCK_SIZE),
                 "blocks_after": cdiv(kept, BLOCK_SIZE),
+                "cached_contexts": 0,
+                "cache_blocks": 0,
             }
             full = generate_with_eviction(hf_model, prompt, create("none"), 0.0, NEW_TOKENS)
             changed += full.tokens != got.tokens
@@ -99,7 +104,7 @@ def test_freed_blocks_return_to_the_pool_and_the_request_holds_what_it_keeps(llm
     scheduler = scheduler_of(llm)
     pool, manager = scheduler.kv_cache_manager.block_pool, scheduler.kv_cache_manager
     prompt, ratio, new_tokens = random_prompt(7, 290), 0.75, 40
-    kept = kept_count(len(prompt), ratio)
+    kept = engine_kept(len(prompt), create("knorm"), ratio)
     free_at_start = pool.get_num_free_blocks()
     llm.llm_engine.add_request("blocks", {"prompt_token_ids": prompt}, sampling(new_tokens, "knorm", ratio))
     (request_id,) = scheduler.requests  # vLLM makes the id unique with a suffix
@@ -142,17 +147,44 @@ def test_compressed_and_plain_requests_together_equal_their_solo_runs(llm: Any) 
         assert mixed.kv_stats == alone.kv_stats
 
 
-def test_prefix_cache_serves_plain_requests_and_never_compressed_ones(llm: Any) -> None:
-    prompt = random_prompt(99, 200)
-    compressed = sampling(NEW_TOKENS, "snapkv", 0.5)
-    first_compressed = generate(llm, [prompt], compressed)[0]
+def test_compressed_requests_share_their_uncompressed_prompt_through_the_prefix_cache(llm: Any) -> None:
+    """A compressed request writes its prompt's (uncompressed, correct) blocks into vLLM's prefix cache and
+    reads hits that stop short of the queries its policy scores with; outputs are the same either way."""
+    prompt, window = random_prompt(99, 200), 32
+    compressed = sampling(NEW_TOKENS, "snapkv", 0.5, window=window)
+    llm.reset_prefix_cache()
+    cold = generate(llm, [prompt], compressed)[0]
     plain = generate(llm, [prompt], sampling(NEW_TOKENS))[0]
-    assert plain.cached_tokens == 0, "a plain request reused blocks written by a compressed one"
-    plain_again = generate(llm, [prompt], sampling(NEW_TOKENS))[0]
-    assert plain_again.cached_tokens >= BLOCK_SIZE and plain_again.tokens == plain.tokens
-    compressed_again = generate(llm, [prompt], compressed)[0]
-    assert compressed_again.cached_tokens == 0
-    assert compressed_again.tokens == first_compressed.tokens
+    assert plain.cached_tokens >= BLOCK_SIZE, "the compressed request left nothing in the prefix cache"
+    warm = generate(llm, [prompt], compressed)[0]
+    assert cold.cached_tokens == 0 and 0 < warm.cached_tokens <= len(prompt) - window
+    assert warm.tokens == cold.tokens and warm.kv_stats == cold.kv_stats
+    assert max(abs(a - b) for a, b in zip(warm.logprobs, cold.logprobs, strict=True)) < LOGPROB_TOLERANCE
+    llm.reset_prefix_cache()
+    plain_cold = generate(llm, [prompt], sampling(NEW_TOKENS))[0]
+    assert plain_cold.cached_tokens == 0 and plain_cold.tokens == plain.tokens
+
+
+def test_a_compaction_that_would_free_no_block_evicts_nothing(llm: Any) -> None:
+    """40 tokens in two 32-token blocks: evicting 10 % would free no block, so all 40 stay (no compaction)."""
+    prompt = random_prompt(98, 40)
+    kept = generate(llm, [prompt], sampling(NEW_TOKENS, "knorm", 0.1))[0]
+    llm.reset_prefix_cache()
+    full = generate(llm, [prompt], sampling(NEW_TOKENS))[0]
+    assert kept.tokens == full.tokens
+    assert kept.kv_stats is not None and kept.kv_stats["tokens_after"] == kept.kv_stats["tokens_before"] == 40
+
+
+def test_must_keep_tokens_survive_a_ratio_near_one(llm: Any, hf_model: Any) -> None:
+    """snapkv at 0.99 of 150 tokens would keep 2; its 32-token window is kept whole (and the block filled)."""
+    prompt, policy = random_prompt(97, 150), create("snapkv")
+    got = generate(llm, [prompt], sampling(NEW_TOKENS, "snapkv", 0.99))[0]
+    kept = engine_kept(len(prompt), policy, 0.99)
+    assert kept == 32 and got.kv_stats is not None and got.kv_stats["tokens_after"] == kept
+    layers = hf_model.config.num_hidden_layers
+    expected = generate_with_eviction(hf_model, prompt, policy, 0.99, NEW_TOKENS, [kept] * layers)
+    assert expected.kept[0][0].tolist() == list(range(len(prompt) - 32, len(prompt)))
+    assert got.tokens == expected.tokens
 
 
 def test_an_unreadable_cache_layout_is_refused_at_engine_start(

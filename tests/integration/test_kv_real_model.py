@@ -11,7 +11,7 @@ import torch
 from compression.reference import generate_with_eviction
 from compression.registry import create
 from tests.documents_text import towns_text
-from tests.kv_engine import engine, generate, sampling
+from tests.kv_engine import BLOCK_SIZE, engine, engine_kept, generate, sampling
 
 pytestmark = pytest.mark.integration
 NEW_TOKENS = 32
@@ -31,7 +31,9 @@ def test_snapkv_and_chunkkv_on_the_default_model_equal_the_hf_reference(default_
         outputs = generate(llm, [prompt] * len(policies), [sampling(NEW_TOKENS, p, 0.5) for p in policies])
     model = LlamaForCausalLM.from_pretrained(default_model_path, dtype=torch.float32).eval()
     for policy, got in zip(policies, outputs, strict=True):
-        expected = generate_with_eviction(model, prompt, create(policy), 0.5, NEW_TOKENS)
+        kept = engine_kept(len(prompt), create(policy), 0.5, block_size=BLOCK_SIZE)
+        budgets = [kept] * model.config.num_hidden_layers
+        expected = generate_with_eviction(model, prompt, create(policy), 0.5, NEW_TOKENS, budgets)
         assert got.tokens == expected.tokens, policy
         assert max(abs(a - b) for a, b in zip(got.logprobs, expected.logprobs, strict=True)) < 1e-2, policy
         assert got.kv_stats is not None and got.kv_stats["tokens_before"] == len(prompt) > 400

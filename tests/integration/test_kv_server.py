@@ -11,8 +11,9 @@ import httpx
 import openai
 import pytest
 
-from compression.policies import kept_count
+from compression.registry import create
 from tests.conftest import RunningServer
+from tests.kv_engine import engine_kept
 
 pytestmark = pytest.mark.integration
 CPU_BLOCK_SIZE = 128
@@ -34,8 +35,8 @@ def metric(server: RunningServer, name: str) -> float:
     return float(found.group(1)) if found else 0.0
 
 
-def expected_kv(policy: str, ratio: float, prompt_tokens: int) -> dict[str, object]:
-    kept = kept_count(prompt_tokens, ratio)
+def expected_kv(policy: str, ratio: float, prompt_tokens: int, **options: object) -> dict[str, object]:
+    kept = engine_kept(prompt_tokens, create(policy, **options), ratio, CPU_BLOCK_SIZE)
     return {
         "policy": policy,
         "ratio": ratio,
@@ -43,6 +44,7 @@ def expected_kv(policy: str, ratio: float, prompt_tokens: int) -> dict[str, obje
         "tokens_after": kept,
         "blocks_before": cdiv(prompt_tokens, CPU_BLOCK_SIZE),
         "blocks_after": cdiv(kept, CPU_BLOCK_SIZE),
+        "cache": "none",
     }
 
 
@@ -60,7 +62,7 @@ def test_chat_with_kv_eviction_reports_the_engines_counts(
     )
     assert reply.usage is not None and reply.usage.completion_tokens == 8
     kv = reply.model_extra["lcrag"]["kv"]  # type: ignore[index]
-    assert kv == expected_kv("snapkv", 0.75, reply.usage.prompt_tokens)
+    assert kv == expected_kv("snapkv", 0.75, reply.usage.prompt_tokens, window=16)
     assert "kv_transfer_params" not in (reply.model_extra or {})
     evicted = metric(tiny_server, "lcrag_kv_evicted_tokens_total") - evicted_before
     freed = metric(tiny_server, "lcrag_kv_freed_blocks_total") - freed_before
@@ -88,29 +90,37 @@ def test_streamed_completion_with_kv_eviction_reports_counts_in_the_last_event(
     chunks = [json.loads(event) for event in events[:-1]]
     assert all("lcrag" not in chunk for chunk in chunks[:-1])
     kv = chunks[-1]["lcrag"]["kv"]
-    assert kv["policy"] == "streaming_llm" and kv["tokens_after"] == kept_count(kv["tokens_before"], 0.5)
+    kept = engine_kept(kv["tokens_before"], create("streaming_llm", sinks=4), 0.5, CPU_BLOCK_SIZE)
+    assert kv["policy"] == "streaming_llm" and kv["tokens_after"] == kept
     assert kv["tokens_before"] > 300 and kv["blocks_after"] < kv["blocks_before"]
 
 
 def test_kv_in_the_model_name_and_collection_modes_combine(
     client: openai.OpenAI, tiny_server: RunningServer
 ) -> None:
+    """`kvdocs@lc:snapkv-0.5` compresses each prompt; a query-agnostic `kvdocs@lc:knorm-0.5` compresses the
+    collection's context once (the first question builds the cache, the next adopts it)."""
     headers = tiny_server.headers()
     base = tiny_server.base_url
     httpx.post(f"{base}/v1/collections", json={"name": "kvdocs"}, headers=headers, timeout=30)
     files = {"files": ("keeper.txt", PROMPT.encode(), "text/plain")}
     upload = httpx.post(f"{base}/v1/collections/kvdocs/documents", files=files, headers=headers, timeout=120)
     assert upload.status_code == 200, upload.text
-    reply = client.chat.completions.create(
-        model="kvdocs@lc:knorm-0.5",
-        messages=[{"role": "user", "content": "What did the keeper count?"}],
-        max_tokens=4,
-        temperature=0,
-    )
+    question = [{"role": "user", "content": "What did the keeper count?"}]
+    reply = client.chat.completions.create(model="kvdocs@lc:snapkv-0.5", messages=question, max_tokens=4)
     extra = reply.model_extra or {}
-    assert extra["lcrag"]["mode"] == "lc" and extra["lcrag"]["kv"]["policy"] == "knorm"
+    assert extra["lcrag"]["mode"] == "lc" and extra["lcrag"]["kv"]["policy"] == "snapkv"
     assert reply.usage is not None
-    assert extra["lcrag"]["kv"] == expected_kv("knorm", 0.5, reply.usage.prompt_tokens)
+    assert extra["lcrag"]["kv"] == expected_kv("snapkv", 0.5, reply.usage.prompt_tokens)
+    caches = []
+    for _ in range(2):
+        reply = client.chat.completions.create(model="kvdocs@lc:knorm-0.5", messages=question, max_tokens=4)
+        caches.append((reply.model_extra or {})["lcrag"]["kv"])
+    assert [kv["cache"] for kv in caches] == ["built", "hit"]
+    assert reply.usage is not None and caches[0]["tokens_before"] < reply.usage.prompt_tokens
+    assert (
+        caches[0]["tokens_after"] == caches[1]["tokens_after"] == CPU_BLOCK_SIZE * caches[0]["blocks_after"]
+    )
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,12 @@ import pytest
 
 from compression.policies.attention import SnapKV
 from compression.registry import PolicyError
-from compression.vllm_integration.options import from_extra_args, to_extra_args
+from compression.vllm_integration.options import (
+    from_extra_args,
+    pass_extra_args,
+    pass_from_extra_args,
+    to_extra_args,
+)
 from compression.vllm_integration.version import UnsupportedEngineError, check_vllm_version
 
 
@@ -13,7 +18,27 @@ def test_extra_args_round_trip_with_options() -> None:
     assert all(isinstance(value, str | float) for value in args.values())  # vllm_xargs values are flat
     eviction = from_extra_args(args)
     assert eviction is not None and eviction.policy == SnapKV(window=16) and eviction.ratio == 0.75
-    assert eviction.kept_prompt_tokens(1000) == 250
+    assert eviction.compressed_length(1000) == 1000 and eviction.context is None
+
+
+def test_a_context_cache_request_names_its_context_and_needs_a_query_agnostic_policy() -> None:
+    eviction = from_extra_args(to_extra_args("kvzip", 0.75, {"chunk": 4}, context=300, label="docs"))
+    assert eviction is not None and eviction.context == 300 and eviction.label == "docs"
+    assert eviction.compressed_length(1000) == 300 and eviction.policy.chunk == 4
+    with pytest.raises(ValueError, match="'snapkv' scores with the question's attention"):
+        from_extra_args(to_extra_args("snapkv", 0.75, context=300))
+    with pytest.raises(ValueError, match="positive token count"):
+        from_extra_args({**to_extra_args("knorm", 0.5), "lcrag_kv_cache_context": 0})
+
+
+def test_a_reconstruction_pass_is_no_eviction_and_names_its_span() -> None:
+    args = pass_extra_args("kvzip", {"repeat": 64}, context=200, span=(64, 128))
+    assert from_extra_args(args) is None
+    passing = pass_from_extra_args(args)
+    assert passing is not None and passing.context == 200 and passing.span == (64, 128)
+    assert passing.policy.repeat == 64
+    with pytest.raises(ValueError, match="not inside the 200-token context"):
+        pass_from_extra_args(pass_extra_args("kvzip", None, context=200, span=(150, 250)))
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,100 @@
+"""Query-agnostic scores from context reconstruction: what the model attends to while repeating the context
+is what any later question may need from it."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from compression.policies.attention import shared_vote
+from compression.policies.base import LayerView, Policy, leading
+
+
+@dataclass(frozen=True)
+class ReconstructionView:
+    """One layer of one reconstruction pass, whose prompt is [context][repeat input], the repeat input being
+    an instruction to repeat `span` of the context followed by that span again.
+
+    keys: [kv_heads, length, head_dim] every key of the pass prompt, after RoPE (as cached).
+    queries: [q_heads, length - repeat_start, head_dim] the repeat input's queries, after RoPE.
+    """
+
+    keys: torch.Tensor
+    queries: torch.Tensor
+    span: tuple[int, int]
+    repeat_start: int
+
+    @property
+    def group(self) -> int:
+        return self.queries.shape[0] // self.keys.shape[0]
+
+
+@dataclass(frozen=True)
+class KVzip(Policy):
+    """KVzip (Kim et al., 2025, "KVzip: Query-Agnostic KV Cache Compression with Context Reconstruction"):
+    the model is asked to repeat the context, one span at a time, and a context token's importance is the
+    most attention any query of the repeat pays it (over the query heads sharing its KV head); each repeat
+    query's softmax runs over the `sinks` first tokens, the span being repeated and the repeat itself. Scores
+    are max-pooled over runs of `chunk` tokens (whole chunks kept, so a number's digits stay together); with
+    `layers="shared"` the layers from `vote_from` of the depth up vote on one keep set for all layers.
+    The passes run as ordinary engine requests before the context is compressed (`repeat` tokens each)."""
+
+    name = "kvzip"
+    query_window = 0  # the scores come from the reconstruction passes, not from the compressed prompt
+    query_agnostic = True
+    needs_reconstruction: ClassVar[bool] = True
+    sinks: int = 4
+    chunk: int = 1
+    repeat: int = 2048
+    layers: str = "own"
+    vote_from: float = 0.4
+
+    def __post_init__(self) -> None:
+        if self.layers not in ("shared", "own"):
+            raise ValueError(f"kvzip option layers must be 'shared' or 'own'; got {self.layers!r}.")
+        if not 0.0 <= self.vote_from < 1.0:
+            raise ValueError(f"kvzip option vote_from must be in [0, 1); got {self.vote_from}.")
+        if self.chunk < 1 or self.repeat < 16 or self.sinks < 0:
+            raise ValueError("kvzip options: chunk >= 1, repeat >= 16 and sinks >= 0.")
+
+    def must_keep(self, length: int) -> torch.Tensor:
+        return leading(length, self.sinks)
+
+    def score(self, view: LayerView) -> torch.Tensor:
+        raise RuntimeError("kvzip scores come from reconstruction passes, and none ran for this context")
+
+    def pass_scores(self, view: ReconstructionView) -> torch.Tensor:
+        """[kv_heads, span length]: the most attention each token of the span gets from the repeat."""
+        start, end = view.span
+        sinks = min(self.sinks, start)
+        repeat = view.keys[:, view.repeat_start :]
+        keys = torch.cat([view.keys[:, :sinks], view.keys[:, start:end], repeat], dim=1).float()
+        keys = keys.repeat_interleave(view.group, dim=0)  # [q_heads, sinks + span + repeat, d]
+        queries = view.queries.float()
+        logits = queries @ keys.transpose(1, 2) / math.sqrt(queries.shape[-1])
+        length = repeat.shape[1]
+        future = torch.ones(length, length, dtype=torch.bool).triu(diagonal=1)
+        logits[:, :, -length:] = logits[:, :, -length:].masked_fill(future, float("-inf"))
+        span = logits.softmax(dim=-1)[:, :, sinks : sinks + end - start]  # [q_heads, queries, span]
+        best = span.amax(dim=1)  # over the repeat's queries
+        return best.view(view.keys.shape[0], view.group, -1).amax(dim=1)
+
+    def across_layers(self, scores: list[torch.Tensor]) -> list[torch.Tensor]:
+        pooled = [chunk_max(layer, self.chunk) for layer in scores]
+        if self.layers == "own":
+            return pooled
+        return shared_vote(pooled, self.vote_from, self.must_keep(scores[0].shape[-1]))
+
+
+def chunk_max(scores: torch.Tensor, chunk: int) -> torch.Tensor:
+    """Each token's score replaced by the largest in its run of `chunk` tokens: [heads, n] -> [heads, n]."""
+    if chunk == 1:
+        return scores
+    n = scores.shape[-1]
+    padded = F.pad(scores, (0, -n % chunk), value=float("-inf"))
+    best = padded.view(scores.shape[0], -1, chunk).amax(dim=-1)
+    return best.repeat_interleave(chunk, dim=-1)[:, :n]

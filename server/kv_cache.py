@@ -1,0 +1,144 @@
+"""Compressed context caches, from the API server's side: building one for a collection ahead of its first
+question, running a KVzip-style policy's reconstruction passes before a build, listing, dropping, and the
+Prometheus gauges. The engine keeps the caches (compression/vllm_integration/); this talks to it through the
+engine client only: `generate` for passes and builds, `collective_rpc` for the rest (`control.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from compression.reconstruction import ReconstructionError, reconstruction_passes
+from compression.vllm_integration.control import control_async
+from compression.vllm_integration.options import (
+    STATS_KEY,
+    context_digest,
+    pass_extra_args,
+    policy_spec,
+    to_extra_args,
+)
+from compression.vllm_integration.stats import record_totals
+from server.errors import BadRequestError, ServiceUnavailableError
+from server.schemas import KVOptions
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+
+def uses_context_cache(kv: KVOptions | None) -> bool:
+    """LC requests compress their collection's context once, as a shared cache, when the policy is
+    query-agnostic, unless the client asked for per-request eviction (`cache: false`)."""
+    return kv is not None and kv.cache is not False and kv.policy_object().query_agnostic
+
+
+@dataclass
+class ContextCaches:
+    engine: Any  # vLLM's engine client (AsyncLLM)
+    tokenizer: PreTrainedTokenizerBase
+    max_model_len: int
+    loras: Any = None  # vLLM's OpenAIServingModels (adapter name -> LoRARequest)
+    _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+
+    def lora_request(self, model: str | None) -> Any:
+        requests = getattr(self.loras, "lora_requests", {}) or {}
+        return requests.get(model) if model else None
+
+    async def describe(self, label: str | None = None) -> dict[str, Any]:
+        listing = await control_async(self.engine, "list")
+        record_totals(listing)
+        if label is not None:
+            listing["caches"] = [cache for cache in listing["caches"] if label in cache["labels"]]
+        return listing
+
+    async def drop(self, label: str | None = None) -> dict[str, Any]:
+        dropped = await control_async(self.engine, "drop", label=label)
+        record_totals(dropped)
+        return dropped
+
+    async def find(
+        self, context_ids: Sequence[int], kv: KVOptions, model: str | None
+    ) -> dict[str, Any] | None:
+        """The resident cache of exactly this context, policy, ratio and adapter, if any."""
+        lora = self.lora_request(model)
+        wanted = (
+            context_digest(context_ids),
+            policy_spec(kv.policy_object()),
+            kv.ratio,
+            lora.lora_int_id if lora else 0,
+        )
+        for cache in (await self.describe())["caches"]:
+            if (cache["digest"], cache["policy"], cache["ratio"], cache["lora"]) == wanted:
+                return cache
+        return None
+
+    async def prepare(self, context_ids: Sequence[int], kv: KVOptions, model: str | None) -> int:
+        """Before a request builds a cache: a policy that scores by reconstruction gets its passes run (one
+        build of a context at a time), unless the cache is resident already. Returns the passes run."""
+        policy = kv.policy_object()
+        if not getattr(policy, "needs_reconstruction", False):
+            return 0
+        lock = self._locks.setdefault(context_digest(context_ids), asyncio.Lock())
+        async with lock:
+            if await self.find(context_ids, kv, model) is not None:
+                return 0
+            try:
+                passes = reconstruction_passes(context_ids, self.tokenizer, policy.repeat, self.max_model_len)  # type: ignore[attr-defined]
+            except ReconstructionError as error:
+                raise BadRequestError(f"KV policy {kv.policy!r}: {error}.", param="lcrag.kv") from None
+            first, *rest = passes
+            await self._reconstruct(first, kv, len(context_ids), model)
+            # the later passes read the context from vLLM's prefix cache, filled by the first
+            await asyncio.gather(*(self._reconstruct(later, kv, len(context_ids), model) for later in rest))
+            return len(passes)
+
+    async def _reconstruct(self, reconstruction: Any, kv: KVOptions, context: int, model: str | None) -> None:
+        extra = pass_extra_args(kv.policy, kv.all_options(), context, reconstruction.span)
+        await self._generate(reconstruction.prompt, extra, model)
+
+    async def build(
+        self, context_ids: Sequence[int], kv: KVOptions, model: str | None, label: str
+    ) -> dict[str, Any]:
+        """Compress a collection's context now (reconstruction passes first, if the policy needs them) and
+        report what the engine did: `cache` is `hit` when it was resident already, `built` when made now."""
+        started = time.perf_counter()
+        existing = await self.find(context_ids, kv, model)
+        if existing is not None:
+            return {**existing, "cache": "hit", "build_ms": 0.0, "passes": 0}
+        passes = await self.prepare(context_ids, kv, model)
+        extra = to_extra_args(kv.policy, kv.ratio, kv.all_options(), context=len(context_ids), label=label)
+        stats = await self._generate(list(context_ids), extra, model)
+        if stats is None or stats.get("cache") != "built":
+            raise ServiceUnavailableError(
+                "The engine could not keep a compressed context for this collection now: the KV cache is "
+                "full of running requests (or the context is shorter than one block). Retry later.",
+                param="policy",
+            )
+        built = await self.find(context_ids, kv, model)
+        return {
+            **(built or stats),
+            "cache": "built",
+            "build_ms": round((time.perf_counter() - started) * 1000, 1),
+            "passes": passes,
+        }
+
+    async def _generate(
+        self, prompt: list[int], extra_args: dict[str, Any], model: str | None
+    ) -> dict[str, Any] | None:
+        """One prompt-only engine request (one token sampled); its KV stats."""
+        from vllm import SamplingParams
+
+        params = SamplingParams(max_tokens=1, temperature=0.0, extra_args=extra_args)
+        final = None
+        async for output in self.engine.generate(
+            {"prompt_token_ids": prompt},
+            params,
+            f"lcrag-kv-{uuid.uuid4().hex}",
+            lora_request=self.lora_request(model),
+        ):
+            final = output
+        return ((final.kv_transfer_params or {}) if final is not None else {}).get(STATS_KEY)
