@@ -18,6 +18,7 @@ import torch
 
 from compression.budget import uniform_budgets
 from compression.policies import LayerView, Policy, keep_indices
+from compression.policies.base import Rotary
 from compression.policies.reconstruction import ReconstructionView
 from compression.reconstruction import ReconstructionPass
 
@@ -43,7 +44,7 @@ def generate_with_eviction(
     n = len(prompt_ids)
     budgets = budgets or uniform_budgets(n, ratio, model.config.num_hidden_layers)
     cache, queries, logits = _prefill(model, prompt_ids)
-    kept = _prune(cache, _own_scores(cache, queries, policy, n), policy, budgets, n)
+    kept = _prune(cache, _own_scores(model, cache, queries, policy, n), policy, budgets, n)
     tokens, logprobs = _decode(model, cache, logits, n, max_new_tokens)
     return ReferenceOutput(tokens, logprobs, kept)
 
@@ -67,7 +68,7 @@ def generate_with_context_cache(
     if passes:
         own = _reconstruction_scores(model, policy, passes, n)
     else:
-        own = _own_scores(cache, queries, policy, n)
+        own = _own_scores(model, cache, queries, policy, n)
     kept = _prune(cache, own, policy, [keep] * model.config.num_hidden_layers, n)
     positions = torch.arange(n, n + len(suffix_ids)).unsqueeze(0)
     logits = model(
@@ -91,15 +92,32 @@ def _prefill(model: torch.nn.Module, ids: list[int]) -> tuple[Any, dict[int, tor
     return cache, queries, logits
 
 
-def _own_scores(cache: Any, queries: dict[int, torch.Tensor], policy: Policy, n: int) -> list[torch.Tensor]:
+def _own_scores(
+    model: torch.nn.Module, cache: Any, queries: dict[int, torch.Tensor], policy: Policy, n: int
+) -> list[torch.Tensor]:
     window = policy.queries_needed()
+    rotary = hf_rotary(model)
     own = []
     for layer in range(len(cache.layers)):
         cached = cache.layers[layer]
         layer_queries = queries[layer][0]
         layer_queries = layer_queries if window is None else layer_queries[:, n - min(window, n) :, :]
-        own.append(policy.score(LayerView(cached.keys[0, :, :n], cached.values[0, :, :n], layer_queries)))
+        view = LayerView(cached.keys[0, :, :n], cached.values[0, :, :n], layer_queries, rotary)
+        own.append(policy.score(view))
     return own
+
+
+def hf_rotary(model: torch.nn.Module) -> Rotary:
+    """The HF model's RoPE as a `Rotary` (its `rotary_emb` gives cos and sin with both halves repeated)."""
+    config = model.config
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+    def cos_sin(positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        probe = torch.zeros(1, dtype=torch.float32)
+        cos, sin = model.model.rotary_emb(probe, positions.unsqueeze(0))
+        return cos[0, :, : head_dim // 2].float(), sin[0, :, : head_dim // 2].float()
+
+    return Rotary(cos_sin, head_dim, config.max_position_embeddings)
 
 
 def _reconstruction_scores(

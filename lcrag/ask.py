@@ -6,6 +6,7 @@ timings when it finishes.
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -113,8 +114,21 @@ def print_collections(base_url: str, api_key: str | None) -> None:
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     response = httpx.get(f"{base_url}/v1/collections", headers=headers, timeout=60)
     response.raise_for_status()
-    table = Table("collection", "documents", "chunks", "tokens", "fits lc")
+    caches = httpx.get(f"{base_url}/v1/kv/caches", headers=headers, timeout=60)
+    resident = caches.json()["data"] if caches.status_code == 200 else []  # 501: no KV eviction
+    table = Table("collection", "documents", "chunks", "tokens", "fits lc", "compressed caches")
     for info in response.json()["data"]:
         fits = f"yes ({info['lc_prompt_tokens']}/{info['lc_available_tokens']})" if info["fits_lc"] else "no"
-        table.add_row(info["name"], str(info["documents"]), str(info["chunks"]), str(info["tokens"]), fits)
+        mine = [cache_summary(cache) for cache in resident if info["name"] in cache["labels"]]
+        row = [str(info["documents"]), str(info["chunks"]), str(info["tokens"]), fits, ", ".join(mine) or "-"]
+        table.add_row(info["name"], *row)
     Console().print(table)
+
+
+def cache_summary(cache: dict[str, Any]) -> str:
+    """`kvzip-0.875 (5100->640 tokens, 28.1 MiB, 3 hits)` for one compressed context cache."""
+    policy = json.loads(cache["policy"]).get("policy", "?")
+    return (
+        f"{policy}-{cache['ratio']:g} ({cache['tokens_before']}->{cache['tokens_after']} tokens, "
+        f"{cache['bytes'] / 2**20:.1f} MiB, {cache['hits']} hits)"
+    )

@@ -116,10 +116,15 @@ def estimate_lc_prompt_tokens(document_tokens: Sequence[int]) -> int:
     return LC_TEMPLATE_TOKENS + sum(document_tokens) + LC_DOCUMENT_HEADER_TOKENS * len(document_tokens)
 
 
+def prompt_token_ids(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message]) -> list[int]:
+    """The prompt's tokens, as vLLM's chat endpoint renders the template (for generation) and encodes it."""
+    rendered = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+    return tokenizer.encode(str(rendered), add_special_tokens=False)
+
+
 def count_prompt_tokens(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message]) -> int:
     """Exact prompt length in tokens, as the chat template renders it for generation."""
-    rendered = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-    return len(tokenizer.encode(str(rendered), add_special_tokens=False))
+    return len(prompt_token_ids(tokenizer, messages))
 
 
 def check_fits(prompt_tokens: int, max_model_len: int, answer_tokens: int) -> None:

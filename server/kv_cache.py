@@ -133,12 +133,10 @@ class ContextCaches:
         from vllm import SamplingParams
 
         params = SamplingParams(max_tokens=1, temperature=0.0, extra_args=extra_args)
+        (engine_input,) = await self.engine.renderer.render_cmpl_async([{"prompt_token_ids": prompt}])
         final = None
         async for output in self.engine.generate(
-            {"prompt_token_ids": prompt},
-            params,
-            f"lcrag-kv-{uuid.uuid4().hex}",
-            lora_request=self.lora_request(model),
+            engine_input, params, f"lcrag-kv-{uuid.uuid4().hex}", lora_request=self.lora_request(model)
         ):
             final = output
         return ((final.kv_transfer_params or {}) if final is not None else {}).get(STATS_KEY)

@@ -211,9 +211,16 @@ def parse_lcrag_options(raw: Any) -> LcragOptions:
         raise validation_error(error, LCRAG_FIELD) from None
     if options.kv is not None:
         try:
-            options.kv.policy_object()
+            policy = options.kv.policy_object()
         except registry.PolicyError as error:
             raise BadRequestError(f"Invalid '{LCRAG_FIELD}.kv': {error}", param=f"{LCRAG_FIELD}.kv") from None
+        if options.kv.cache and not policy.query_agnostic:
+            raise BadRequestError(
+                f"Invalid '{LCRAG_FIELD}.kv.cache': policy {policy.name!r} scores with the question, so one "
+                "compressed context cannot serve other questions; use a query-agnostic policy (GET "
+                "/v1/kv/policies) or leave 'cache' out.",
+                param=f"{LCRAG_FIELD}.kv.cache",
+            )
     return options
 
 

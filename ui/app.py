@@ -93,7 +93,7 @@ def describe_collection(client: LcragClient, name: str | None) -> str:
     if not name:
         return "No collection yet: create one, then add documents."
     try:
-        return views.collection_markdown(client.collection(name))
+        return views.collection_markdown(client.collection(name), client.collection_caches(name))
     except ApiFailure as error:
         return views.error_note(error.message)
 

@@ -34,6 +34,15 @@ class LcragClient:
     def collection(self, name: str) -> dict[str, Any]:
         return self._call("GET", f"/v1/collections/{name}")
 
+    def collection_caches(self, name: str) -> list[dict[str, Any]]:
+        """The collection's compressed context caches; none when the server has no KV eviction."""
+        try:
+            return self._call("GET", f"/v1/collections/{name}/kv-cache")["data"]
+        except ApiFailure as failure:
+            if failure.status == 501:
+                return []
+            raise
+
     def create_collection(self, name: str) -> dict[str, Any]:
         return self._call("POST", "/v1/collections", json={"name": name})
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,6 +11,10 @@ import pandas as pd
 
 WARNING = "⚠️"
 BLANK_ANSWER = "*(the model answered with whitespace only)*"
+CACHE_NOTES = {
+    "hit": "**answered from the collection's compressed cache** (only the question was prefilled)",
+    "built": "**compressed the collection's context into a cache** that later questions reuse",
+}
 CHART_METRICS = {"ttft": "Time to first token (ms)", "total": "Latency (ms)", "kv": "KV cache (tokens)"}
 
 
@@ -58,6 +63,9 @@ def metrics_markdown(result: dict[str, Any]) -> str:
         f"**TTFT** {_ms(result.get('ttft_ms'))} · **latency** {_ms(result.get('total_ms'))} · "
         f"**prompt** {result.get('prompt_tokens')} tokens · **KV** {kv_text}"
     )
+    cache = (result.get("kv") or {}).get("cache")
+    if cache in CACHE_NOTES:
+        line += f"  \n{CACHE_NOTES[cache]}"
     if result.get("route"):
         line += f"  \n**auto → {result['route']}**: {result.get('reason', '')}"
     return line
@@ -90,12 +98,20 @@ def ingest_line(name: str, report: dict[str, Any]) -> str:
     return f"**{name}**: {stored['status']} ({stored['chunks']} chunks)"
 
 
-def collection_markdown(info: dict[str, Any]) -> str:
+def collection_markdown(info: dict[str, Any], caches: Sequence[dict[str, Any]] = ()) -> str:
+    """Size and LC fit of a collection, and its compressed context caches (GET .../kv-cache)."""
     fits = "yes" if info["fits_lc"] else "**no** (use RAG or auto)"
-    return (
+    text = (
         f"{info['documents']} documents · {info['chunks']} chunks · {info['tokens']} tokens · "
         f"fits LC: {fits} ({info['lc_prompt_tokens']}/{info['lc_available_tokens']})"
     )
+    for cache in caches:
+        policy = json.loads(cache["policy"]).get("policy", cache["policy"])
+        text += (
+            f"  \ncompressed cache **{policy}-{cache['ratio']:g}**: {cache['tokens_before']} → "
+            f"{cache['tokens_after']} tokens, {cache['bytes'] / 2**20:.1f} MiB, {cache['hits']} hits"
+        )
+    return text
 
 
 def chart_frames(results: Sequence[dict[str, Any] | None]) -> list[pd.DataFrame]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from compression.policies.base import LayerView, Policy, trailing
+from compression.policies.base import LayerView, Policy, leading, trailing
 
 
 def observation_window(view: LayerView, window: int) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -128,29 +128,47 @@ class H2O(WindowedPolicy):
 
 @dataclass(frozen=True)
 class ExpectedAttention(Policy):
-    """Expected attention (after Devoto et al., 2025, kvpress's ExpectedAttentionPress): model the coming
-    queries as a Gaussian with the mean and covariance of the last `window` prompt queries; a key's expected
-    logit is k.mu/sqrt(d) + k^T Sigma k/(2d); the score is the softmax of those logits times ||v||.
-    Unlike kvpress, queries are not re-rotated to future positions."""
+    """Expected attention (Devoto et al., 2025, "Expected Attention: KV Cache Compression by Estimating
+    Attention from Future Queries Distribution"; kvpress's ExpectedAttentionPress): the queries still to
+    come are modelled as a Gaussian, per query head, with the mean and covariance of the compressed span's
+    own queries (its last `window`, sinks left out) before RoPE, rotated by the rotation averaged over the
+    next `future` positions; a key's expected logit is k.mu/sqrt(d) + k^T Sigma k/(2d), the score the
+    softmax of those (averaged over the query heads of each KV head) times ||v||. No question is needed, so
+    one compressed context serves every later question; the first `sinks` tokens are always kept."""
 
     name = "expected_attention"
-    query_window = 64
-    window: int = 64
+    query_window = 4096
+    query_agnostic = True
+    window: int = 4096
+    future: int = 512
+    sinks: int = 4
 
     def queries_needed(self) -> int | None:
         return self.window
 
+    def must_keep(self, length: int) -> torch.Tensor:
+        return leading(length, self.sinks)
+
     def score(self, view: LayerView) -> torch.Tensor:
-        d = view.keys.shape[-1]
-        window = min(self.window, view.queries.shape[1])
-        queries = view.queries[:, -window:, :].float().reshape(view.kv_heads, view.group * window, d)
-        mean = queries.mean(dim=1)  # [kv_heads, d]
+        n, d = view.length, view.keys.shape[-1]
+        queries = view.queries.float()
+        rotation = torch.eye(d)
+        if view.rotary is not None:
+            positions = torch.arange(n - queries.shape[1], n)
+            queries = view.rotary.rotate(queries, positions, inverse=True)
+            ahead = torch.arange(n, min(n + self.future, view.rotary.max_position))
+            rotation = view.rotary.mean_rotation(ahead if len(ahead) else positions[-1:], d)
+        first = n - queries.shape[1]  # position of the first query
+        queries = queries[:, min(max(0, self.sinks - first), queries.shape[1] - 1) :]  # sinks are outliers
+        mean = queries.mean(dim=1)  # [q_heads, d]
         centred = queries - mean.unsqueeze(1)
-        covariance = centred.transpose(1, 2) @ centred / max(1, queries.shape[1] - 1)  # [kv_heads, d, d]
-        keys = view.keys.float()
+        covariance = centred.transpose(1, 2) @ centred / max(1, queries.shape[1])  # [q_heads, d, d]
+        mean, covariance = mean @ rotation.T, rotation @ covariance @ rotation.T
+        keys = view.keys.float().repeat_interleave(view.group, dim=0)  # [q_heads, n, d]
         logits = (keys @ mean.unsqueeze(-1)).squeeze(-1) / math.sqrt(d)
         logits = logits + ((keys @ covariance) * keys).sum(dim=-1) / (2 * d)
-        return logits.softmax(dim=-1) * view.values.float().norm(dim=-1)
+        expected = view.per_kv_head(logits.softmax(dim=-1))
+        return expected * view.values.float().norm(dim=-1)
 
 
 def shared_vote(scores: list[torch.Tensor], vote_from: float, must_keep: torch.Tensor) -> list[torch.Tensor]:

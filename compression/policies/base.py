@@ -11,10 +11,39 @@ compaction keeps, never fewer than the mask and always up to the end of the last
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
+
+
+@dataclass(frozen=True)
+class Rotary:
+    """The model's rotary position embedding (rotate-half convention, as Llama's): `cos_sin(positions)`
+    gives cos and sin, each [len(positions), dims / 2], for the first `dims` dimensions of a head."""
+
+    cos_sin: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+    dims: int
+    max_position: int
+
+    def rotate(self, x: torch.Tensor, positions: torch.Tensor, inverse: bool = False) -> torch.Tensor:
+        """x [heads, len, head_dim] rotated to `positions` (or back from them, `inverse`)."""
+        cos, sin = self.cos_sin(positions)
+        sin = -sin if inverse else sin
+        half = self.dims // 2
+        first, second, rest = x[..., :half], x[..., half : self.dims], x[..., self.dims :]
+        return torch.cat([first * cos - second * sin, second * cos + first * sin, rest], dim=-1)
+
+    def mean_rotation(self, positions: torch.Tensor, head_dim: int) -> torch.Tensor:
+        """The rotation matrix averaged over `positions`, [head_dim, head_dim] (identity past `dims`)."""
+        cos, sin = (part.mean(dim=0) for part in self.cos_sin(positions))
+        half = self.dims // 2
+        matrix = torch.eye(head_dim)
+        index = torch.arange(half)
+        matrix[index, index] = matrix[index + half, index + half] = cos
+        matrix[index, index + half], matrix[index + half, index] = -sin, sin
+        return matrix
 
 
 @dataclass(frozen=True)
@@ -24,11 +53,13 @@ class LayerView:
     keys, values: [kv_heads, n, head_dim], keys after RoPE (as cached).
     queries: [q_heads, w, head_dim] after RoPE, the prompt's last `w` queries (all n for policies whose
     `query_window` is None); q_heads is a multiple of kv_heads (grouped-query attention).
+    rotary: the model's RoPE, for policies that reason about positions (None when unknown).
     """
 
     keys: torch.Tensor
     values: torch.Tensor
     queries: torch.Tensor
+    rotary: Rotary | None = None
 
     @property
     def kv_heads(self) -> int:

@@ -49,7 +49,7 @@ class KVzip(Policy):
     needs_reconstruction: ClassVar[bool] = True
     sinks: int = 4
     chunk: int = 1
-    repeat: int = 2048
+    repeat: int = 512
     layers: str = "own"
     vote_from: float = 0.4
 

@@ -72,3 +72,36 @@ def greedy(max_tokens: int, policy: str | None = None, ratio: float = 0.0, **opt
 def kv_stats_of(output: Any) -> dict[str, int] | None:
     """The eviction stats the engine attached to a finished `RequestOutput`."""
     return (output.kv_transfer_params or {}).get(STATS_KEY)
+
+
+def build_context_cache(
+    llm: Any,
+    tokenizer: Any,
+    context: list[int],
+    policy: str,
+    ratio: float,
+    options: dict[str, Any] | None = None,
+    label: str | None = None,
+) -> dict[str, Any] | None:
+    """Compress `context` into a resident context cache on an offline engine, as the server's
+    `PUT /v1/collections/{name}/kv-cache` does: the policy's reconstruction passes first (KVzip-style
+    policies), then a build request; returns the build's KV stats."""
+    from vllm import SamplingParams
+
+    from compression.reconstruction import reconstruction_passes
+    from compression.registry import create
+    from compression.vllm_integration.options import pass_extra_args
+
+    scorer = create(policy, **(options or {}))
+    if getattr(scorer, "needs_reconstruction", False):
+        max_model_len = llm.llm_engine.model_config.max_model_len
+        passes = reconstruction_passes(context, tokenizer, scorer.repeat, max_model_len)  # type: ignore[attr-defined]
+        for reconstruction in passes:  # one by one: the first fills vLLM's prefix cache with the context
+            extra = pass_extra_args(policy, options, len(context), reconstruction.span)
+            prompts = [{"prompt_token_ids": reconstruction.prompt}]
+            llm.generate(prompts, SamplingParams(max_tokens=1, extra_args=extra), use_tqdm=False)
+    extra = to_extra_args(policy, ratio, options, context=len(context), label=label)
+    (output,) = llm.generate(
+        [{"prompt_token_ids": list(context)}], SamplingParams(max_tokens=1, extra_args=extra), use_tqdm=False
+    )
+    return kv_stats_of(output)

@@ -37,7 +37,8 @@ def check_readable_cache(layer_isas: dict[str, str | None], readable: tuple[str,
 
 
 def check_supported_config(vllm_config: Any, kv_cache_config: Any) -> None:
-    """One full-attention KV cache group, synchronous scheduling, no speculative decoding, no KV connector."""
+    """One full-attention KV cache group, synchronous scheduling, no speculative decoding, no KV connector, a
+    KV cache in the model's own dtype (not fp8)."""
     from vllm.v1.kv_cache_interface import FullAttentionSpec
 
     problems = []
@@ -52,6 +53,12 @@ def check_supported_config(vllm_config: Any, kv_cache_config: Any) -> None:
         problems.append("KV connectors (offload, disaggregated prefill) must be off")
     if vllm_config.scheduler_config.async_scheduling:
         problems.append("async scheduling must be off (--no-async-scheduling)")
+    cache_dtype = str(getattr(vllm_config.cache_config, "cache_dtype", "auto"))
+    if cache_dtype.startswith("fp8"):
+        problems.append(
+            f"the KV cache must hold the model's dtype (--kv-cache-dtype auto), not {cache_dtype}: "
+            "eviction reads and rewrites K/V unscaled"
+        )
     if problems:
         raise UnsupportedEngineError(
             "KV eviction cannot run with this engine configuration: " + "; ".join(problems)

@@ -30,6 +30,7 @@ from vllm.v1.worker.cpu_model_runner import CPUModelRunner
 from vllm.v1.worker.cpu_worker import CPUWorker
 
 from compression.policies import LayerView, Policy, keep_indices
+from compression.policies.base import Rotary
 from compression.policies.reconstruction import ReconstructionView
 from compression.vllm_integration import control
 from compression.vllm_integration.cache_io import READABLE_ISAS, compact_kv, read_kv
@@ -78,6 +79,7 @@ class KVCompactRunner(CPUModelRunner):
     kvc_scores: dict[str, dict[int, torch.Tensor]]  # request -> layer -> its own scores, this step only
     kvc_caches: dict[int, tuple[torch.Tensor, str]]  # layer -> (KV cache, layout)
     kvc_pass_scores: OrderedDict[PassKey, dict[int, torch.Tensor]]  # -> layer -> [kv_heads, context]
+    kvc_rotary: Rotary | None
 
     def kvc_init(self) -> None:
         self.kvc_offsets = {}
@@ -86,15 +88,26 @@ class KVCompactRunner(CPUModelRunner):
         self.kvc_scores = {}
         self.kvc_caches = {}
         self.kvc_pass_scores = OrderedDict()
+        self.kvc_rotary = None
 
     def load_model(self, *args: Any, **kwargs: Any) -> None:
         super().load_model(*args, **kwargs)
+        self.kvc_rotary = self._kvc_find_rotary()
         wrapped = self._kvc_wrap_attention_layers()
         if not wrapped:
             raise UnsupportedEngineError(
                 "KV eviction found no attention layer with its own KV cache to wrap in "
                 f"{type(self.model).__name__}; serve this model without KV eviction (--no-kv-eviction)."
             )
+
+    def _kvc_find_rotary(self) -> Rotary | None:
+        """The model's RoPE table (vLLM's `RotaryEmbedding.cos_sin_cache`: cos then sin per position), for
+        policies that reason about positions; None if it has none in the rotate-half convention."""
+        for module in self.model.modules():
+            table = getattr(module, "cos_sin_cache", None)
+            if isinstance(table, torch.Tensor) and getattr(module, "is_neox_style", False):
+                return rotary_of_table(table.float().cpu())
+        return None
 
     def initialize_kv_cache(self, *args: Any, **kwargs: Any) -> None:
         super().initialize_kv_cache(*args, **kwargs)
@@ -247,7 +260,7 @@ class KVCompactRunner(CPUModelRunner):
         queries = self._kvc_captured(work.request_id, layer)
         if queries is None:
             queries = keys.new_zeros(query_heads, 0, keys.shape[-1])
-        view = LayerView(keys, values, queries)
+        view = LayerView(keys, values, queries, self.kvc_rotary)
         self.kvc_scores.setdefault(work.request_id, {})[layer] = self._kvc_own_scores(work.policy, view)
 
     def _kvc_pass_key(self, request_id: str, policy: Policy, context: int) -> PassKey:
@@ -340,6 +353,11 @@ class KVCompactRunner(CPUModelRunner):
         self.input_batch.block_table.add_row(state.block_ids, row)
         self.kvc_offsets[request_id] = compaction.length - compaction.keep
         self.kvc_queries.pop(request_id, None)
+
+
+def rotary_of_table(table: torch.Tensor) -> Rotary:
+    """A `Rotary` reading vLLM's cos/sin table ([positions, dims]: the cos half, then the sin half)."""
+    return Rotary(lambda positions: table[positions].chunk(2, dim=-1), table.shape[-1], len(table))
 
 
 class KVCompactWorker(CPUWorker):

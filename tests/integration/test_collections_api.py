@@ -267,3 +267,19 @@ def test_cli_collections_lists_sizes(tiny_server: RunningServer, towns: str) -> 
     assert result.returncode == 0, result.stderr
     row = next(line for line in result.stdout.splitlines() if towns in line)
     assert " 2 " in row and "yes (" in row
+
+
+def test_cli_collections_lists_compressed_caches(tiny_server: RunningServer, towns: str) -> None:
+    path = f"{tiny_server.base_url}/v1/collections/{towns}/kv-cache"
+    built = httpx.put(
+        path, json={"policy": "knorm", "ratio": 0.5}, headers=tiny_server.headers(), timeout=300
+    )
+    assert built.status_code == 200, built.text
+    try:
+        result = run_cli("collections", "--url", tiny_server.base_url, "--api-key", "test-key")
+        assert result.returncode == 0, result.stderr
+        row = next(line for line in result.stdout.splitlines() if towns in line)
+        cache = built.json()
+        assert f"knorm-0.5 ({cache['tokens_before']}->{cache['tokens_after']} tokens" in row
+    finally:
+        httpx.delete(path, headers=tiny_server.headers(), timeout=60)

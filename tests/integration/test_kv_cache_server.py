@@ -99,7 +99,13 @@ def test_changing_the_documents_drops_the_collections_caches(
 @pytest.mark.parametrize(
     ("name", "body", "status", "param", "phrase"),
     [
-        ("cached-docs", {"policy": "snapkv", "ratio": 0.5}, 400, "policy", "use a query-agnostic one: knorm, kvzip"),
+        (
+            "cached-docs",
+            {"policy": "snapkv", "ratio": 0.5},
+            400,
+            "policy",
+            "use a query-agnostic one: expected_attention, knorm, kvzip",
+        ),
         ("cached-docs", {"policy": "nope", "ratio": 0.5}, 400, "policy", "Unknown KV policy 'nope'"),
         ("cached-docs", {"policy": "knorm", "ratio": 0.5, "model": "ghost"}, 404, "model", "Unknown model"),
         ("no-such-docs", {"policy": "knorm", "ratio": 0.5}, 404, None, "no-such-docs"),

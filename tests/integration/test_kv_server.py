@@ -129,6 +129,21 @@ def test_kv_in_the_model_name_and_collection_modes_combine(
         ({"lcrag": {"kv": {"policy": "snapkv", "ratio": 1.0}}}, "lcrag.kv.ratio", "less than 1"),
         ({"lcrag": {"kv": {"policy": "snapkvv", "ratio": 0.5}}}, "lcrag.kv", "available: "),
         ({"lcrag": {"kv": {"policy": "knorm", "ratio": 0.5, "window": 8}}}, "lcrag.kv", "no option window"),
+        (
+            {"lcrag": {"kv": {"policy": "chunkkv", "ratio": 0.5, "options": {"chunk": 0}}}},
+            "lcrag.kv",
+            "chunk",
+        ),
+        (
+            {"lcrag": {"kv": {"policy": "snapkv", "ratio": 0.5, "options": {"kernal": 3}}}},
+            "lcrag.kv",
+            "kernal",
+        ),
+        (
+            {"lcrag": {"kv": {"policy": "snapkv", "ratio": 0.5, "cache": True}}},
+            "lcrag.kv.cache",
+            "query-agnostic",
+        ),
         ({"model": "kvdocs@lc:snapkv-lots"}, "model", "write '<policy>-<ratio>'"),
         ({"model": "kvdocs@lc:nope-0.5"}, "model", "Unknown KV policy 'nope'"),
     ],

@@ -1,6 +1,7 @@
 """How a request's eviction travels to the engine (`extra_args`), and the vLLM version guard."""
 
 import pytest
+import torch
 
 from compression.policies.attention import SnapKV
 from compression.registry import PolicyError
@@ -79,3 +80,28 @@ def test_unreadable_cache_layouts_are_refused_with_what_to_do() -> None:
         check_readable_cache({"layers.0.attn": "vec", "layers.1.attn": "amx"}, READABLE_ISAS)
     with pytest.raises(UnsupportedEngineError, match="layout None"):  # a layer vLLM never gave a layout
         check_readable_cache({"layers.0.attn": None}, READABLE_ISAS)
+
+
+def test_engine_configurations_the_eviction_cannot_serve_are_refused_with_what_to_change() -> None:
+    from types import SimpleNamespace
+
+    from vllm.v1.kv_cache_interface import FullAttentionSpec
+
+    from compression.vllm_integration.version import check_supported_config
+
+    spec = FullAttentionSpec(block_size=32, num_kv_heads=2, head_size=64, dtype=torch.float32)
+    kv_cache_config = SimpleNamespace(kv_cache_groups=[SimpleNamespace(kv_cache_spec=spec)])
+
+    def config(cache_dtype: str, async_scheduling: bool = False) -> SimpleNamespace:
+        return SimpleNamespace(
+            speculative_config=None,
+            kv_transfer_config=None,
+            scheduler_config=SimpleNamespace(async_scheduling=async_scheduling),
+            cache_config=SimpleNamespace(cache_dtype=cache_dtype),
+        )
+
+    check_supported_config(config("auto"), kv_cache_config)
+    with pytest.raises(UnsupportedEngineError, match=r"--kv-cache-dtype auto\), not fp8_e4m3"):
+        check_supported_config(config("fp8_e4m3"), kv_cache_config)
+    with pytest.raises(UnsupportedEngineError, match="async scheduling must be off"):
+        check_supported_config(config("auto", async_scheduling=True), kv_cache_config)

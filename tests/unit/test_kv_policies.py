@@ -10,7 +10,8 @@ from compression import registry
 from compression.budget import pyramid_budgets, uniform_budgets
 from compression.policies import LayerView, keep_indices, kept_count
 from compression.policies.attention import H2O, TOVA, ChunkKV, ExpectedAttention, SnapKV
-from compression.policies.base import Policy, cached_tokens, kept_tokens
+from compression.policies.base import Policy, Rotary, cached_tokens, kept_tokens
+from compression.policies.reconstruction import KVzip, ReconstructionView, chunk_max
 from compression.policies.simple import KeyNorm, RandomEviction, StreamingLLM
 
 KV_HEADS, GROUP, N, D = 2, 3, 40, 16
@@ -141,25 +142,129 @@ def test_h2o_accumulates_every_prompt_querys_attention_and_keeps_the_recent_wind
     assert torch.allclose(blocked, view.window_attention().sum(dim=1), atol=1e-5)
 
 
-def test_expected_attention_uses_query_mean_and_covariance() -> None:
-    window = 16
-    view = random_view(window=window)
-    expected = []
-    for h in range(KV_HEADS):
-        qs = [view.queries[h * GROUP + g, i].double().tolist() for g in range(GROUP) for i in range(window)]
+def toy_rotary(theta: float = 100.0) -> Rotary:
+    """RoPE over all D dims, rotate-half convention, frequencies theta^(-2f/D)."""
+    frequencies = theta ** (-torch.arange(D // 2, dtype=torch.float64) * 2 / D)
+
+    def cos_sin(positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        angles = positions.double().unsqueeze(1) * frequencies
+        return angles.cos().float(), angles.sin().float()
+
+    return Rotary(cos_sin, D, max_position=10_000)
+
+
+def test_expected_attention_models_future_queries_from_the_spans_own() -> None:
+    window, future, sinks = 24, 8, 4
+    rotary = toy_rotary()
+    base = random_view(window=window)
+    view = LayerView(base.keys, base.values, base.queries, rotary)
+    half = D // 2
+    frequencies = [100.0 ** (-2 * f / D) for f in range(half)]
+    ahead = range(N, N + future)
+    mean_cos = [sum(math.cos(p * w) for p in ahead) / future for w in frequencies]
+    mean_sin = [sum(math.sin(p * w) for p in ahead) / future for w in frequencies]
+
+    def rotate_back(q: list[float], position: int) -> list[float]:
+        out = list(q)
+        for f, w in enumerate(frequencies):
+            c, s_ = math.cos(position * w), math.sin(position * w)
+            out[f], out[f + half] = q[f] * c + q[f + half] * s_, q[f + half] * c - q[f] * s_
+        return out
+
+    def average_rotation(x: list[float]) -> list[float]:
+        out = list(x)
+        for f in range(half):
+            out[f] = x[f] * mean_cos[f] - x[f + half] * mean_sin[f]
+            out[f + half] = x[f + half] * mean_cos[f] + x[f] * mean_sin[f]
+        return out
+
+    per_head = []
+    for qh in range(KV_HEADS * GROUP):
+        qs = [rotate_back(view.queries[qh, i].double().tolist(), N - window + i) for i in range(window)]
+        qs = [q for i, q in enumerate(qs) if N - window + i >= sinks]
         mean = [sum(q[a] for q in qs) / len(qs) for a in range(D)]
-        cov = [[sum((q[a] - mean[a]) * (q[b] - mean[b]) for q in qs) / (len(qs) - 1) for b in range(D)]
-               for a in range(D)]  # fmt: skip
+        cov = [
+            [sum((q[a] - mean[a]) * (q[b] - mean[b]) for q in qs) / len(qs) for b in range(D)]
+            for a in range(D)
+        ]
+        mu = average_rotation(mean)
+        columns = [average_rotation([cov[a][b] for a in range(D)]) for b in range(D)]  # R Sigma, by column
+        rows = [average_rotation([columns[b][a] for b in range(D)]) for a in range(D)]  # (R (R Sigma)^T)^T
+        sigma = [[rows[b][a] for b in range(D)] for a in range(D)]
         logits = []
         for j in range(N):
-            k = view.keys[h, j].double().tolist()
-            quad = sum(k[a] * cov[a][b] * k[b] for a in range(D) for b in range(D))
-            logits.append(sum(k[a] * mean[a] for a in range(D)) / math.sqrt(D) + quad / (2 * D))
+            k = view.keys[qh // GROUP, j].double().tolist()
+            quad = sum(k[a] * sigma[a][b] * k[b] for a in range(D) for b in range(D))
+            logits.append(sum(k[a] * mu[a] for a in range(D)) / math.sqrt(D) + quad / (2 * D))
         top = max(logits)
         weights = [math.exp(x - top) for x in logits]
+        per_head.append([w / sum(weights) for w in weights])
+    expected = []
+    for h in range(KV_HEADS):
         norms = [math.sqrt(sum(x * x for x in view.values[h, j].double().tolist())) for j in range(N)]
-        expected.append([w / sum(weights) * v for w, v in zip(weights, norms, strict=True)])
-    close(ExpectedAttention(window=window).score(view), expected)
+        group = per_head[h * GROUP : (h + 1) * GROUP]
+        expected.append([sum(row[j] for row in group) / GROUP * norms[j] for j in range(N)])
+    policy = ExpectedAttention(window=window, future=future, sinks=sinks)
+    close(policy.score(view), expected)
+    assert policy.must_keep(N).nonzero().squeeze(1).tolist() == [0, 1, 2, 3]
+    assert policy.query_agnostic
+
+
+def test_rotary_rotations_invert_and_average() -> None:
+    rotary, x = toy_rotary(), torch.randn(2, 5, D)
+    positions = torch.arange(7, 12)
+    assert torch.allclose(rotary.rotate(rotary.rotate(x, positions), positions, inverse=True), x, atol=1e-5)
+    one = rotary.mean_rotation(torch.tensor([9]), D)
+    assert torch.allclose(x[:, 2:3] @ one.T, rotary.rotate(x[:, 2:3], torch.tensor([9])), atol=1e-5)
+
+
+def kvzip_view(span: tuple[int, int], repeat: int, seed: int = 0) -> ReconstructionView:
+    generator = torch.Generator().manual_seed(seed)
+    length = N + repeat
+    keys = torch.randn(KV_HEADS, length, D, generator=generator)
+    queries = torch.randn(KV_HEADS * GROUP, repeat, D, generator=generator)
+    return ReconstructionView(keys, queries, span, N)
+
+
+@pytest.mark.parametrize(("span", "sinks"), [((10, 25), 4), ((0, 12), 4), ((30, 40), 0)])
+def test_kvzip_scores_a_span_by_the_most_attention_its_repeat_pays_it(
+    span: tuple[int, int], sinks: int
+) -> None:
+    repeat = 9
+    view = kvzip_view(span, repeat)
+    start, end = span
+    used_sinks = min(sinks, start)
+    expected = []
+    for h in range(KV_HEADS):
+        best = [0.0] * (end - start)
+        for g in range(GROUP):
+            for i in range(repeat):
+                q = view.queries[h * GROUP + g, i].double().tolist()
+                columns = [*range(used_sinks), *range(start, end), *range(N, N + i + 1)]
+                logits = [
+                    sum(a * b for a, b in zip(q, view.keys[h, j].double().tolist(), strict=True))
+                    / math.sqrt(D)
+                    for j in columns
+                ]
+                top = max(logits)
+                weights = [math.exp(x - top) for x in logits]
+                span_weights = [w / sum(weights) for w in weights[used_sinks : used_sinks + end - start]]
+                best = [max(a, b) for a, b in zip(best, span_weights, strict=True)]
+        expected.append(best)
+    close(KVzip(sinks=sinks).pass_scores(view), expected)
+
+
+def test_kvzip_pools_chunks_by_their_best_token_and_keeps_its_sinks() -> None:
+    scores = torch.tensor([[0.1, 0.9, 0.2, 0.3, 0.05, 0.4, 0.0]])
+    assert torch.equal(chunk_max(scores, 3), scores[:, [1, 1, 1, 5, 5, 5, 6]])
+    own = [torch.rand(2, 20) for _ in range(5)]
+    pooled = KVzip(chunk=4).across_layers(own)
+    assert all(torch.equal(p[:, :4].amax(-1, keepdim=True).expand(-1, 4), p[:, :4]) for p in pooled)
+    shared = KVzip(layers="shared", vote_from=0.4).across_layers(own)
+    assert all(torch.equal(layer, shared[0]) for layer in shared)
+    assert KVzip(sinks=3).must_keep(10).nonzero().squeeze(1).tolist() == [0, 1, 2]
+    with pytest.raises(registry.PolicyError, match="chunk >= 1"):
+        registry.create("kvzip", chunk=0)
 
 
 def test_random_is_reproducible_per_seed() -> None:

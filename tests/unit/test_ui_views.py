@@ -26,6 +26,29 @@ def test_metrics_show_what_eviction_kept() -> None:
     assert "**KV** 30 tokens, 1 blocks" in line and "auto" not in line
 
 
+@pytest.mark.parametrize(
+    ("cache", "note"),
+    [
+        ("hit", "answered from the collection's compressed cache"),
+        ("built", "compressed the collection's context into a cache"),
+    ],
+)
+def test_metrics_say_whether_a_compressed_collection_cache_answered(cache: str, note: str) -> None:
+    kv = {"policy": "kvzip", "ratio": 0.75, "cache": cache}
+    assert note in views.metrics_markdown({**RESULT, "kv_tokens": 768, "kv_blocks": 24, "kv": kv})
+    assert "cache" not in views.metrics_markdown({**RESULT, "kv": {**kv, "cache": "none"}})
+
+
+def test_a_collection_lists_its_compressed_caches() -> None:
+    info = {"documents": 2, "chunks": 9, "tokens": 5000, "fits_lc": True, "lc_prompt_tokens": 5100,
+            "lc_available_tokens": 7900}  # fmt: skip
+    cache = {"policy": '{"policy": "kvzip", "chunk": 1}', "ratio": 0.875, "tokens_before": 5100,
+             "tokens_after": 640, "bytes": 29_491_200, "hits": 3}  # fmt: skip
+    text = views.collection_markdown(info, [cache])
+    assert "compressed cache **kvzip-0.875**: 5100 → 640 tokens, 28.1 MiB, 3 hits" in text
+    assert "compressed cache" not in views.collection_markdown(info)
+
+
 def test_citations_expand_to_their_escaped_chunk_text() -> None:
     markup = views.citations_html(RESULT)
     assert markup.count("<details") == 1

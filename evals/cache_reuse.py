@@ -1,0 +1,262 @@
+"""Accuracy when one compressed context serves many questions (SCBench's point: eviction that looks at one
+question may lose what the next one needs), on the default model in vLLM, in lcrag's LC prompt format.
+
+Each context holds four facts at spread depths in filler prose, and gets four questions, one per fact:
+- passkeys: "The pass key of the red door is 48213." ... -> "What is the pass key of the red door?"
+- records: "Record amber-7 holds the number 60422." ... -> "Which number does record amber-7 hold?"
+Per configuration every question is answered; an answer is correct when its first number is the fact's:
+- `none`: plain LC (the four questions share the context through vLLM's prefix cache);
+- `<policy>:<ratio>`: each question's whole prompt compressed after its prefill (query-aware);
+- `cache:<policy>:<ratio>`: the context compressed once, query-agnostically, into a context cache that all
+  four questions adopt (built first, as `PUT /v1/collections/{name}/kv-cache` does).
+Answers are cached per item in `--out` (a rerun only fills gaps). Writes JSON, Markdown and a PNG.
+
+    python -m evals.cache_reuse --out out/evals                   # ~40 min on 2 cores
+    python -m evals.cache_reuse --lengths 2000 --seeds 1 --configs none cache:kvzip:0.75   # quick
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from evals.common import accuracy_plot, eval_parser
+from evals.compression_sweep import FILLER
+from rag.context import LcDocument, context_token_ids, lc_messages, lc_turn, prompt_token_ids
+
+DEPTHS = (0.15, 0.4, 0.65, 0.9)
+DOORS = ("red door", "blue gate", "green hatch", "white vault")
+DEFAULT_CONFIGS = [
+    "none",
+    *(f"{policy}:{ratio}" for policy in ("chunkkv", "snapkv") for ratio in (0.5, 0.75, 0.875)),
+    *(
+        f"cache:{policy}:{ratio}"
+        for policy in ("kvzip", "expected_attention", "knorm")
+        for ratio in (0.5, 0.75, 0.875)
+    ),
+]
+
+
+@dataclass(frozen=True)
+class Context:
+    task: str
+    length: int
+    seed: int
+    ids: list[int]  # the context's tokens: what every question's prompt starts with
+    questions: list[list[int]]  # whole prompts, one per fact
+    answers: list[str]
+
+
+@dataclass(frozen=True)
+class Answer:
+    config: str
+    task: str
+    length: int
+    seed: int
+    question: int
+    expected: str
+    text: str
+    correct: bool
+
+    @property
+    def key(self) -> str:
+        return f"{self.config}|{self.task}|{self.length}|{self.seed}|{self.question}"
+
+
+def facts(task: str, rng: random.Random) -> tuple[list[str], list[str], list[str]]:
+    """Four (fact sentence, question, answer) of `task`."""
+    values = [str(rng.randrange(10000, 99999)) for _ in DEPTHS]
+    if task == "passkeys":
+        sentences = [
+            f"The pass key of the {door} is {value}. " for door, value in zip(DOORS, values, strict=True)
+        ]
+        questions = [f"What is the pass key of the {door}?" for door in DOORS]
+    else:
+        names = [
+            f"{rng.choice(('amber', 'cobalt', 'ivory', 'slate'))}-{rng.randrange(10, 99)}" for _ in DEPTHS
+        ]
+        sentences = [
+            f"Record {name} holds the number {value}. " for name, value in zip(names, values, strict=True)
+        ]
+        questions = [f"Which number does record {name} hold?" for name in names]
+    return sentences, [f"{q} Answer with the number only." for q in questions], values
+
+
+def make_context(tokenizer: Any, task: str, length: int, seed: int) -> Context:
+    sentences, questions, values = facts(task, random.Random(f"{task}-{length}-{seed}"))
+
+    def prompts(units: int) -> tuple[list[int], list[list[int]]]:
+        text = ""
+        for depth, sentence in zip(DEPTHS, sentences, strict=True):
+            text += FILLER * (round(units * depth) - text.count(FILLER)) + sentence
+        text += FILLER * (units - text.count(FILLER))
+        documents = [LcDocument("notes", "notes.txt", text)]
+        whole = []
+        context: list[int] | None = None
+        for question in questions:
+            messages = lc_messages(question, documents)
+            whole.append(prompt_token_ids(tokenizer, messages))
+            context = context_token_ids(tokenizer, messages, lc_turn(question))
+        assert context is not None
+        return context, whole
+
+    low, high = 1, max(2, length // 10)
+    while low < high:  # the most filler whose longest prompt fits `length`
+        middle = (low + high + 1) // 2
+        if max(len(p) for p in prompts(middle)[1]) <= length:
+            low = middle
+        else:
+            high = middle - 1
+    context, whole = prompts(low)
+    return Context(task, length, seed, context, whole, values)
+
+
+def is_correct(text: str, expected: str) -> bool:
+    found = re.search(r"\d+", text)
+    return found is not None and found.group(0) == expected
+
+
+def params_for(config: str, context: Context, new_tokens: int) -> Any:
+    from compression.vllm_integration.offline import greedy
+    from compression.vllm_integration.options import to_extra_args
+
+    params = greedy(new_tokens)
+    params.ignore_eos = False
+    if config == "none":
+        return params
+    if config.startswith("cache:"):
+        _, policy, ratio = config.split(":")
+        params.extra_args = to_extra_args(policy, float(ratio), context=len(context.ids), label="eval")
+    else:
+        policy, ratio = config.split(":")
+        params.extra_args = to_extra_args(policy, float(ratio))
+    return params
+
+
+def answer(llm: Any, tokenizer: Any, config: str, context: Context, new_tokens: int) -> list[Answer]:
+    """The four questions of `context` under `config`, as one batch (a cache built first)."""
+    from compression.vllm_integration.control import control
+    from compression.vllm_integration.offline import build_context_cache
+
+    if config.startswith("cache:"):
+        _, policy, ratio = config.split(":")
+        stats = build_context_cache(llm, tokenizer, context.ids, policy, float(ratio), label="eval")
+        assert stats is not None and stats.get("cache") == "built", f"{config}: no cache built ({stats})"
+    params = params_for(config, context, new_tokens)
+    outputs = llm.generate([{"prompt_token_ids": p} for p in context.questions], params, use_tqdm=False)
+    if config.startswith("cache:"):
+        control(llm, "drop")  # one at a time: the KV space stays free for the next context
+    return [
+        Answer(config, context.task, context.length, context.seed, index, expected, out.outputs[0].text,
+               is_correct(out.outputs[0].text, expected))
+        for index, (expected, out) in enumerate(zip(context.answers, outputs, strict=True))
+    ]  # fmt: skip
+
+
+def summary(answers: list[Answer]) -> dict[str, dict[str, float]]:
+    """Accuracy (%) per config: all, and per task."""
+    table: dict[str, dict[str, float]] = {}
+    for config in dict.fromkeys(a.config for a in answers):
+        mine = [a for a in answers if a.config == config]
+        row = {"all": 100.0 * sum(a.correct for a in mine) / len(mine), "n": float(len(mine))}
+        for task in sorted({a.task for a in mine}):
+            subset = [a for a in mine if a.task == task]
+            row[task] = 100.0 * sum(a.correct for a in subset) / len(subset)
+        table[config] = row
+    return table
+
+
+def markdown(table: dict[str, dict[str, float]]) -> str:
+    columns = [c for c in next(iter(table.values())) if c != "n"]
+    lines = ["| config | questions | " + " | ".join(columns) + " |", "|---|---:|" + "---:|" * len(columns)]
+    for config, row in table.items():
+        lines.append(f"| {config} | {row['n']:.0f} | " + " | ".join(f"{row[c]:.1f}" for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def plot(table: dict[str, dict[str, float]], path: Path) -> None:
+    title = "Four questions per context: accuracy vs KV eviction (SmolLM2-135M)"
+    with accuracy_plot(path, title, "evicted fraction of the context's KV cache", "accuracy (%)") as axes:
+        baseline = table.get("none", {}).get("all")
+        if baseline is not None:
+            axes.axhline(baseline, color="black", linestyle="--", label=f"uncompressed ({baseline:.0f} %)")
+        for family in dict.fromkeys(c.rpartition(":")[0] for c in table if c != "none"):
+            points = sorted(
+                (float(c.rpartition(":")[2]), row["all"])
+                for c, row in table.items()
+                if c.rpartition(":")[0] == family
+            )
+            style = "-" if family.startswith("cache:") else ":"
+            label = (
+                f"{family.partition(':')[2]} (one cache)"
+                if family.startswith("cache:")
+                else f"{family} (per question)"
+            )
+            axes.plot([p[0] for p in points], [p[1] for p in points], style, marker="o", label=label)
+
+
+def main() -> None:
+    parser = eval_parser(__doc__)
+    parser.add_argument("--lengths", type=int, nargs="+", default=[2000, 4000, 7000])
+    parser.add_argument("--seeds", type=int, default=2, help="Contexts per task and length.")
+    parser.add_argument(
+        "--tasks", nargs="+", choices=("passkeys", "records"), default=["passkeys", "records"]
+    )
+    parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS)
+    parser.add_argument("--new-tokens", type=int, default=16)
+    args = parser.parse_args()
+
+    from tqdm import tqdm
+    from transformers import AutoTokenizer
+
+    from compression.vllm_integration.offline import offline_engine
+    from lcrag.default_model import prepare_default_model
+    from lcrag.settings import Settings
+
+    model = args.model or prepare_default_model(Settings().models_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    contexts = [
+        make_context(tokenizer, task, length, seed)
+        for task in args.tasks
+        for length in args.lengths
+        for seed in range(args.seeds)
+    ]
+    args.out.mkdir(parents=True, exist_ok=True)
+    cache_path = args.out / "cache_reuse.answers.jsonl"
+    done = {}
+    if cache_path.exists():
+        for line in cache_path.read_text().splitlines():
+            cached = Answer(**json.loads(line))
+            done[cached.key] = cached
+    settings = {"kv_space_gb": 4, "max_model_len": 8192, "max_num_batched_tokens": 2048}
+    with offline_engine(model, **settings) as llm, cache_path.open("a") as sink:
+        for config in tqdm(args.configs, desc="configs"):
+            for context in contexts:
+                if all(
+                    f"{config}|{context.task}|{context.length}|{context.seed}|{q}" in done for q in range(4)
+                ):
+                    continue
+                for new in answer(llm, tokenizer, config, context, args.new_tokens):
+                    done[new.key] = new
+                    sink.write(json.dumps(asdict(new)) + "\n")
+                sink.flush()
+            tqdm.write(f"{config}: {summary([a for a in done.values() if a.config == config])[config]}")
+    answers = [a for a in done.values() if a.config in args.configs]
+    table = summary(answers)
+    command = "python -m evals.cache_reuse " + " ".join(sys.argv[1:])
+    (args.out / "cache_reuse.json").write_text(
+        json.dumps({"command": command, "summary": table, "answers": [asdict(a) for a in answers]}, indent=1)
+    )
+    (args.out / "cache_reuse.md").write_text(f"`{command}`\n\n{markdown(table)}\n")
+    plot(table, args.out / "cache_reuse.png")
+    print(markdown(table))
+    print(f"\nWrote {args.out}/cache_reuse.json, .md and .png")
+
+
+if __name__ == "__main__":
+    main()
