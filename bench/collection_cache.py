@@ -30,9 +30,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.common import engine_parser
 from bench.corpus import document
 from compression.vllm_integration.control import control
-from compression.vllm_integration.offline import build_context_cache, greedy, offline_engine, scheduler_of
+from compression.vllm_integration.offline import (
+    build_context_cache,
+    counted_preemptions,
+    greedy,
+    offline_engine,
+)
 from compression.vllm_integration.options import to_extra_args
 from compression.vllm_integration.plan import cdiv
 from rag.context import LcDocument, context_token_ids, lc_messages, lc_turn, prompt_token_ids
@@ -146,7 +152,6 @@ def percentile(values: list[float], share: float) -> float:
 def measure(
     llm: Any, tokenizer: Any, config: str, collections: list[Collection], args: argparse.Namespace
 ) -> ConfigResult:
-    scheduler = scheduler_of(llm)
     control(llm, "drop")
     llm.reset_prefix_cache()
     build_s = None
@@ -161,27 +166,14 @@ def measure(
             builds.append(time.perf_counter() - started)
             print(f"  built {index + 1}/{len(collections)}: {stats} in {builds[-1]:.1f} s", flush=True)
         build_s = statistics.median(builds)
-    preemptions: list[str] = []
-    preempt = scheduler._preempt_request
-
-    def counted(request: Any, *rest: Any, **kwargs: Any) -> Any:
-        preemptions.append(request.request_id)
-        return preempt(request, *rest, **kwargs)
-
-    scheduler._preempt_request = counted
-    try:
-        work = [
-            (
-                collection.prompts[turn % len(QUESTIONS)],
-                params_for(config, collection.context, args.new_tokens),
-            )
-            for turn in range(args.questions)
-            for collection in [collections[turn % len(collections)]]
-        ]
+    work = [
+        (collection.prompts[turn % len(QUESTIONS)], params_for(config, collection.context, args.new_tokens))
+        for turn in range(args.questions)
+        for collection in [collections[turn % len(collections)]]
+    ]
+    with counted_preemptions(llm) as preemptions:
         timings, seconds = run_load(llm, work, args.concurrency)
         lone = lone_ttft(llm, config, collections, args)
-    finally:
-        scheduler._preempt_request = preempt
     listing = control(llm, "list") if config.startswith("cache:") else None
     ttfts = [timing.ttft_s for timing in timings]
     return ConfigResult(
@@ -231,10 +223,7 @@ def table(results: list[ConfigResult]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--model", type=Path, default=None, help="Model folder (default: the bundled one).")
+    parser = engine_parser(__doc__)
     parser.add_argument("--collections", type=int, default=8)
     parser.add_argument("--context-tokens", type=int, default=6000)
     parser.add_argument("--questions", type=int, default=32)

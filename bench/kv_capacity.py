@@ -14,7 +14,6 @@ output tokens/s over the whole batch, and each as a ratio to `none`. Then two ov
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from collections.abc import Callable
@@ -22,8 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.common import engine_parser
 from compression.policies import kept_count
-from compression.vllm_integration.offline import greedy, offline_engine, scheduler_of
+from compression.vllm_integration.offline import counted_preemptions, greedy, offline_engine, scheduler_of
 from compression.vllm_integration.scheduler import cdiv
 
 FILLER = (
@@ -68,20 +68,12 @@ def run_batch(llm: Any, config: str, batch: list[list[int]], new_tokens: int) ->
     """Submit the whole batch, step the engine to the end, sample the scheduler after every step."""
     scheduler = scheduler_of(llm)
     llm.reset_prefix_cache()
-    preempted: list[str] = []
-    preempt = scheduler._preempt_request
-
-    def counted(request: Any, *args: Any, **kwargs: Any) -> Any:
-        preempted.append(request.request_id)
-        return preempt(request, *args, **kwargs)
-
-    scheduler._preempt_request = counted
     engine = llm.llm_engine
     for index, prompt in enumerate(batch):
         engine.add_request(f"{config}-{index}", {"prompt_token_ids": prompt}, params_of(config, new_tokens))
     peak_running = peak_decoding = produced = 0
     started = time.perf_counter()
-    try:
+    with counted_preemptions(llm) as preempted:
         while engine.has_unfinished_requests():
             for output in engine.step():
                 if output.finished:
@@ -90,8 +82,6 @@ def run_batch(llm: Any, config: str, batch: list[list[int]], new_tokens: int) ->
             peak_running = max(peak_running, len(running))
             decoding = sum(1 for r in running if r.num_computed_tokens >= r.num_prompt_tokens)
             peak_decoding = max(peak_decoding, decoding)
-    finally:
-        scheduler._preempt_request = preempt
     return BatchResult(
         config, peak_running, peak_decoding, len(preempted), time.perf_counter() - started, produced
     )
@@ -154,10 +144,7 @@ def table(results: list[BatchResult]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--model", type=Path, default=None, help="Model folder (default: the bundled one).")
+    parser = engine_parser(__doc__)
     parser.add_argument("--requests", type=int, default=6)
     parser.add_argument("--prompt-tokens", type=int, default=6000)
     parser.add_argument("--new-tokens", type=int, default=32)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -42,7 +43,9 @@ class ContextCaches:
     tokenizer: PreTrainedTokenizerBase
     max_model_len: int
     loras: Any = None  # vLLM's OpenAIServingModels (adapter name -> LoRARequest)
-    _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    _locks: weakref.WeakValueDictionary[str, asyncio.Lock] = field(
+        default_factory=weakref.WeakValueDictionary
+    )
 
     def lora_request(self, model: str | None) -> Any:
         requests = getattr(self.loras, "lora_requests", {}) or {}
@@ -76,20 +79,24 @@ class ContextCaches:
                 return cache
         return None
 
-    async def prepare(self, context_ids: Sequence[int], kv: KVOptions, model: str | None) -> int:
-        """Before a request builds a cache: a policy that scores by reconstruction gets its passes run (one
-        build of a context at a time), unless the cache is resident already. Returns the passes run."""
+    async def prepare(
+        self, context_ids: Sequence[int], kv: KVOptions, model: str | None, param: str = "lcrag.kv"
+    ) -> int:
+        """Before a request builds a cache: a policy that scores by reconstruction gets its passes run, unless
+        the cache is resident already; a context too long for them is a 400 naming `param`. Returns the
+        passes run."""
         policy = kv.policy_object()
         if not getattr(policy, "needs_reconstruction", False):
             return 0
-        lock = self._locks.setdefault(context_digest(context_ids), asyncio.Lock())
+        digest = context_digest(context_ids)
+        lock = self._locks.setdefault(digest, asyncio.Lock())  # one build of a context at a time
         async with lock:
             if await self.find(context_ids, kv, model) is not None:
                 return 0
             try:
                 passes = reconstruction_passes(context_ids, self.tokenizer, policy.repeat, self.max_model_len)  # type: ignore[attr-defined]
             except ReconstructionError as error:
-                raise BadRequestError(f"KV policy {kv.policy!r}: {error}.", param="lcrag.kv") from None
+                raise BadRequestError(f"KV policy {kv.policy!r}: {error}.", param=param) from None
             first, *rest = passes
             await self._reconstruct(first, kv, len(context_ids), model)
             # the later passes read the context from vLLM's prefix cache, filled by the first
@@ -109,7 +116,7 @@ class ContextCaches:
         existing = await self.find(context_ids, kv, model)
         if existing is not None:
             return {**existing, "cache": "hit", "build_ms": 0.0, "passes": 0}
-        passes = await self.prepare(context_ids, kv, model)
+        passes = await self.prepare(context_ids, kv, model, param="policy")
         extra = to_extra_args(kv.policy, kv.ratio, kv.all_options(), context=len(context_ids), label=label)
         stats = await self._generate(list(context_ids), extra, model)
         if stats is None or stats.get("cache") != "built":

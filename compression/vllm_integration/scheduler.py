@@ -131,10 +131,8 @@ class KVCompactScheduler(Scheduler):
                     plan.adopt[request_id] = manager.kvc_offsets[request_id]
                     self._adopted(request_id, eviction)
                 continue
-            length, computed = (
-                eviction.compressed_length(request.num_prompt_tokens),
-                request.num_computed_tokens,
-            )
+            length = eviction.compressed_length(request.num_prompt_tokens)
+            computed = request.num_computed_tokens
             if computed >= length:
                 continue  # nothing (more) to compact: it ran on uncompressed
             if computed + scheduled > length:  # stop at the compacted span (a context, or a resumed prompt)
@@ -211,7 +209,7 @@ class KVCompactScheduler(Scheduler):
         """The runner compacted the request this step: swap its blocks, and register a built context cache."""
         manager = self.kvc_manager
         into = self.kvc_into.pop(request_id, None)
-        before, after = manager.kvc_compact(request_id, compaction, into)
+        _, after = manager.kvc_compact(request_id, compaction, into)
         outcome = None
         if compaction.cache:
             eviction = self.kvc_requests[request_id]
@@ -223,13 +221,9 @@ class KVCompactScheduler(Scheduler):
                 build_seconds=time.monotonic() - self.kvc_started[request_id],
             )
             outcome = "built" if manager.kvc_caches.add(cache) else "none"  # another request built it first
-        self.kvc_stats[request_id] = {
-            "tokens_before": compaction.length,
-            "tokens_after": compaction.keep,
-            "blocks_before": before,
-            "blocks_after": after,
-            **({"cache": outcome} if outcome else {}),
-        }
+        self.kvc_stats[request_id] = _stats(
+            compaction.length, compaction.keep, manager.kvc_block_size, outcome
+        )
 
     def _free_request(self, request: Request, delay_free_blocks: bool = False) -> tuple[Any, Any]:
         kv_params, ec_params = super()._free_request(request, delay_free_blocks)

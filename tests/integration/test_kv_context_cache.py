@@ -21,7 +21,7 @@ from compression.reference import generate_with_context_cache
 from compression.registry import create
 from compression.vllm_integration.control import control
 from compression.vllm_integration.options import pass_extra_args, to_extra_args
-from tests.kv_engine import BLOCK_SIZE, engine, generate, random_prompt, scheduler_of
+from tests.kv_engine import BLOCK_SIZE, counted_preemptions, engine, generate, random_prompt, scheduler_of
 
 pytestmark = pytest.mark.integration
 NEW_TOKENS = 24
@@ -146,26 +146,11 @@ def test_adopters_hold_the_cache_by_reference_and_dropping_it_returns_every_bloc
     assert all(pool.blocks[block_id].ref_cnt == 0 for block_id in cache_ids)
 
 
-def counted_preemptions(scheduler: Any) -> list[str]:
-    """The ids of the requests the scheduler preempts from now on."""
-    preemptions: list[str] = []
-    preempt = scheduler._preempt_request
-
-    def counted(request: Any, *args: Any, **kwargs: Any) -> Any:
-        preemptions.append(request.request_id)
-        return preempt(request, *args, **kwargs)
-
-    scheduler._preempt_request = counted
-    return preemptions
-
-
 def test_idle_caches_are_released_least_recently_used_before_anyone_is_preempted(
     peaky_model_dir: Path,
 ) -> None:
     contexts = [random_prompt(200 + i, 230) for i in range(3)]
     with engine(peaky_model_dir, num_gpu_blocks_override=24, max_model_len=512) as small:
-        scheduler = scheduler_of(small)
-        preemptions = counted_preemptions(scheduler)
         for index, context in enumerate(contexts):
             extra = to_extra_args("knorm", 0.5, context=len(context), label=f"c{index}")
             generate(small, [context + SUFFIXES[0]], _params(extra))
@@ -173,7 +158,8 @@ def test_idle_caches_are_released_least_recently_used_before_anyone_is_preempted
         extra = to_extra_args("knorm", 0.5, context=len(contexts[1]), label="c1")
         generate(small, [contexts[1] + SUFFIXES[1]], _params(extra))  # c1 is now the most recently used
         big = random_prompt(300, 400)  # 13 blocks + its answer: needs more than the free ones
-        generate(small, [big], _params(None))
+        with counted_preemptions(small) as preemptions:
+            generate(small, [big], _params(None))
         left = control(small, "list")
         assert preemptions == [] and left["released_under_pressure"] == 1
         # c0, the least recently used, went; the rest are listed most recently used first
@@ -194,8 +180,8 @@ def test_preempted_adopters_adopt_again_and_equal_their_solo_runs(peaky_model_di
         params = cache_params("knorm", 0.5, new_tokens=new_tokens)
         generate(small, [CONTEXT + SUFFIXES[0]], params)  # builds (4 blocks)
         solo = [generate(small, [CONTEXT + suffix], params)[0] for suffix in SUFFIXES]
-        preemptions = counted_preemptions(scheduler)
-        together = generate(small, [CONTEXT + suffix for suffix in SUFFIXES] * 2, params)
+        with counted_preemptions(small) as preemptions:
+            together = generate(small, [CONTEXT + suffix for suffix in SUFFIXES] * 2, params)
         assert preemptions, "the batch fit; shrink the KV cache so the test exercises preemption"
         assert [out.tokens for out in together] == [out.tokens for out in solo] * 2
         assert all(out.kv_stats["cache"] == "hit" for out in together)

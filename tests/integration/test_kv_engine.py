@@ -165,6 +165,22 @@ def test_compressed_requests_share_their_uncompressed_prompt_through_the_prefix_
     assert plain_cold.cached_tokens == 0 and plain_cold.tokens == plain.tokens
 
 
+def test_n_samples_of_a_compressed_request_share_one_prefill(llm: Any) -> None:
+    """vLLM hashes a prompt's blocks when it allocates them, so the second sample of `n = 2` reads the first
+    one's (uncompressed) prompt blocks, short of the policy's window, and prefills only the rest."""
+    from vllm import SamplingParams
+
+    from compression.vllm_integration.options import to_extra_args
+
+    prompt = random_prompt(96, 200)
+    llm.reset_prefix_cache()
+    extra = to_extra_args("snapkv", 0.5)
+    params = SamplingParams(n=2, max_tokens=8, temperature=1.0, ignore_eos=True, extra_args=extra)
+    (output,) = llm.generate([{"prompt_token_ids": prompt}], params, use_tqdm=False)
+    assert len(output.outputs) == 2 and all(len(sample.token_ids) == 8 for sample in output.outputs)
+    assert BLOCK_SIZE <= (output.num_cached_tokens or 0) <= len(prompt) - 32
+
+
 def test_a_compaction_that_would_free_no_block_evicts_nothing(llm: Any) -> None:
     """40 tokens in two 32-token blocks: evicting 10 % would free no block, so all 40 stay (no compaction)."""
     prompt = random_prompt(98, 40)
@@ -203,6 +219,18 @@ def test_an_unreadable_cache_layout_is_refused_at_engine_start(
     monkeypatch.undo()
     with engine(peaky_model_dir, eviction=False) as stock:  # stock vLLM is unaffected by the check
         assert generate(stock, [random_prompt(1, 40)], sampling(2))[0].tokens
+
+
+def test_an_engine_with_no_attention_layer_to_wrap_is_refused_at_start(
+    peaky_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from compression.vllm_integration.version import UnsupportedEngineError
+    from compression.vllm_integration.worker import KVCompactRunner
+
+    monkeypatch.setattr(KVCompactRunner, "_kvc_attention_layers", lambda self: {})
+    refused = pytest.raises(UnsupportedEngineError, match=r"found no attention layer .*\(--no-kv-eviction\)")
+    with refused, engine(peaky_model_dir):
+        pass
 
 
 def test_a_failing_policy_falls_back_instead_of_stopping_the_engine(caplog: pytest.LogCaptureFixture) -> None:

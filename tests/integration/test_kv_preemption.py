@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.kv_engine import engine, generate, random_prompt, sampling, scheduler_of
+from tests.kv_engine import counted_preemptions, engine, generate, random_prompt, sampling, scheduler_of
 
 pytestmark = pytest.mark.integration
 NEW_TOKENS = 96
@@ -23,15 +23,8 @@ def test_preempted_requests_equal_their_solo_runs_and_no_block_leaks(peaky_model
         pool = scheduler.kv_cache_manager.block_pool
         free_at_start = pool.get_num_free_blocks()
         solo = [generate(llm, [prompt], param)[0] for prompt, param in zip(prompts, params, strict=True)]
-        preemptions = []
-        preempt = scheduler._preempt_request
-
-        def counted(request, *args, **kwargs):  # type: ignore[no-untyped-def]
-            preemptions.append(request.request_id)
-            return preempt(request, *args, **kwargs)
-
-        scheduler._preempt_request = counted
-        together = generate(llm, prompts, params)
+        with counted_preemptions(llm) as preemptions:
+            together = generate(llm, prompts, params)
         assert preemptions, "the batch fit; shrink the KV cache so the test exercises preemption"
         assert [out.tokens for out in together] == [out.tokens for out in solo]
         assert [out.kv_stats for out in together] == [out.kv_stats for out in solo]
