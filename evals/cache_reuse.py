@@ -1,10 +1,13 @@
 """Accuracy when one compressed context serves many questions (SCBench's point: eviction that looks at one
 question may lose what the next one needs), on the default model in vLLM, in lcrag's LC prompt format.
 
-Each context holds four facts at spread depths in filler prose, and gets four questions, one per fact:
-- passkeys: "The pass key of the red door is 48213." ... -> "What is the pass key of the red door?"
-- records: "Record amber-7 holds the number 60422." ... -> "Which number does record amber-7 hold?"
-Per configuration every question is answered; an answer is correct when its first number is the fact's:
+Each context gets four questions, each about a different part of it:
+- passkeys: four facts at spread depths in filler prose, "The pass key of the red door is 48213." ... ->
+  "What is the pass key of the red door?"; correct when the answer's first number is the key;
+- records: the same with "Record amber-7 holds the number 60422." -> "Which number does record amber-7 hold?";
+- hotpotqa: four HotpotQA dev questions' gold paragraphs and as many of their distractors as fit, shuffled
+  (real Wikipedia prose, `evals.datasets`); correct when the normalised gold answer is in the answer.
+Per configuration every question is answered:
 - `none`: plain LC (the four questions share the context through vLLM's prefix cache);
 - `<policy>:<ratio>`: each question's whole prompt compressed after its prefill (query-aware);
 - `cache:<policy>:<ratio>`: the context compressed once, query-agnostically, into a context cache that all
@@ -27,8 +30,10 @@ from typing import Any
 
 from evals.common import accuracy_plot, eval_parser
 from evals.compression_sweep import FILLER
+from evals.scoring import substring_match
 from rag.context import LcDocument, context_token_ids, lc_messages, lc_turn, prompt_token_ids
 
+TASKS = ("passkeys", "records", "hotpotqa")
 DEPTHS = (0.15, 0.4, 0.65, 0.9)
 DOORS = ("red door", "blue gate", "green hatch", "white vault")
 DEFAULT_CONFIGS = [
@@ -88,35 +93,67 @@ def facts(task: str, rng: random.Random) -> tuple[list[str], list[str], list[str
 
 
 def make_context(tokenizer: Any, task: str, length: int, seed: int) -> Context:
-    sentences, questions, values = facts(task, random.Random(f"{task}-{length}-{seed}"))
+    """The context of `task` whose longest question prompt is as close to `length` tokens as fits."""
+    rng = random.Random(f"{task}-{length}-{seed}")
+    if task == "hotpotqa":
+        documents_of, questions, answers, most = hotpotqa_documents(rng)
+    else:
+        documents_of, questions, answers, most = filler_documents(task, rng, length)
 
     def prompts(units: int) -> tuple[list[int], list[list[int]]]:
-        text = ""
-        for depth, sentence in zip(DEPTHS, sentences, strict=True):
-            text += FILLER * (round(units * depth) - text.count(FILLER)) + sentence
-        text += FILLER * (units - text.count(FILLER))
-        documents = [LcDocument("notes", "notes.txt", text)]
-        whole = []
-        context: list[int] | None = None
-        for question in questions:
-            messages = lc_messages(question, documents)
-            whole.append(prompt_token_ids(tokenizer, messages))
-            context = context_token_ids(tokenizer, messages, lc_turn(question))
+        documents = documents_of(units)
+        whole = [prompt_token_ids(tokenizer, lc_messages(question, documents)) for question in questions]
+        context = context_token_ids(tokenizer, lc_messages(questions[0], documents), lc_turn(questions[0]))
         assert context is not None
         return context, whole
 
-    low, high = 1, max(2, length // 10)
-    while low < high:  # the most filler whose longest prompt fits `length`
+    low, high = 0, most
+    while low < high:  # the most material whose longest prompt fits `length`
         middle = (low + high + 1) // 2
         if max(len(p) for p in prompts(middle)[1]) <= length:
             low = middle
         else:
             high = middle - 1
     context, whole = prompts(low)
-    return Context(task, length, seed, context, whole, values)
+    return Context(task, length, seed, context, whole, answers)
 
 
-def is_correct(text: str, expected: str) -> bool:
+def filler_documents(task: str, rng: random.Random, length: int) -> tuple[Any, list[str], list[str], int]:
+    """Four facts at DEPTHS in `units` of filler prose (one document)."""
+    sentences, questions, values = facts(task, rng)
+
+    def documents(units: int) -> list[LcDocument]:
+        text = ""
+        for depth, sentence in zip(DEPTHS, sentences, strict=True):
+            text += FILLER * (round(units * depth) - text.count(FILLER)) + sentence
+        text += FILLER * (units - text.count(FILLER))
+        return [LcDocument("notes", "notes.txt", text)]
+
+    return documents, questions, values, max(2, length // 10)
+
+
+def hotpotqa_documents(rng: random.Random) -> tuple[Any, list[str], list[str], int]:
+    """Four HotpotQA questions: all their gold paragraphs, then `units` of their distractors, shuffled."""
+    from evals.datasets import hotpotqa, sample
+
+    items = sample(hotpotqa(), 4, rng.randrange(1 << 30))
+    gold = [p for item in items for p in item.paragraphs if p.title in item.gold]
+    distractors = [p for item in items for p in item.paragraphs if p.title not in item.gold]
+    rng.shuffle(distractors)
+    order = rng.random()
+
+    def documents(units: int) -> list[LcDocument]:
+        chosen = gold + distractors[:units]
+        random.Random(order).shuffle(chosen)
+        return [LcDocument(p.title, p.title, p.text) for p in chosen]
+
+    questions = [f"{item.question.strip()} Answer briefly." for item in items]
+    return documents, questions, [item.answers[0] for item in items], len(distractors)
+
+
+def is_correct(task: str, text: str, expected: str) -> bool:
+    if task == "hotpotqa":
+        return substring_match(text, expected) == 1.0
     found = re.search(r"\d+", text)
     return found is not None and found.group(0) == expected
 
@@ -153,7 +190,7 @@ def answer(llm: Any, tokenizer: Any, config: str, context: Context, new_tokens: 
         control(llm, "drop")  # one at a time: the KV space stays free for the next context
     return [
         Answer(config, context.task, context.length, context.seed, index, expected, out.outputs[0].text,
-               is_correct(out.outputs[0].text, expected))
+               is_correct(context.task, out.outputs[0].text, expected))
         for index, (expected, out) in enumerate(zip(context.answers, outputs, strict=True))
     ]  # fmt: skip
 
@@ -204,9 +241,7 @@ def main() -> None:
     parser = eval_parser(__doc__)
     parser.add_argument("--lengths", type=int, nargs="+", default=[2000, 4000, 7000])
     parser.add_argument("--seeds", type=int, default=2, help="Contexts per task and length.")
-    parser.add_argument(
-        "--tasks", nargs="+", choices=("passkeys", "records"), default=["passkeys", "records"]
-    )
+    parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
     parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS)
     parser.add_argument("--new-tokens", type=int, default=16)
     args = parser.parse_args()

@@ -206,6 +206,34 @@ def collections(url: ServerUrlOption = None, api_key: ApiKeyOption = None) -> No
         _fail(f"could not list collections at {url or settings.base_url}: {error}")
 
 
+EVAL_SUITES = {
+    "cache-reuse": "evals.cache_reuse",  # four questions per context: one cache vs per-question eviction
+    "compression": "evals.compression_sweep",  # needle accuracy vs KV eviction ratio, per policy
+    "kv-retrieval": "evals.finetune_kv_retrieval",  # a kv_retrieval LoRA before/after, by gold position
+}
+
+
+@app.command(
+    name="eval",
+    add_help_option=False,
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def eval_command(
+    ctx: typer.Context,
+    suite: Annotated[str, typer.Argument(help=f"One of: {', '.join(EVAL_SUITES)}.")],
+) -> None:
+    """Run an evaluation suite on the bundled (or --model) model: `lcrag eval SUITE --help` for its options.
+    Results (JSON, Markdown, PNG) go to --out; answers are cached there, so a rerun fills only the gaps."""
+    import importlib
+    import sys
+
+    module = EVAL_SUITES.get(suite)
+    if module is None:
+        _fail(f"unknown eval suite {suite!r}; available: {', '.join(EVAL_SUITES)}.")
+    sys.argv = [f"lcrag eval {suite}", *ctx.args]
+    importlib.import_module(str(module)).main()
+
+
 @app.command()
 def finetune(
     recipe: Annotated[
