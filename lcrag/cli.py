@@ -210,6 +210,7 @@ EVAL_SUITES = {
     "cache-reuse": "evals.cache_reuse",  # four questions per context: one cache vs per-question eviction
     "compression": "evals.compression_sweep",  # needle accuracy vs KV eviction ratio, per policy
     "kv-retrieval": "evals.finetune_kv_retrieval",  # a kv_retrieval LoRA before/after, by gold position
+    "lc-vs-rag": "evals.lc_vs_rag",  # HotpotQA and SQuAD in every mode: accuracy vs KV memory and time
 }
 
 

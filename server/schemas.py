@@ -246,5 +246,6 @@ class KVCacheList(BaseModel):
     cache_bytes: int
     free_blocks: int
     total_blocks: int
-    block_bytes: int
-    released_under_pressure: int
+    block_bytes: int = Field(description="Bytes of one KV-cache block, all layers.")
+    block_size: int = Field(description="Tokens per KV-cache block.")
+    released_under_pressure: int = Field(description="Idle caches released for memory since start.")

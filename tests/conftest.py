@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -15,12 +13,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from lcrag import local_server
 from lcrag.default_model import prepare_default_model
+from lcrag.local_server import free_port
 from lcrag.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LCRAG = Path(sys.executable).with_name("lcrag")
-SERVER_START_TIMEOUT_S = 240
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
 
 
@@ -33,12 +32,6 @@ class RunningServer:
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -97,44 +90,13 @@ def peaky_model_dir(tmp_path_factory: pytest.TempPathFactory, default_model_path
 def start_server(
     log_dir: Path, args: list[str], model: str, api_key: str | None = None, env: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen[bytes], RunningServer]:
-    port = free_port()
-    log_path = log_dir / f"lcrag-serve-{port}.log"
-    command = [str(LCRAG), "serve", "--port", str(port), *args]
-    if api_key:
-        command += ["--api-key", api_key]
-    process = subprocess.Popen(
-        command,
-        cwd=REPO_ROOT,
-        stdout=log_path.open("wb"),
-        stderr=subprocess.STDOUT,
-        env={**os.environ, **(env or {})},
-    )
-    server = RunningServer(f"http://127.0.0.1:{port}", model, api_key, log_path)
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(
-                f"lcrag serve exited with {process.returncode}:\n{log_path.read_text()[-4000:]}"
-            )
-        try:
-            if httpx.get(f"{server.base_url}/health", timeout=2).status_code == 200:
-                return process, server
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    stop_server(process)
-    raise RuntimeError(
-        f"lcrag serve not healthy after {SERVER_START_TIMEOUT_S}s:\n{log_path.read_text()[-4000:]}"
-    )
+    log_path = log_dir / f"lcrag-serve-{len(list(log_dir.glob('lcrag-serve-*.log')))}.log"
+    command = [*args, "--api-key", api_key] if api_key else list(args)
+    process, base_url = local_server.start(command, log_path, env)
+    return process, RunningServer(base_url, model, api_key, log_path)
 
 
-def stop_server(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+stop_server = local_server.stop
 
 
 @pytest.fixture(scope="session")

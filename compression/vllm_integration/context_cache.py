@@ -68,9 +68,10 @@ class ContextCache:
 class ContextCacheRegistry:
     """The resident context caches, least recently used first."""
 
-    def __init__(self, block_pool: BlockPool, block_bytes: int) -> None:
+    def __init__(self, block_pool: BlockPool, block_bytes: int, block_size: int) -> None:
         self.block_pool = block_pool
         self.block_bytes = block_bytes
+        self.block_size = block_size
         self.caches: OrderedDict[ContextKey, ContextCache] = OrderedDict()
         self.released = 0  # caches released under memory pressure, since start
 
@@ -131,6 +132,7 @@ class ContextCacheRegistry:
             "free_blocks": self.block_pool.get_num_free_blocks(),
             "total_blocks": self.block_pool.num_gpu_blocks - 1,
             "block_bytes": self.block_bytes,
+            "block_size": self.block_size,
         }
 
     def totals(self) -> dict[str, int]:

@@ -43,7 +43,7 @@ class KVCompactKVCacheManager(KVCacheManager):
         self.kvc_context_keys = {}
         self.kvc_adopting = {}
         self.kvc_new_adopters = set()
-        self.kvc_caches = ContextCacheRegistry(self.block_pool, block_bytes)
+        self.kvc_caches = ContextCacheRegistry(self.block_pool, block_bytes, self.kvc_block_size)
 
     @property
     def kvc_blocks(self) -> dict[str, list[KVCacheBlock]]:

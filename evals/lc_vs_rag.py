@@ -1,0 +1,337 @@
+"""LC vs RAG vs compressed LC on the same real questions, through a server's HTTP API (what users get).
+
+Questions come from HotpotQA dev (distractor setting) and SQuAD v2.0 dev (`evals.datasets`). They are put
+in groups whose paragraphs (each question's gold and distractor paragraphs, the group's other questions'
+paragraphs too) make one collection of about `--context-tokens` tokens, so the whole collection fits the
+served model's LC window. Every question is asked in every mode, one request at a time (so each answer's
+cost is its own): `rag@k` (top-k chunks, for each `--top-k`), `lc`, `lc:<policy>-<ratio>` (each `--kv`; a
+query-agnostic policy compresses the collection once, as a shared cache) and `auto`. Scores: substring
+(the normalised gold answer in the answer), exact match and F1 (HotpotQA's normalisation,
+`evals.scoring`), with bootstrap 95 % intervals; costs per answer: prompt tokens, KV bytes held (prompt
+tokens kept in the KV cache x bytes per token), time to first token and total time; `auto`'s routes.
+The equal-memory plot puts every mode at its accuracy and the KV memory its answers held.
+
+    python -m evals.lc_vs_rag --out out/evals                 # starts a server; ~40 min on 2 cores
+    python -m evals.lc_vs_rag --base-url http://127.0.0.1:8000 --questions 10 --quick
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from evals.common import accuracy_plot, eval_parser
+from evals.datasets import QAItem, hotpotqa, sample, squad
+from evals.scoring import exact_match, f1, substring_match
+
+DATASETS = {"hotpotqa": hotpotqa, "squad": squad}
+ASK_SUFFIX = " Answer with a few words."
+
+
+@dataclass(frozen=True)
+class Group:
+    """Questions answered from one collection made of their paragraphs."""
+
+    dataset: str
+    name: str
+    items: list[QAItem]
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One streamed answer as it arrived."""
+
+    text: str
+    lcrag: dict[str, Any]  # the response's `lcrag` field
+    ttft_ms: float | None
+    total_ms: float
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Answer:
+    dataset: str
+    question_id: str
+    mode: str
+    answer: str
+    gold: list[str]
+    substring: float
+    exact: float
+    f1: float
+    prompt_tokens: int | None
+    kv_tokens: int | None  # prompt tokens held in the KV cache while answering
+    ttft_ms: float | None
+    total_ms: float
+    route: str | None = None
+    cache: str | None = None
+    error: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.dataset}|{self.question_id}|{self.mode}"
+
+
+def groups(dataset: str, questions: int, context_tokens: int, count_tokens: Any, seed: int) -> list[Group]:
+    """`questions` items of `dataset` in groups whose paragraphs add up to at most `context_tokens`."""
+    chosen = sample(DATASETS[dataset](), questions, seed)
+    result: list[Group] = []
+    current: list[QAItem] = []
+    size = 0
+    for item in chosen:
+        tokens = sum(count_tokens(p.text) + 8 for p in item.paragraphs)
+        if current and size + tokens > context_tokens:
+            result.append(Group(dataset, f"eval-{dataset}-{seed}-{len(result)}", current))
+            current, size = [], 0
+        current.append(item)
+        size += tokens
+    if current:
+        result.append(Group(dataset, f"eval-{dataset}-{seed}-{len(result)}", current))
+    return result
+
+
+def upload(http: httpx.Client, group: Group, seed: int) -> None:
+    """The group's collection, made anew: one document per distinct paragraph, in a seeded order."""
+    http.delete(f"/v1/collections/{group.name}")
+    http.post("/v1/collections", json={"name": group.name}).raise_for_status()
+    paragraphs = {p.title: p for item in group.items for p in item.paragraphs}
+    order = sorted(paragraphs)
+    random.Random(seed).shuffle(order)
+    files = [("files", (file_name(title), paragraphs[title].text.encode(), "text/plain")) for title in order]
+    http.post(f"/v1/collections/{group.name}/documents", files=files).raise_for_status()
+
+
+def file_name(title: str) -> str:
+    """A paragraph's title as a file name (its title in the collection)."""
+    return re.sub(r"[^\w .,()-]", "_", title)[:120] + ".txt"
+
+
+def mode_body(mode: str, collection: str, question: str, model: str, max_tokens: int) -> dict[str, Any]:
+    """The chat request for `mode`: `rag@k`, `lc`, `lc:<policy>-<ratio>` or `auto`."""
+    lcrag: dict[str, Any] = {"collection": collection}
+    name, _, extra = mode.partition("@")
+    base, _, kv = name.partition(":")
+    lcrag["mode"] = base
+    if extra:
+        lcrag["top_k"] = int(extra)
+    if kv:
+        policy, _, ratio = kv.rpartition("-")
+        lcrag["kv"] = {"policy": policy, "ratio": float(ratio)}
+    return {
+        "model": model,
+        "messages": [{"role": "user", "content": question + ASK_SUFFIX}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": True,
+        "lcrag": lcrag,
+    }
+
+
+def ask(http: httpx.Client, body: dict[str, Any]) -> Reply:
+    """Stream one answer."""
+    started = time.perf_counter()
+    text, meta, first = "", {}, None
+    with http.stream("POST", "/v1/chat/completions", json=body) as response:
+        if response.status_code != 200:
+            response.read()
+            message = response.json().get("error", {}).get("message", response.text[:200])
+            return Reply("", {}, None, (time.perf_counter() - started) * 1000, str(message))
+        for line in response.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            event = json.loads(line[len("data: ") :])
+            meta.update(event.get("lcrag") or {})
+            for choice in event.get("choices") or []:
+                delta = (choice.get("delta") or {}).get("content")
+                if delta:
+                    first = first or time.perf_counter()
+                    text += delta
+    ttft = None if first is None else (first - started) * 1000
+    return Reply(text, meta, ttft, (time.perf_counter() - started) * 1000)
+
+
+def score(dataset: str, item: QAItem, mode: str, reply: Reply) -> Answer:
+    text, meta = reply.text, reply.lcrag
+    kv = meta.get("kv") or {}
+    prompt = meta.get("prompt_tokens")
+    held = prompt
+    if prompt is not None and kv.get("tokens_after") is not None:
+        held = prompt - kv["tokens_before"] + kv["tokens_after"]
+    return Answer(
+        dataset, item.id, mode, text, list(item.answers),
+        max(substring_match(text, gold) for gold in item.answers),
+        max(exact_match(text, gold) for gold in item.answers),
+        max(f1(text, gold) for gold in item.answers),
+        prompt, held, reply.ttft_ms, reply.total_ms, meta.get("route"), kv.get("cache"), reply.error,
+    )  # fmt: skip
+
+
+def bootstrap_ci(values: list[float], seed: int = 0, rounds: int = 1000) -> tuple[float, float]:
+    """The 95 % bootstrap interval of the mean of `values` (resampled with replacement)."""
+    rng = random.Random(seed)
+    means = sorted(statistics.fmean(rng.choices(values, k=len(values))) for _ in range(rounds))
+    return means[int(0.025 * rounds)], means[int(0.975 * rounds) - 1]
+
+
+def summary(answers: list[Answer], bytes_per_token: float | None) -> list[dict[str, Any]]:
+    """One row per (dataset, mode): accuracy with intervals, costs, routes."""
+    rows = []
+    for dataset, mode in dict.fromkeys((a.dataset, a.mode) for a in answers):
+        mine = [a for a in answers if a.dataset == dataset and a.mode == mode]
+        answered = [a for a in mine if a.error is None]
+        substrings = [a.substring for a in mine]
+        low, high = bootstrap_ci(substrings)
+        held = [a.kv_tokens for a in answered if a.kv_tokens is not None]
+        ttfts = [a.ttft_ms for a in answered if a.ttft_ms is not None]
+        routes = [a.route for a in answered if a.route]
+        prompts = [a.prompt_tokens for a in answered if a.prompt_tokens]
+        rows.append(
+            {
+                "dataset": dataset,
+                "mode": mode,
+                "questions": len(mine),
+                "failed": len(mine) - len(answered),
+                "substring": 100 * statistics.fmean(substrings),
+                "ci": (100 * low, 100 * high),
+                "exact": 100 * statistics.fmean(a.exact for a in mine),
+                "f1": 100 * statistics.fmean(a.f1 for a in mine),
+                "prompt_tokens": statistics.fmean(prompts) if prompts else None,
+                "kv_tokens": statistics.fmean(held) if held else None,
+                "kv_mib": statistics.fmean(held) * bytes_per_token / 2**20
+                if held and bytes_per_token
+                else None,
+                "ttft_s": statistics.median(ttfts) / 1000 if ttfts else None,
+                "total_s": statistics.median(a.total_ms for a in answered) / 1000 if answered else None,
+                "routes": {route: routes.count(route) for route in sorted(set(routes))} or None,
+            }
+        )
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| dataset | mode | questions | substring % [95 % CI] | EM % | F1 % | prompt tokens | KV MiB held | "
+        "TTFT s (median) | total s (median) | routes |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        fmt = lambda value, spec: "-" if value is None else format(value, spec)  # noqa: E731
+        routes = ", ".join(f"{k} {v}" for k, v in (r["routes"] or {}).items()) or "-"
+        failed = f" ({r['failed']} failed)" if r["failed"] else ""
+        lines.append(
+            f"| {r['dataset']} | {r['mode']} | {r['questions']}{failed} | {r['substring']:.1f} "
+            f"[{r['ci'][0]:.1f}, {r['ci'][1]:.1f}] | {r['exact']:.1f} | {r['f1']:.1f} | "
+            f"{fmt(r['prompt_tokens'], '.0f')} | {fmt(r['kv_mib'], '.1f')} | {fmt(r['ttft_s'], '.2f')} | "
+            f"{fmt(r['total_s'], '.2f')} | {routes} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """Accuracy vs the KV memory each mode's answers held: the equal-memory comparison."""
+    title = "Accuracy vs KV memory held per answer (SmolLM2-135M)"
+    with accuracy_plot(
+        path, title, "KV cache held per answer (MiB)", "substring accuracy (%)", "lower right"
+    ) as axes:
+        for dataset, marker in zip(dict.fromkeys(r["dataset"] for r in rows), "os^", strict=False):
+            for r in (r for r in rows if r["dataset"] == dataset and r["kv_mib"] is not None):
+                axes.scatter(r["kv_mib"], r["substring"], marker=marker)
+                axes.annotate(f"{r['mode']}", (r["kv_mib"], r["substring"]), fontsize=7,
+                              xytext=(3, 3), textcoords="offset points")  # fmt: skip
+            axes.scatter([], [], marker=marker, color="gray", label=dataset)
+
+
+def kv_bytes_per_token(http: httpx.Client) -> float | None:
+    """From the server's KV pool (None when it runs without lcrag's KV eviction)."""
+    response = http.get("/v1/kv/caches")
+    if response.status_code != 200:
+        return None
+    pool = response.json()
+    return pool["block_bytes"] / pool["block_size"]
+
+
+def main() -> None:
+    parser = eval_parser(__doc__)
+    parser.add_argument("--base-url", default=None, help="A running lcrag server (default: start one).")
+    parser.add_argument("--api-key", default=None)
+    parser.add_argument("--datasets", nargs="+", choices=list(DATASETS), default=list(DATASETS))
+    parser.add_argument("--questions", type=int, default=20, help="Questions per dataset.")
+    parser.add_argument("--context-tokens", type=int, default=6000, help="Paragraph tokens per collection.")
+    parser.add_argument("--top-k", type=int, nargs="+", default=[2, 5])
+    parser.add_argument("--kv", nargs="+", default=["chunkkv-0.75", "kvzip-0.75", "kvzip-0.875"])
+    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="4 questions per dataset, one KV setting.")
+    args = parser.parse_args()
+    if args.quick:
+        args.questions, args.kv = min(args.questions, 4), args.kv[:1]
+    modes = [*(f"rag@{k}" for k in args.top_k), "lc", *(f"lc:{kv}" for kv in args.kv), "auto"]
+
+    from tqdm import tqdm
+    from transformers import AutoTokenizer
+
+    from lcrag import local_server
+    from lcrag.default_model import prepare_default_model
+    from lcrag.settings import Settings
+
+    model_dir = args.model or prepare_default_model(Settings().models_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    count = lambda text: len(tokenizer.encode(text, add_special_tokens=False))  # noqa: E731
+    args.out.mkdir(parents=True, exist_ok=True)
+    cache_path = args.out / "lc_vs_rag.answers.jsonl"
+    done = {}
+    if cache_path.exists():
+        for line in cache_path.read_text().splitlines():
+            cached = Answer(**json.loads(line))
+            done[cached.key] = cached
+    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
+    data_dir = Path(tempfile.mkdtemp(prefix="lcrag-eval-"))
+    serve_args = ["--model", str(model_dir), "--data-dir", str(data_dir)]
+
+    log_path = args.out / "lc_vs_rag.server.log"
+    with local_server.serving(args.base_url, serve_args, log_path) as base_url, cache_path.open("a") as sink:
+        http = httpx.Client(base_url=base_url, headers=headers, timeout=900)
+        served = http.get("/v1/models").json()["data"][0]["id"]
+        bytes_per_token = kv_bytes_per_token(http)
+        work = [
+            g for d in args.datasets for g in groups(d, args.questions, args.context_tokens, count, args.seed)
+        ]
+        progress = tqdm(total=sum(len(g.items) for g in work) * len(modes), desc="answers")
+        for group in work:
+            pending = [
+                (i, m) for i in group.items for m in modes if f"{group.dataset}|{i.id}|{m}" not in done
+            ]
+            progress.update(len(group.items) * len(modes) - len(pending))
+            if not pending:
+                continue
+            upload(http, group, args.seed)
+            for item, mode in pending:
+                body = mode_body(mode, group.name, item.question.strip(), served, args.max_tokens)
+                answer = score(group.dataset, item, mode, ask(http, body))
+                done[answer.key] = answer
+                sink.write(json.dumps(asdict(answer)) + "\n")
+                sink.flush()
+                progress.update(1)
+            http.delete(f"/v1/collections/{group.name}")
+        progress.close()
+    answers = [a for a in done.values() if a.mode in modes and a.dataset in args.datasets]
+    rows = summary(answers, bytes_per_token)
+    command = "python -m evals.lc_vs_rag " + " ".join(sys.argv[1:])
+    (args.out / "lc_vs_rag.json").write_text(json.dumps({"command": command, "summary": rows}, indent=1))
+    (args.out / "lc_vs_rag.md").write_text(f"`{command}`\n\n{markdown(rows)}\n")
+    plot(rows, args.out / "lc_vs_rag.png")
+    print(markdown(rows))
+    print(f"\nWrote {args.out}/lc_vs_rag.json, .md and .png")
+
+
+if __name__ == "__main__":
+    main()
