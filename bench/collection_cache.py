@@ -154,6 +154,7 @@ def measure(
 ) -> ConfigResult:
     control(llm, "drop")
     llm.reset_prefix_cache()
+    released_before = control(llm, "list")["released_under_pressure"]  # counted since the engine started
     build_s = None
     if config.startswith("cache:"):
         policy, _, ratio = config.partition(":")[2].rpartition("-")
@@ -186,7 +187,7 @@ def measure(
         build_s,
         listing["cached_contexts"] if listing else None,
         len(preemptions),
-        listing["released_under_pressure"] if listing else None,
+        listing["released_under_pressure"] - released_before if listing else None,
     )
 
 

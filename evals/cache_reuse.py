@@ -1,10 +1,12 @@
 """Accuracy when one compressed context serves many questions (SCBench's point: eviction that looks at one
 question may lose what the next one needs), on the default model in vLLM, in lcrag's LC prompt format.
 
-Each context gets four questions, each about a different part of it:
-- passkeys: four facts at spread depths in filler prose, "The pass key of the red door is 48213." ... ->
-  "What is the pass key of the red door?"; correct when the answer's first number is the key;
-- records: the same with "Record amber-7 holds the number 60422." -> "Which number does record amber-7 hold?";
+Each context gets four questions:
+- passkey: one pass key at a seeded depth in filler prose, asked in four different wordings (one cache must
+  serve each wording as well as eviction that sees the wording); correct when the answer's first number
+  is the key;
+- passkeys: four keys at spread depths, "The pass key of the red door is 48213." ... -> "What is the pass
+  key of the red door?", one question per key (the bundled 135M model mostly answers the last one);
 - hotpotqa: four HotpotQA dev questions' gold paragraphs and as many of their distractors as fit, shuffled
   (real Wikipedia prose, `evals.datasets`); correct when the normalised gold answer is in the answer.
 Per configuration every question is answered:
@@ -33,7 +35,13 @@ from evals.compression_sweep import FILLER
 from evals.scoring import substring_match
 from rag.context import LcDocument, context_token_ids, lc_messages, lc_turn, prompt_token_ids
 
-TASKS = ("passkeys", "records", "hotpotqa")
+TASKS = ("passkey", "passkeys", "hotpotqa")
+WORDINGS = (
+    "What is the pass key?",
+    "Which number is the pass key?",
+    "Tell me the pass key mentioned in the notes.",
+    "What number should be remembered as the pass key?",
+)
 DEPTHS = (0.15, 0.4, 0.65, 0.9)
 DOORS = ("red door", "blue gate", "green hatch", "white vault")
 DEFAULT_CONFIGS = [
@@ -73,23 +81,23 @@ class Answer:
         return f"{self.config}|{self.task}|{self.length}|{self.seed}|{self.question}"
 
 
-def facts(task: str, rng: random.Random) -> tuple[list[str], list[str], list[str]]:
-    """Four (fact sentence, question, answer) of `task`."""
+def facts(task: str, rng: random.Random) -> tuple[list[str], list[float], list[str], list[str]]:
+    """The fact sentences of `task`, their depths, its four questions and their answers."""
+    if task == "passkey":
+        value = str(rng.randrange(10000, 99999))
+        sentence = f"The pass key is {value}. Remember it. {value} is the pass key. "
+        return (
+            [sentence],
+            [rng.choice(DEPTHS)],
+            [f"{w} Answer with the number only." for w in WORDINGS],
+            [value] * 4,
+        )
     values = [str(rng.randrange(10000, 99999)) for _ in DEPTHS]
-    if task == "passkeys":
-        sentences = [
-            f"The pass key of the {door} is {value}. " for door, value in zip(DOORS, values, strict=True)
-        ]
-        questions = [f"What is the pass key of the {door}?" for door in DOORS]
-    else:
-        names = [
-            f"{rng.choice(('amber', 'cobalt', 'ivory', 'slate'))}-{rng.randrange(10, 99)}" for _ in DEPTHS
-        ]
-        sentences = [
-            f"Record {name} holds the number {value}. " for name, value in zip(names, values, strict=True)
-        ]
-        questions = [f"Which number does record {name} hold?" for name in names]
-    return sentences, [f"{q} Answer with the number only." for q in questions], values
+    sentences = [
+        f"The pass key of the {door} is {value}. " for door, value in zip(DOORS, values, strict=True)
+    ]
+    questions = [f"What is the pass key of the {door}? Answer with the number only." for door in DOORS]
+    return sentences, list(DEPTHS), questions, values
 
 
 def make_context(tokenizer: Any, task: str, length: int, seed: int) -> Context:
@@ -119,17 +127,17 @@ def make_context(tokenizer: Any, task: str, length: int, seed: int) -> Context:
 
 
 def filler_documents(task: str, rng: random.Random, length: int) -> tuple[Any, list[str], list[str], int]:
-    """Four facts at DEPTHS in `units` of filler prose (one document)."""
-    sentences, questions, values = facts(task, rng)
+    """The task's facts at their depths in `units` of filler prose (one document)."""
+    sentences, depths, questions, answers = facts(task, rng)
 
     def documents(units: int) -> list[LcDocument]:
         text = ""
-        for depth, sentence in zip(DEPTHS, sentences, strict=True):
+        for depth, sentence in zip(depths, sentences, strict=True):
             text += FILLER * (round(units * depth) - text.count(FILLER)) + sentence
         text += FILLER * (units - text.count(FILLER))
         return [LcDocument("notes", "notes.txt", text)]
 
-    return documents, questions, values, max(2, length // 10)
+    return documents, questions, answers, max(2, length // 10)
 
 
 def hotpotqa_documents(rng: random.Random) -> tuple[Any, list[str], list[str], int]:
