@@ -60,6 +60,7 @@ class RowWork:
     capture: tuple[int, int] | None  # positions whose queries are kept
     compaction: Compaction | None  # set on the step that completes the compacted span
     score_pass: ScorePass | None  # set on the step that completes a reconstruction pass's prompt
+    pass_key: PassKey | None  # the context's reconstruction scores, for policies scored by passes
 
     def captured_range(self) -> tuple[int, int] | None:
         """This step's positions within `capture`."""
@@ -211,6 +212,11 @@ class KVCompactRunner(CPUModelRunner):
         assert request is not None, f"{request_id}: the scheduler planned eviction the worker cannot parse"
         row = self.input_batch.req_id_to_index[request_id]
         start, end = int(self.query_start_loc.cpu[row]), int(self.query_start_loc.cpu[row + 1])
+        compaction, score_pass = plan.compact.get(request_id), plan.score.get(request_id)
+        context = score_pass.context if score_pass else compaction.length if compaction else None
+        pass_key = None
+        if getattr(request.policy, "needs_reconstruction", False) and context is not None:
+            pass_key = self._kvc_pass_key(state, request.policy, context)
         return RowWork(
             request_id,
             request.policy,
@@ -218,8 +224,9 @@ class KVCompactRunner(CPUModelRunner):
             int(self.positions[start]),
             end - start,
             plan.capture.get(request_id),
-            plan.compact.get(request_id),
-            plan.score.get(request_id),
+            compaction,
+            score_pass,
+            pass_key,
         )
 
     def _kvc_after_attention(self, layer: int, query: torch.Tensor, kv_cache: torch.Tensor, isa: str) -> None:
@@ -249,10 +256,8 @@ class KVCompactRunner(CPUModelRunner):
         every layer is scored); a policy scored by reconstruction passes takes the passes' scores."""
         compaction = work.compaction
         assert compaction is not None
-        if getattr(work.policy, "needs_reconstruction", False):
-            scores = self.kvc_pass_scores.get(
-                self._kvc_pass_key(work.request_id, work.policy, compaction.length)
-            )
+        if work.pass_key is not None:
+            scores = self.kvc_pass_scores.get(work.pass_key)
             if scores is not None and layer in scores:
                 self.kvc_scores.setdefault(work.request_id, {})[layer] = scores[layer]
                 return
@@ -263,23 +268,23 @@ class KVCompactRunner(CPUModelRunner):
         view = LayerView(keys, values, queries, self.kvc_rotary)
         self.kvc_scores.setdefault(work.request_id, {})[layer] = self._kvc_own_scores(work.policy, view)
 
-    def _kvc_pass_key(self, request_id: str, policy: Policy, context: int) -> PassKey:
-        state = self.requests[request_id]
+    @staticmethod
+    def _kvc_pass_key(state: Any, policy: Policy, context: int) -> PassKey:
+        """Whose reconstruction scores these are: adapter, policy with options, the context's tokens."""
         lora = state.lora_request.lora_int_id if state.lora_request else 0
         return lora, policy_spec(policy), context_digest(state.prompt_token_ids[:context])
 
     def _kvc_score_pass(self, work: RowWork, layer: int, kv_cache: torch.Tensor, isa: str) -> None:
         """Add this layer's scores of a reconstruction pass's span to its context's pass scores (the most
         any pass gave each token)."""
-        score_pass = work.score_pass
-        assert score_pass is not None
+        score_pass, key = work.score_pass, work.pass_key
+        assert score_pass is not None and key is not None
         state = self.requests[work.request_id]
         keys, _ = read_kv(kv_cache, state.block_ids[0], state.num_prompt_tokens, isa)
         queries = self._kvc_captured(work.request_id, layer)
         assert queries is not None, f"{work.request_id}: no repeat queries captured"
         view = ReconstructionView(keys, queries, score_pass.span, score_pass.context)
         span_scores = work.policy.pass_scores(view)  # type: ignore[attr-defined]
-        key = self._kvc_pass_key(work.request_id, work.policy, score_pass.context)
         if key not in self.kvc_pass_scores:
             self.kvc_pass_scores[key] = {}
             while len(self.kvc_pass_scores) > PASS_SCORES_KEPT:
