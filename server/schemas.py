@@ -160,6 +160,12 @@ class CompareRequest(StrictModel):
     top_k: int | None = Field(default=None, ge=1, le=100, description="Chunks to retrieve in rag mode.")
     history: list[ChatTurn] = Field(default=[], description="Earlier turns, sent with every mode.")
     stream: bool = Field(default=False, description="Server-sent events, each tagged with its mode.")
+    timing: Literal["concurrent", "isolated"] = Field(
+        default="concurrent",
+        description="'concurrent': the modes run at once and share the engine (fastest overall; each mode's "
+        "times include the others' work); 'isolated': one after another, each timed from its own start, so "
+        "each mode's cost is its own.",
+    )
 
     @model_validator(mode="after")
     def _question_has_text(self) -> CompareRequest:
@@ -182,8 +188,12 @@ class ModeResult(BaseModel):
     citations: list[Citation] = []
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
-    ttft_ms: float | None = Field(default=None, description="From the compare request to the first token.")
-    total_ms: float | None = Field(default=None, description="From the compare request to the last token.")
+    ttft_ms: float | None = Field(
+        default=None, description="To the first token, from the compare request (or the mode's own start)."
+    )
+    total_ms: float | None = Field(
+        default=None, description="To the last token, from the compare request (or the mode's own start)."
+    )
     retrieval_ms: float | None = None
     kv: dict[str, Any] | None = Field(default=None, description="The answer's `lcrag.kv` field, if any.")
     kv_tokens: int | None = Field(default=None, description="Prompt tokens kept in the KV cache (eviction).")

@@ -6,10 +6,12 @@ validation, retrieval or LC assembly, vLLM's handler, the response's `lcrag` fie
 what a client gets, and vLLM batches the concurrent requests. Times are measured here from the moment the
 compare request started, so they include each mode's share of the engine.
 
-A mode that fails (LC over budget, KV eviction not available, ...) gives an error entry; the others still
-answer. JSON: `CompareResponse`. With `stream: true`, server-sent events, each tagged with its mode:
-`{"mode", "type": "delta", "content"}` while answers stream, `{"mode", "type": "result", "result"}` once
-per mode (a `ModeResult`), then `[DONE]`.
+With `timing: "isolated"` the modes run one after another instead, each timed from its own start, so each
+answer's cost is its own (concurrent modes share the engine's steps: a short RAG prompt prefilled beside a
+long LC one starts as late as the LC answer). A mode that fails (LC over budget, KV eviction not available,
+...) gives an error entry; the others still answer. JSON: `CompareResponse`. With `stream: true`,
+server-sent events, each tagged with its mode: `{"mode", "type": "delta", "content"}` while answers
+stream, `{"mode", "type": "result", "result"}` once per mode (a `ModeResult`), then `[DONE]`.
 """
 
 from __future__ import annotations
@@ -69,10 +71,14 @@ async def compare(body: CompareRequest, request: Request) -> Any:
         raise from_rag_error(error, param="collection") from None
     caller = Caller(request)
     model = body.model or services.served_model
+    isolated = body.timing == "isolated"
     if body.stream:
-        return StreamingResponse(stream_events(caller, runs), media_type="text/event-stream")
-    started = time.perf_counter()
-    results = await asyncio.gather(*(caller.run(run, started) for run in runs))
+        return StreamingResponse(stream_events(caller, runs, isolated), media_type="text/event-stream")
+    if isolated:
+        results = [await caller.run(run, time.perf_counter()) for run in runs]
+    else:
+        started = time.perf_counter()
+        results = list(await asyncio.gather(*(caller.run(run, started) for run in runs)))
     return CompareResponse(question=body.question, collection=body.collection, model=model, results=results)
 
 
@@ -197,8 +203,9 @@ def _ms_since(started: float, at: float | None) -> float | None:
     return None if at is None else round((at - started) * 1000.0, 2)
 
 
-async def stream_events(caller: Caller, runs: list[ModeRun]) -> AsyncIterator[bytes]:
-    """Every mode's deltas as they arrive, then its result; `[DONE]` when all modes are done."""
+async def stream_events(caller: Caller, runs: list[ModeRun], isolated: bool = False) -> AsyncIterator[bytes]:
+    """Every mode's deltas as they arrive, then its result; `[DONE]` when all modes are done. Isolated: one
+    mode after another, each timed from its own start."""
     events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     started = time.perf_counter()
 
@@ -206,12 +213,16 @@ async def stream_events(caller: Caller, runs: list[ModeRun]) -> AsyncIterator[by
         async def on_delta(content: str) -> None:
             await events.put({"mode": run.spec, "type": "delta", "content": content})
 
-        result = await caller.run(run, started, on_delta)
+        result = await caller.run(run, time.perf_counter() if isolated else started, on_delta)
         await events.put({"mode": run.spec, "type": "result", "result": result.model_dump(mode="json")})
 
-    tasks = [asyncio.create_task(one(run)) for run in runs]
+    async def in_turn() -> None:
+        for run in runs:
+            await one(run)
+
+    tasks = [asyncio.create_task(in_turn())] if isolated else [asyncio.create_task(one(run)) for run in runs]
     try:
-        remaining = len(tasks)
+        remaining = len(runs)  # one result event per mode
         while remaining:
             event = await events.get()
             remaining -= event["type"] == "result"

@@ -107,6 +107,20 @@ def test_streamed_compare_tags_every_event_with_its_mode(tiny_server: RunningSer
     assert any(e["type"] == "delta" for e in events[:first_result])
 
 
+def test_isolated_timing_runs_the_modes_one_after_another(tiny_server: RunningServer, towns: str) -> None:
+    """Each mode's cost is its own: no mode streams while another runs, each is timed from its own start."""
+    events = stream_compare(
+        tiny_server, question="Tell me about Arlen", collection=towns, modes=["lc", "rag"], timing="isolated"
+    )
+    order = [event["mode"] for event in events]
+    assert order == sorted(order, key=["lc", "rag"].index)  # every lc event before the first rag one
+    results = {e["mode"]: e["result"] for e in events if e["type"] == "result"}
+    assert all(0 < results[m]["ttft_ms"] <= results[m]["total_ms"] for m in ("lc", "rag"))
+    body = compare(tiny_server, question="Tell me about Arlen", collection=towns, modes=["rag", "lc"],
+                   timing="isolated").json()  # fmt: skip
+    assert [r["mode"] for r in body["results"]] == ["rag", "lc"] and all(r["answer"] for r in body["results"])
+
+
 @pytest.mark.parametrize(
     ("body", "status", "param", "phrase"),
     [
@@ -117,6 +131,7 @@ def test_streamed_compare_tags_every_event_with_its_mode(tiny_server: RunningSer
         ({"modes": []}, 400, None, "modes"),
         ({"question": "   "}, 400, None, "question"),
         ({"collection": "nope-nope"}, 404, "collection", "nope-nope"),
+        ({"timing": "fair"}, 400, None, "isolated"),
     ],
 )
 def test_bad_compare_requests_are_openai_style_errors(
