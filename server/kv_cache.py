@@ -67,6 +67,11 @@ class ContextCaches:
         self, context_ids: Sequence[int], kv: KVOptions, model: str | None
     ) -> dict[str, Any] | None:
         """The resident cache of exactly this context, policy, ratio and adapter, if any."""
+        return self._match(await self.describe(), context_ids, kv, model)
+
+    def _match(
+        self, listing: dict[str, Any], context_ids: Sequence[int], kv: KVOptions, model: str | None
+    ) -> dict[str, Any] | None:
         lora = self.lora_request(model)
         wanted = (
             context_digest(context_ids),
@@ -74,7 +79,7 @@ class ContextCaches:
             kv.ratio,
             lora.lora_int_id if lora else 0,
         )
-        for cache in (await self.describe())["caches"]:
+        for cache in listing["caches"]:
             if (cache["digest"], cache["policy"], cache["ratio"], cache["lora"]) == wanted:
                 return cache
         return None
@@ -91,8 +96,11 @@ class ContextCaches:
         digest = context_digest(context_ids)
         lock = self._locks.setdefault(digest, asyncio.Lock())  # one build of a context at a time
         async with lock:
-            if await self.find(context_ids, kv, model) is not None:
-                return 0
+            listing = await self.describe()
+            lora = self.lora_request(model)
+            scored = [lora.lora_int_id if lora else 0, policy_spec(policy), digest]
+            if scored in listing["scored_contexts"] or self._match(listing, context_ids, kv, model):
+                return 0  # the engine keeps this context's scores, or the cache itself
             try:
                 passes = reconstruction_passes(context_ids, self.tokenizer, policy.repeat, self.max_model_len)  # type: ignore[attr-defined]
             except ReconstructionError as error:

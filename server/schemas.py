@@ -259,3 +259,7 @@ class KVCacheList(BaseModel):
     block_bytes: int = Field(description="Bytes of one KV-cache block, all layers.")
     block_size: int = Field(description="Tokens per KV-cache block.")
     released_under_pressure: int = Field(description="Idle caches released for memory since start.")
+    scored_contexts: list[list[int | str]] = Field(
+        default=[],
+        description="[lora, policy, digest] of contexts whose reconstruction scores the engine keeps.",
+    )

@@ -379,5 +379,11 @@ class KVCompactWorker(CPUWorker):
         self.model_runner.kvc_init()
 
     def kvc_control(self, operation: str, arguments: dict[str, Any]) -> Any:
-        """Context caches, for the API server (`control.py`): handed to the scheduler in this process."""
-        return control.dispatch(operation, arguments)
+        """Context caches, for the API server (`control.py`): handed to the scheduler in this process; a
+        listing also names the contexts whose reconstruction scores this runner keeps (a build at another
+        ratio needs no passes)."""
+        result = control.dispatch(operation, arguments)
+        if operation == "list":
+            runner: KVCompactRunner = self.model_runner  # type: ignore[assignment]
+            result["scored_contexts"] = [list(key) for key in runner.kvc_pass_scores]
+        return result

@@ -76,10 +76,14 @@ def test_kvzip_runs_its_reconstruction_passes_then_builds(
     assert built.status_code == 200, built.text
     cache = built.json()
     assert cache["cache"] == "built" and cache["passes"] >= 2 and '"chunk": 4' in cache["policy"]
+    scored = api(tiny_server, "GET", "/v1/kv/caches").json()["scored_contexts"]
+    assert [0, cache["policy"], cache["digest"]] in scored
+    again = api(tiny_server, "PUT", path, json={"policy": "kvzip", "ratio": 0.75, "options": {"chunk": 4}})
+    assert again.json()["cache"] == "built" and again.json()["passes"] == 0  # the scores are kept
     # a model name carries no options: kvzip's defaults are another cache, built by the first question
     answers = [ask(tiny_server, f"{collection}@lc:kvzip-0.5")["cache"] for _ in range(2)]
     assert answers == ["built", "hit"]
-    assert len(api(tiny_server, "GET", path).json()["data"]) == 2
+    assert len(api(tiny_server, "GET", path).json()["data"]) == 3
     api(tiny_server, "DELETE", path)
 
 
