@@ -1,8 +1,10 @@
-"""What the evals share: their command-line basics and the accuracy plot's frame."""
+"""What the evals share: their command-line basics, bootstrap intervals and the accuracy plot's frame."""
 
 from __future__ import annotations
 
 import argparse
+import random
+import statistics
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +17,13 @@ def eval_parser(doc: str | None) -> argparse.ArgumentParser:
     parser.add_argument("--model", type=Path, default=None, help="Model folder (default: the bundled one).")
     parser.add_argument("--out", type=Path, default=Path("out/evals"))
     return parser
+
+
+def bootstrap_ci(values: list[float], seed: int = 0, rounds: int = 1000) -> tuple[float, float]:
+    """The 95 % bootstrap interval of the mean of `values` (resampled with replacement)."""
+    rng = random.Random(seed)
+    means = sorted(statistics.fmean(rng.choices(values, k=len(values))) for _ in range(rounds))
+    return means[int(0.025 * rounds)], means[int(0.975 * rounds) - 1]
 
 
 @contextmanager

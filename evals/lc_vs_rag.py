@@ -17,20 +17,29 @@ The equal-memory plot puts every mode at its accuracy and the KV memory its answ
 
 from __future__ import annotations
 
-import json
 import random
 import re
 import statistics
-import sys
-import tempfile
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from evals.common import accuracy_plot, eval_parser
+from evals.api import (
+    AnswerCache,
+    Reply,
+    add_server_options,
+    ask,
+    kv_bytes_per_token,
+    model_dir,
+    replace_collection,
+    served_model,
+    suite_client,
+    token_counter,
+    write_report,
+)
+from evals.common import accuracy_plot, bootstrap_ci, eval_parser
 from evals.datasets import QAItem, hotpotqa, sample, squad
 from evals.scoring import exact_match, f1, substring_match
 
@@ -45,17 +54,6 @@ class Group:
     dataset: str
     name: str
     items: list[QAItem]
-
-
-@dataclass(frozen=True)
-class Reply:
-    """One streamed answer as it arrived."""
-
-    text: str
-    lcrag: dict[str, Any]  # the response's `lcrag` field
-    ttft_ms: float | None
-    total_ms: float
-    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -101,13 +99,10 @@ def groups(dataset: str, questions: int, context_tokens: int, count_tokens: Any,
 
 def upload(http: httpx.Client, group: Group, seed: int) -> None:
     """The group's collection, made anew: one document per distinct paragraph, in a seeded order."""
-    http.delete(f"/v1/collections/{group.name}")
-    http.post("/v1/collections", json={"name": group.name}).raise_for_status()
     paragraphs = {p.title: p for item in group.items for p in item.paragraphs}
     order = sorted(paragraphs)
     random.Random(seed).shuffle(order)
-    files = [("files", (file_name(title), paragraphs[title].text.encode(), "text/plain")) for title in order]
-    http.post(f"/v1/collections/{group.name}/documents", files=files).raise_for_status()
+    replace_collection(http, group.name, [(file_name(title), paragraphs[title].text) for title in order])
 
 
 def file_name(title: str) -> str:
@@ -136,29 +131,6 @@ def mode_body(mode: str, collection: str, question: str, model: str, max_tokens:
     }
 
 
-def ask(http: httpx.Client, body: dict[str, Any]) -> Reply:
-    """Stream one answer."""
-    started = time.perf_counter()
-    text, meta, first = "", {}, None
-    with http.stream("POST", "/v1/chat/completions", json=body) as response:
-        if response.status_code != 200:
-            response.read()
-            message = response.json().get("error", {}).get("message", response.text[:200])
-            return Reply("", {}, None, (time.perf_counter() - started) * 1000, str(message))
-        for line in response.iter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            event = json.loads(line[len("data: ") :])
-            meta.update(event.get("lcrag") or {})
-            for choice in event.get("choices") or []:
-                delta = (choice.get("delta") or {}).get("content")
-                if delta:
-                    first = first or time.perf_counter()
-                    text += delta
-    ttft = None if first is None else (first - started) * 1000
-    return Reply(text, meta, ttft, (time.perf_counter() - started) * 1000)
-
-
 def score(dataset: str, item: QAItem, mode: str, reply: Reply) -> Answer:
     text, meta = reply.text, reply.lcrag
     kv = meta.get("kv") or {}
@@ -173,13 +145,6 @@ def score(dataset: str, item: QAItem, mode: str, reply: Reply) -> Answer:
         max(f1(text, gold) for gold in item.answers),
         prompt, held, reply.ttft_ms, reply.total_ms, meta.get("route"), kv.get("cache"), reply.error,
     )  # fmt: skip
-
-
-def bootstrap_ci(values: list[float], seed: int = 0, rounds: int = 1000) -> tuple[float, float]:
-    """The 95 % bootstrap interval of the mean of `values` (resampled with replacement)."""
-    rng = random.Random(seed)
-    means = sorted(statistics.fmean(rng.choices(values, k=len(values))) for _ in range(rounds))
-    return means[int(0.025 * rounds)], means[int(0.975 * rounds) - 1]
 
 
 def summary(answers: list[Answer], bytes_per_token: float | None) -> list[dict[str, Any]]:
@@ -250,19 +215,9 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
             axes.scatter([], [], marker=marker, color="gray", label=dataset)
 
 
-def kv_bytes_per_token(http: httpx.Client) -> float | None:
-    """From the server's KV pool (None when it runs without lcrag's KV eviction)."""
-    response = http.get("/v1/kv/caches")
-    if response.status_code != 200:
-        return None
-    pool = response.json()
-    return pool["block_bytes"] / pool["block_size"]
-
-
 def main() -> None:
     parser = eval_parser(__doc__)
-    parser.add_argument("--base-url", default=None, help="A running lcrag server (default: start one).")
-    parser.add_argument("--api-key", default=None)
+    add_server_options(parser)
     parser.add_argument("--datasets", nargs="+", choices=list(DATASETS), default=list(DATASETS))
     parser.add_argument("--questions", type=int, default=20, help="Questions per dataset.")
     parser.add_argument("--context-tokens", type=int, default=6000, help="Paragraph tokens per collection.")
@@ -277,30 +232,11 @@ def main() -> None:
     modes = [*(f"rag@{k}" for k in args.top_k), "lc", *(f"lc:{kv}" for kv in args.kv), "auto"]
 
     from tqdm import tqdm
-    from transformers import AutoTokenizer
 
-    from lcrag import local_server
-    from lcrag.default_model import prepare_default_model
-    from lcrag.settings import Settings
-
-    model_dir = args.model or prepare_default_model(Settings().models_dir)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    count = lambda text: len(tokenizer.encode(text, add_special_tokens=False))  # noqa: E731
-    args.out.mkdir(parents=True, exist_ok=True)
-    cache_path = args.out / "lc_vs_rag.answers.jsonl"
-    done = {}
-    if cache_path.exists():
-        for line in cache_path.read_text().splitlines():
-            cached = Answer(**json.loads(line))
-            done[cached.key] = cached
-    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
-    data_dir = Path(tempfile.mkdtemp(prefix="lcrag-eval-"))
-    serve_args = ["--model", str(model_dir), "--data-dir", str(data_dir)]
-
-    log_path = args.out / "lc_vs_rag.server.log"
-    with local_server.serving(args.base_url, serve_args, log_path) as base_url, cache_path.open("a") as sink:
-        http = httpx.Client(base_url=base_url, headers=headers, timeout=900)
-        served = http.get("/v1/models").json()["data"][0]["id"]
+    count = token_counter(model_dir(args))
+    answers = AnswerCache(args.out / "lc_vs_rag.answers.jsonl", Answer, lambda answer: answer.key)
+    with suite_client(args, "lc_vs_rag") as http, answers.open():
+        served = served_model(http)
         bytes_per_token = kv_bytes_per_token(http)
         work = [
             g for d in args.datasets for g in groups(d, args.questions, args.context_tokens, count, args.seed)
@@ -308,7 +244,7 @@ def main() -> None:
         progress = tqdm(total=sum(len(g.items) for g in work) * len(modes), desc="answers")
         for group in work:
             pending = [
-                (i, m) for i in group.items for m in modes if f"{group.dataset}|{i.id}|{m}" not in done
+                (i, m) for i in group.items for m in modes if f"{group.dataset}|{i.id}|{m}" not in answers
             ]
             progress.update(len(group.items) * len(modes) - len(pending))
             if not pending:
@@ -316,18 +252,13 @@ def main() -> None:
             upload(http, group, args.seed)
             for item, mode in pending:
                 body = mode_body(mode, group.name, item.question.strip(), served, args.max_tokens)
-                answer = score(group.dataset, item, mode, ask(http, body))
-                done[answer.key] = answer
-                sink.write(json.dumps(asdict(answer)) + "\n")
-                sink.flush()
+                answers.add(score(group.dataset, item, mode, ask(http, body)))
                 progress.update(1)
             http.delete(f"/v1/collections/{group.name}")
         progress.close()
-    answers = [a for a in done.values() if a.mode in modes and a.dataset in args.datasets]
-    rows = summary(answers, bytes_per_token)
-    command = "python -m evals.lc_vs_rag " + " ".join(sys.argv[1:])
-    (args.out / "lc_vs_rag.json").write_text(json.dumps({"command": command, "summary": rows}, indent=1))
-    (args.out / "lc_vs_rag.md").write_text(f"`{command}`\n\n{markdown(rows)}\n")
+    chosen = [a for a in answers.answers.values() if a.mode in modes and a.dataset in args.datasets]
+    rows = summary(chosen, bytes_per_token)
+    write_report(args.out, "lc_vs_rag", rows, markdown(rows))
     plot(rows, args.out / "lc_vs_rag.png")
     print(markdown(rows))
     print(f"\nWrote {args.out}/lc_vs_rag.json, .md and .png")

@@ -37,6 +37,11 @@ def uses_context_cache(kv: KVOptions | None) -> bool:
     return kv is not None and kv.cache is not False and kv.policy_object().query_agnostic
 
 
+def needs_reconstruction(kv: KVOptions) -> bool:
+    """The policy scores with reconstruction passes (KVzip), which must run before its compression."""
+    return bool(getattr(kv.policy_object(), "needs_reconstruction", False))
+
+
 @dataclass
 class ContextCaches:
     engine: Any  # vLLM's engine client (AsyncLLM)
@@ -87,12 +92,12 @@ class ContextCaches:
     async def prepare(
         self, context_ids: Sequence[int], kv: KVOptions, model: str | None, param: str = "lcrag.kv"
     ) -> int:
-        """Before a request builds a cache: a policy that scores by reconstruction gets its passes run, unless
-        the cache is resident already; a context too long for them is a 400 naming `param`. Returns the
-        passes run."""
-        policy = kv.policy_object()
-        if not getattr(policy, "needs_reconstruction", False):
+        """Before a request compresses `context_ids` (a collection's context, or a whole prompt): a policy
+        that scores by reconstruction gets its passes run, unless the engine keeps their scores or the cache
+        is resident already; a context too long for them is a 400 naming `param`. Returns the passes run."""
+        if not needs_reconstruction(kv):
             return 0
+        policy = kv.policy_object()
         digest = context_digest(context_ids)
         lock = self._locks.setdefault(digest, asyncio.Lock())  # one build of a context at a time
         async with lock:

@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from compression import registry
 from compression.vllm_integration.options import to_extra_args
 from rag.context import Message as ChatMessage
+from rag.context import prompt_token_ids
 from rag.errors import RagError
 from server import loopback
 from server.augment import ResponseExtras, augmenting_send
@@ -40,7 +41,7 @@ from server.errors import (
     send_error,
     validation_error,
 )
-from server.kv_cache import uses_context_cache
+from server.kv_cache import needs_reconstruction, uses_context_cache
 from server.modes import MODEL_NAME_SEPARATOR, PreparedPrompt, apply_model_name, prepare
 from server.schemas import KVOptions, LcragOptions
 from server.services import Services
@@ -110,7 +111,7 @@ class LcragOptionsMiddleware:
             payload["messages"] = prepared.messages
         if kv is not None:
             try:
-                xargs = await self._kv_extra_args(kv, prepared, payload.get("model"))
+                xargs = await self._kv_extra_args(kv, prepared, payload)
             except ApiError as error:
                 await send_error(error, scope, receive, send)
                 return
@@ -168,19 +169,24 @@ class LcragOptionsMiddleware:
         return kv
 
     async def _kv_extra_args(
-        self, kv: KVOptions, prepared: PreparedPrompt | None, model: Any
+        self, kv: KVOptions, prepared: PreparedPrompt | None, payload: dict[str, Any]
     ) -> dict[str, Any]:
         """Eviction of this request's prompt; for an LC prompt with a query-agnostic policy, of its
-        collection's context as a shared cache instead (after the policy's reconstruction passes, if it
-        needs them and the cache is not resident)."""
+        collection's context as a shared cache instead. A policy scored by reconstruction passes gets them
+        run first, over the context (unless its cache is resident) or over the whole prompt."""
         caches = self.services.context_caches if self.services is not None else None
+        model = str(payload["model"]) if payload.get("model") else None
         context = prepared.context_ids if prepared is not None else None
-        if caches is None or context is None or prepared is None or not uses_context_cache(kv):
+        if caches is None:
             return kv_extra_args(kv)
-        await caches.prepare(context, kv, str(model) if model else None)
-        return to_extra_args(
-            kv.policy, kv.ratio, kv.all_options(), context=len(context), label=prepared.collection
-        )
+        if context is not None and prepared is not None and uses_context_cache(kv):
+            await caches.prepare(context, kv, model)
+            return to_extra_args(
+                kv.policy, kv.ratio, kv.all_options(), context=len(context), label=prepared.collection
+            )
+        if needs_reconstruction(kv):
+            await caches.prepare(whole_prompt_ids(caches.tokenizer, payload, kv.policy), kv, model)
+        return kv_extra_args(kv)
 
     async def _generate(
         self, scope: Scope, payload: dict[str, Any], messages: list[ChatMessage], max_tokens: int
@@ -222,6 +228,22 @@ def parse_lcrag_options(raw: Any) -> LcragOptions:
                 param=f"{LCRAG_FIELD}.kv.cache",
             )
     return options
+
+
+def whole_prompt_ids(tokenizer: Any, payload: dict[str, Any], policy: str) -> list[int]:
+    """The chat request's prompt tokens as vLLM renders them, for reconstruction passes over all of it; a 400
+    for a request lcrag cannot render (not chat, or messages that are not plain text)."""
+    messages = payload.get("messages")
+    if not isinstance(messages, list) or not all(
+        isinstance(m, dict) and isinstance(m.get("content"), str) for m in messages
+    ):
+        raise BadRequestError(
+            f"KV policy {policy!r} scores the prompt with reconstruction passes, which lcrag runs for "
+            f"{CHAT_PATH} requests whose messages are plain text; send it that way, or use another policy "
+            "(GET /v1/kv/policies).",
+            param=f"{LCRAG_FIELD}.kv.policy",
+        )
+    return prompt_token_ids(tokenizer, messages)
 
 
 def kv_extra_args(kv: KVOptions) -> dict[str, Any]:

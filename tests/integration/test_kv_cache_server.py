@@ -6,10 +6,14 @@ requests are 4xx naming the field. The tiny server runs vLLM's default CPU block
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import httpx
 import pytest
+from transformers import AutoTokenizer
 
+from compression.vllm_integration.options import context_digest
+from rag.context import prompt_token_ids
 from tests.conftest import RunningServer
 
 pytestmark = pytest.mark.integration
@@ -85,6 +89,33 @@ def test_kvzip_runs_its_reconstruction_passes_then_builds(
     assert answers == ["built", "hit"]
     assert len(api(tiny_server, "GET", path).json()["data"]) == 3
     api(tiny_server, "DELETE", path)
+
+
+def test_kvzip_without_a_cache_scores_the_whole_prompt_by_its_own_passes(
+    tiny_server: RunningServer, collection: str, tiny_model_dir: Path
+) -> None:
+    """Question inside: `cache: false` on an LC request, or a plain chat, runs the passes over the whole
+    prompt, whose scores the engine then keeps (the policy never falls back to keeping recent tokens)."""
+    kv = {"policy": "kvzip", "ratio": 0.5, "options": {"chunk": 4}}
+    messages = [{"role": "user", "content": TEXT[:600] + " What did he count?"}]
+    bodies = [
+        {"messages": [{"role": "user", "content": "What did he count?"}],
+         "lcrag": {"collection": collection, "mode": "lc", "kv": {**kv, "cache": False}}},
+        {"messages": messages, "lcrag": {"kv": kv}},
+    ]  # fmt: skip
+    for body in bodies:
+        body = {"model": tiny_server.model, "max_tokens": 4, **body}
+        response = api(tiny_server, "POST", "/v1/chat/completions", json=body)
+        assert response.status_code == 200, response.text
+        stats = response.json()["lcrag"]["kv"]
+        assert stats.get("cache") in (None, "none") and 0 < stats["tokens_after"] < stats["tokens_before"]
+    scored = api(tiny_server, "GET", "/v1/kv/caches").json()["scored_contexts"]
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    assert context_digest(prompt_token_ids(tokenizer, messages)) in [digest for _, _, digest in scored]
+    assert "failed to score" not in tiny_server.log_path.read_text()
+    plain = {"model": tiny_server.model, "prompt": "Hello", "max_tokens": 2, "lcrag": {"kv": kv}}
+    completion = api(tiny_server, "POST", "/v1/completions", json=plain)
+    assert completion.status_code == 400 and completion.json()["error"]["param"] == "lcrag.kv.policy"
 
 
 def test_changing_the_documents_drops_the_collections_caches(

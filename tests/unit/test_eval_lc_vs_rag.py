@@ -1,8 +1,10 @@
 """The lc-vs-rag suite's pieces: question groups sized to the collection budget, one chat request per mode,
 scores and the KV memory an answer held, bootstrap intervals."""
 
+from evals.api import Reply
+from evals.common import bootstrap_ci
 from evals.datasets import Paragraph, QAItem
-from evals.lc_vs_rag import Reply, bootstrap_ci, file_name, groups, mode_body, score, summary
+from evals.lc_vs_rag import file_name, groups, mode_body, score, summary
 
 ITEM = QAItem("q1", "Who built it?", ("Gustave Eiffel", "Eiffel"), (Paragraph("Tower", "Built by Eiffel."),),
               frozenset({"Tower"}))  # fmt: skip
