@@ -21,8 +21,19 @@ def eval_parser(doc: str | None) -> argparse.ArgumentParser:
 
 def bootstrap_ci(values: list[float], seed: int = 0, rounds: int = 1000) -> tuple[float, float]:
     """The 95 % bootstrap interval of the mean of `values` (resampled with replacement)."""
+    return stratified_bootstrap_ci([values], seed, rounds)
+
+
+def stratified_bootstrap_ci(
+    groups: list[list[float]], seed: int = 0, rounds: int = 1000
+) -> tuple[float, float]:
+    """The 95 % bootstrap interval of the mean of the groups' means, each group resampled on its own (so
+    every group, a benchmark's task say, keeps its weight)."""
     rng = random.Random(seed)
-    means = sorted(statistics.fmean(rng.choices(values, k=len(values))) for _ in range(rounds))
+    means = sorted(
+        statistics.fmean(statistics.fmean(rng.choices(group, k=len(group))) for group in groups)
+        for _ in range(rounds)
+    )
     return means[int(0.025 * rounds)], means[int(0.975 * rounds) - 1]
 
 

@@ -21,6 +21,7 @@ string_match_part for qa_1 and qa_2. Needle depths are uniform in [0, 1) over se
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import random
 import re
@@ -111,10 +112,19 @@ def _value(kind: str, rng: random.Random) -> str:
 
 
 def _insert(pieces: list[str], needles: list[str], depths: list[float]) -> list[str]:
-    """`pieces` with each needle inserted at its depth (a share of the pieces before it)."""
+    """`pieces` with each needle inserted at the piece boundary nearest its depth (a share of the pieces'
+    characters, which tokens follow closely)."""
+    ends = list(itertools.accumulate(len(piece) + 1 for piece in pieces))
+    total = ends[-1] if ends else 0
     placed = list(pieces)
     for depth, needle in sorted(zip(depths, needles, strict=True), reverse=True):
-        placed.insert(round(depth * len(pieces)), needle)
+        index = bisect.bisect_left(ends, depth * total)  # the piece the depth falls in
+        if (
+            index < len(pieces)
+            and depth * total - (ends[index] - len(pieces[index]) - 1) > len(pieces[index]) / 2
+        ):
+            index += 1  # nearer its end than its start
+        placed.insert(index, needle)
     return placed
 
 

@@ -1,0 +1,251 @@
+"""RULER on lcrag's in-vLLM KV eviction through a server's HTTP API, in the protocol of kvpress's leaderboard:
+RULER's 13 tasks (`evals.ruler_tasks`) at the served model's context lengths, each policy at each
+compression ratio, scored with RULER's string_match_all / string_match_part.
+
+Every sample is a one-document collection (the task's instructions and haystack) and a question asked in
+`lc` mode. Configurations:
+- `none`: no eviction (ratio 0);
+- `<policy>:<ratio>`: the question inside the compressed prompt (per-request eviction, `kv.cache` false;
+  a reconstruction policy such as kvzip runs its passes over the whole prompt);
+- `cache:<policy>:<ratio>` (query-agnostic policies only): the question outside, the collection's context
+  compressed once as a shared cache, as lcrag serves follow-up questions.
+Scores are averaged per task, then over tasks (RULER's average), with bootstrap 95 % intervals. Writes
+ruler.json, ruler.md (average and per-task tables) and ruler.png (score vs ratio per policy).
+
+    python -m evals.ruler --out out/evals                       # 13 tasks x 4K and 7K: hours on 2 cores
+    python -m evals.ruler --quick --out out/evals               # 2K tokens, one sample, a few minutes
+    python -m evals.ruler --lengths 4000 --samples 2 --policies snapkv kvzip --ratios 0.5 0.875
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from evals.api import (
+    AnswerCache,
+    Reply,
+    add_server_options,
+    ask,
+    model_dir,
+    replace_collection,
+    served_model,
+    suite_client,
+    token_counter,
+    write_report,
+)
+from evals.common import accuracy_plot, eval_parser, stratified_bootstrap_ci
+from evals.ruler_tasks import TASKS, Sample, generate
+from rag.context import LC_DOCUMENT_HEADER_TOKENS, LC_TEMPLATE_TOKENS
+
+DEFAULT_POLICIES = ["snapkv", "chunkkv", "kvzip", "expected_attention", "knorm"]
+DEFAULT_RATIOS = [0.25, 0.5, 0.75, 0.875]
+QUICK_CONFIGS = ["none", "snapkv:0.75", "cache:kvzip:0.75"]
+
+
+@dataclass(frozen=True)
+class Answer:
+    config: str
+    task: str
+    length: int
+    seed: int
+    answer: str
+    expected: list[str]
+    score: float
+    kv_tokens_before: int | None
+    kv_tokens_after: int | None
+    cache: str | None
+    ttft_ms: float | None
+    error: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.config}|{self.task}|{self.length}|{self.seed}"
+
+
+def configurations(policies: Sequence[str], ratios: Sequence[float], agnostic: set[str]) -> list[str]:
+    """`none`, each policy at each ratio with the question inside, and query-agnostic ones also cached."""
+    inside = [f"{policy}:{ratio}" for policy in policies for ratio in ratios]
+    cached = [f"cache:{policy}:{ratio}" for policy in policies if policy in agnostic for ratio in ratios]
+    return ["none", *inside, *cached]
+
+
+def chat_body(config: str, collection: str, question: str, model: str, max_tokens: int) -> dict[str, Any]:
+    """The `lc` request that answers `question` under `config`."""
+    lcrag: dict[str, Any] = {"collection": collection, "mode": "lc"}
+    policy, ratio, cached = parse_config(config)
+    if policy is not None:
+        lcrag["kv"] = {"policy": policy, "ratio": ratio, "cache": cached}
+    return {
+        "model": model,
+        "messages": [{"role": "user", "content": question}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": True,
+        "lcrag": lcrag,
+    }
+
+
+def score(config: str, sample: Sample, reply: Reply) -> Answer:
+    kv = reply.lcrag.get("kv") or {}
+    return Answer(
+        config, sample.task, sample.length, sample.seed, reply.text, list(sample.answers),
+        sample.score(reply.text) if reply.error is None else 0.0,
+        kv.get("tokens_before"), kv.get("tokens_after"), kv.get("cache"), reply.ttft_ms, reply.error,
+    )  # fmt: skip
+
+
+def parse_config(config: str) -> tuple[str | None, float, bool]:
+    """(policy, ratio, cached): `none` -> (None, 0, False), `snapkv:0.5` -> ("snapkv", 0.5, False),
+    `cache:kvzip:0.5` -> ("kvzip", 0.5, True)."""
+    if config == "none":
+        return None, 0.0, False
+    rest = config.removeprefix("cache:")
+    policy, _, ratio = rest.rpartition(":")
+    return policy, float(ratio), rest != config
+
+
+def summary(answers: Sequence[Answer], tasks: Sequence[str]) -> list[dict[str, Any]]:
+    """One row per (config, length): RULER's average over tasks with its interval, and each task's score."""
+    rows = []
+    for config, length in dict.fromkeys((a.config, a.length) for a in answers):
+        mine = [a for a in answers if a.config == config and a.length == length]
+        by_task = {
+            task: [a.score for a in mine if a.task == task]
+            for task in tasks
+            if any(a.task == task for a in mine)
+        }
+        per_task = {task: 100 * statistics.fmean(scores) for task, scores in by_task.items()}
+        low, high = stratified_bootstrap_ci(list(by_task.values()))
+        rows.append(
+            {
+                "config": config,
+                "length": length,
+                "samples": len(mine),
+                "failed": sum(a.error is not None for a in mine),
+                "average": statistics.fmean(per_task.values()),
+                "ci": (100 * low, 100 * high),
+                "tasks": per_task,
+            }
+        )
+    return rows
+
+
+def markdown(rows: Sequence[dict[str, Any]], tasks: Sequence[str]) -> str:
+    shown = [task for task in tasks if any(task in row["tasks"] for row in rows)]
+    lines = [
+        "| config | length | samples | average % [95 % CI] | " + " | ".join(shown) + " |",
+        "|---|---:|---:|---|" + "---:|" * len(shown),
+    ]
+    for row in rows:
+        failed = f" ({row['failed']} failed)" if row["failed"] else ""
+        scores = " | ".join(f"{row['tasks'][task]:.0f}" if task in row["tasks"] else "-" for task in shown)
+        lines.append(
+            f"| {row['config']} | {row['length']} | {row['samples']}{failed} | {row['average']:.1f} "
+            f"[{row['ci'][0]:.1f}, {row['ci'][1]:.1f}] | {scores} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(rows: Sequence[dict[str, Any]], path: Path) -> None:
+    """RULER's average vs compression ratio, a curve per policy (cached: question outside) and length."""
+    with accuracy_plot(
+        path, "RULER vs KV compression (SmolLM2-135M)", "compression ratio", "RULER average (%)"
+    ) as axes:
+        for length in sorted({row["length"] for row in rows}):
+            baseline = next(
+                (row["average"] for row in rows if row["config"] == "none" and row["length"] == length), None
+            )
+            curves: dict[str, list[tuple[float, float]]] = {}
+            for row in (row for row in rows if row["length"] == length and row["config"] != "none"):
+                policy, ratio, cached = parse_config(row["config"])
+                name = f"{policy} cached" if cached else str(policy)
+                curves.setdefault(name, []).append((ratio, row["average"]))
+            for name, points in curves.items():
+                points = sorted(([(0.0, baseline)] if baseline is not None else []) + points)
+                style = "--" if name.endswith("cached") else "-"
+                axes.plot(*zip(*points, strict=True), style, marker="o", label=f"{name} ({length})")
+
+
+def run(
+    http: httpx.Client,
+    answers: AnswerCache[Answer],
+    samples: Sequence[Sample],
+    configs: Sequence[str],
+    max_tokens: int,
+) -> None:
+    """Answer every sample in every configuration not cached yet, one request at a time."""
+    from tqdm import tqdm
+
+    model = served_model(http)
+    progress = tqdm(total=len(samples) * len(configs), desc="ruler answers")
+    for sample in samples:
+        pending = [c for c in configs if f"{c}|{sample.task}|{sample.length}|{sample.seed}" not in answers]
+        progress.update(len(configs) - len(pending))
+        if not pending:
+            continue
+        collection = f"ruler-{sample.task.replace('_', '-')}-{sample.length}-{sample.seed}"
+        replace_collection(http, collection, [("context.txt", sample.context)])
+        for config in pending:
+            body = chat_body(config, collection, sample.question, model, max_tokens)
+            answers.add(score(config, sample, ask(http, body)))
+            progress.update(1)
+        http.delete(f"/v1/collections/{collection}")
+    progress.close()
+
+
+def query_agnostic(http: httpx.Client) -> set[str]:
+    policies = http.get("/v1/kv/policies").json()["data"]
+    return {policy["name"] for policy in policies if policy.get("query_agnostic")}
+
+
+def main() -> None:
+    parser = eval_parser(__doc__)
+    add_server_options(parser)
+    parser.add_argument("--lengths", type=int, nargs="+", default=[4000, 7000], help="Prompt tokens.")
+    parser.add_argument("--samples", type=int, default=4, help="Samples per task and length.")
+    parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
+    parser.add_argument("--policies", nargs="+", default=DEFAULT_POLICIES)
+    parser.add_argument("--ratios", type=float, nargs="+", default=DEFAULT_RATIOS)
+    parser.add_argument(
+        "--configs", nargs="+", default=None, help="Exact configurations (overrides the two above)."
+    )
+    parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument(
+        "--quick", action="store_true", help=f"2K tokens, one sample, {' '.join(QUICK_CONFIGS)}."
+    )
+    args = parser.parse_args()
+    if args.quick:
+        args.lengths, args.samples, args.configs = [2000], 1, args.configs or QUICK_CONFIGS
+
+    count_text = token_counter(model_dir(args))
+    around = LC_TEMPLATE_TOKENS + LC_DOCUMENT_HEADER_TOKENS  # lcrag's LC prompt around the document
+    samples = [
+        generate(task, length, seed, lambda text: count_text(text) + around)
+        for length in args.lengths
+        for task in args.tasks
+        for seed in range(args.samples)
+    ]
+    answers = AnswerCache(args.out / "ruler.answers.jsonl", Answer, lambda answer: answer.key)
+    with suite_client(args, "ruler") as http, answers.open():
+        configs = args.configs or configurations(args.policies, args.ratios, query_agnostic(http))
+        run(http, answers, samples, configs, args.max_tokens)
+    wanted = {(s.task, s.length, s.seed) for s in samples}
+    chosen = [
+        a for a in answers.answers.values() if a.config in configs and (a.task, a.length, a.seed) in wanted
+    ]
+    rows = summary(chosen, args.tasks)
+    table = markdown(rows, args.tasks)
+    write_report(args.out, "ruler", rows, table)
+    plot(rows, args.out / "ruler.png")
+    print(table)
+    print(f"\nWrote {args.out}/ruler.json, .md and .png")
+
+
+if __name__ == "__main__":
+    main()
