@@ -4,6 +4,9 @@ The page asks every column from one listener. Gradio's page runs the listeners o
 another, each reading its inputs only when it starts, so separate listeners would answer one column at a
 time and could read a question typed after the click. One listener reads the inputs once; here each
 column streams in its own thread and the listener redraws the page after every event of any column.
+With `one_at_a_time` (the page's default) one thread asks the columns in turn instead, so each column's
+time to first token and latency are its own, not shared with the prefills of the others (the engine runs
+concurrent requests in the same steps).
 """
 
 from __future__ import annotations
@@ -88,15 +91,19 @@ class Question:
 
 
 def merged_events(
-    client: LcragClient, question: Question, asks: Sequence[ColumnAsk]
+    client: LcragClient, question: Question, asks: Sequence[ColumnAsk], one_at_a_time: bool = False
 ) -> Iterator[tuple[str, Event]]:
     """Every column's events as `(column key, event)` in arrival order, each stream closed by an `end` event;
-    a stream that fails gives a `failure` event with a readable message first. Closing the iterator stops
-    reading the streams that are still open."""
+    a stream that fails gives a `failure` event with a readable message first. The columns stream at once,
+    or with `one_at_a_time` one after another in order. Closing the iterator stops reading the streams that
+    are still open."""
     arrivals: queue.Queue[tuple[str, Event]] = queue.Queue()
     stop = threading.Event()
 
     def pump(ask: ColumnAsk) -> None:
+        if stop.is_set():
+            arrivals.put((ask.key, {"type": "end"}))
+            return
         try:
             history = views.history_of(ask.chat)
             for event in client.compare_stream(
@@ -113,8 +120,14 @@ def merged_events(
         finally:
             arrivals.put((ask.key, {"type": "end"}))
 
-    for ask in asks:
-        threading.Thread(target=pump, args=(ask,), name=f"lcrag-ui-{ask.key}", daemon=True).start()
+    def pump_in_turn(group: Sequence[ColumnAsk]) -> None:
+        for ask in group:
+            pump(ask)
+
+    groups = [list(asks)] if one_at_a_time else [[ask] for ask in asks]
+    for group in groups:
+        name = f"lcrag-ui-{'-'.join(ask.key for ask in group)}"
+        threading.Thread(target=pump_in_turn, args=(group,), name=name, daemon=True).start()
     open_streams = len(asks)
     try:
         while open_streams:

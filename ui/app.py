@@ -142,11 +142,13 @@ def ask(
     compressed_on: bool,
     policy: str | None,
     ratio: float,
+    one_at_a_time: bool,
     chat_a: list[dict[str, Any]] | None,
     chat_b: list[dict[str, Any]] | None,
     chat_c: list[dict[str, Any]] | None,
 ) -> Iterator[list[Any]]:
-    """Every column answers `question` at once, each in its mode with its own history, streamed.
+    """Every column answers `question`, each in its mode with its own history, streamed: all at once, or
+    with `one_at_a_time` one after another so that each column's costs are its own (`ui.answers`).
 
     Yields the status line, then each column's outputs (`AnswerColumn.outputs`), after every event of any
     column; a column without a mode is left as it was. A missing question or collection is only a status line.
@@ -171,7 +173,7 @@ def ask(
 
     yield page()
     shared = Question(question, collection or "", model, max_tokens)
-    for key, event in merged_events(client, shared, asks):
+    for key, event in merged_events(client, shared, asks, one_at_a_time):
         answers[key].absorb(event)
         yield page()
 
@@ -221,6 +223,7 @@ class Sidebar:
     compressed_on: gr.Checkbox
     policy: gr.Dropdown
     ratio: gr.Slider
+    one_at_a_time: gr.Checkbox
 
 
 def _sidebar() -> Sidebar:
@@ -241,8 +244,11 @@ def _sidebar() -> Sidebar:
     compressed_on = gr.Checkbox(label="Add an LC + KV compression column", value=False)
     policy = gr.Dropdown(label="Eviction policy", choices=[], visible=False, allow_custom_value=True)
     ratio = gr.Slider(0.05, 0.95, value=0.75, step=0.05, label="Evicted fraction", visible=False)
+    one_at_a_time = gr.Checkbox(
+        label="Time each mode alone (columns answer one after another)", value=True, elem_id="one-at-a-time"
+    )
     return Sidebar(collection, collection_info, new_name, create, files, upload_report, model, max_tokens,
-                   compressed_on, policy, ratio)  # fmt: skip
+                   compressed_on, policy, ratio, one_at_a_time)  # fmt: skip
 
 
 def _wire_sidebar(demo: gr.Blocks, client: LcragClient, side: Sidebar, status: gr.Markdown,
@@ -313,7 +319,8 @@ def build(client: LcragClient) -> gr.Blocks:
             [ask_button.click, question.submit],
             partial(ask, client),
             [question, side.collection, side.model, side.max_tokens, mode_a, mode_b,
-             side.compressed_on, side.policy, side.ratio, *(column.chat for column in columns)],
+             side.compressed_on, side.policy, side.ratio, side.one_at_a_time,
+             *(column.chat for column in columns)],
             [status, *(widget for column in columns for widget in column.outputs)],
             api_name="ask",
         )  # fmt: skip

@@ -61,10 +61,11 @@ def ask_args(
     modes: tuple[str | None, str | None] = ("rag", "lc"),
     compression: tuple[bool, str, float] = COMPRESSION_OFF,
     chats: tuple[list[Any], list[Any], list[Any]] = ([], [], []),
+    one_at_a_time: bool = True,
 ) -> tuple[Any, ...]:
     """The `/ask` inputs: question, collection, model, answer tokens, the two modes, the compression column's
-    switch, policy and ratio, then each column's chat."""
-    return (question, collection, None, 16, *modes, *compression, *chats)
+    switch, policy and ratio, whether the columns answer one after another, then each column's chat."""
+    return (question, collection, None, 16, *modes, *compression, one_at_a_time, *chats)
 
 
 def by_column(outputs: tuple[Any, ...]) -> tuple[str, dict[str, Column]]:
@@ -90,7 +91,7 @@ def test_refresh_fills_the_pickers_from_the_api(
 
 
 def test_two_columns_answer_the_same_question_with_costs_and_citations(ui: Client, collection: str) -> None:
-    job = ui.submit(*ask_args("What is Brisk known for?", collection), api_name="/ask")
+    job = ui.submit(*ask_args("What is Brisk known for?", collection, one_at_a_time=False), api_name="/ask")
     status, columns = by_column(job.result())
     assert status == ""
     for key in ("a", "b"):

@@ -1,8 +1,13 @@
 """A column's answer as its stream's events arrive: text, costs, citations, and the ways a stream can fail."""
 
+import time
+from collections.abc import Iterator
+
+import pytest
+
 from tests.unit.test_ui_views import RESULT
 from ui import views
-from ui.answers import ANSWERING, ColumnAnswer
+from ui.answers import ANSWERING, ColumnAnswer, ColumnAsk, Question, merged_events
 
 EARLIER = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]
 
@@ -53,3 +58,27 @@ def test_a_failed_stream_or_one_that_ends_without_a_result_is_a_readable_line() 
     assert (metrics, citations, result) == ("", "", None)
     chat, *_ = absorbed({"type": "delta", "content": "Sev"}, {"type": "end"}).outputs()
     assert chat[-1]["content"] == views.error_note("The server ended the answer without a result.")
+
+
+class SlowClient:
+    """Streams two deltas and a result per mode, a little apart."""
+
+    def compare_stream(
+        self, question: str, collection: str, modes: list[str], *rest: object
+    ) -> Iterator[dict]:
+        (mode,) = modes
+        for word in ("one ", "two"):
+            time.sleep(0.1)
+            yield {"type": "delta", "content": word}
+        yield {"type": "result", "result": {"mode": mode, "answer": "one two"}}
+
+
+@pytest.mark.parametrize("one_at_a_time", [True, False])
+def test_columns_stream_at_once_or_one_after_another(one_at_a_time: bool) -> None:
+    client = SlowClient()
+    asks = [ColumnAsk("a", "rag", []), ColumnAsk("b", "lc", [])]
+    question = Question("Q?", "docs", None, 16)
+    keys = [key for key, _ in merged_events(client, question, asks, one_at_a_time)]  # type: ignore[arg-type]
+    assert sorted(keys) == ["a"] * 4 + ["b"] * 4  # 2 deltas, a result and an end each
+    in_turn = keys == ["a"] * 4 + ["b"] * 4
+    assert in_turn is one_at_a_time  # in turn: b starts only after a's stream ended
