@@ -110,6 +110,9 @@ class AnswerCache(Generic[T]):
 def add_server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base-url", default=None, help="A running lcrag server (default: start one).")
     parser.add_argument("--api-key", default=None)
+    parser.add_argument(
+        "--adapter", default=None, help="A served LoRA adapter to evaluate (default: the base)."
+    )
 
 
 def model_dir(args: argparse.Namespace) -> Path:

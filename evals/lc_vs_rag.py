@@ -73,10 +73,15 @@ class Answer:
     route: str | None = None
     cache: str | None = None
     error: str | None = None
+    model: str | None = None  # the served model or adapter that answered
 
     @property
     def key(self) -> str:
-        return f"{self.dataset}|{self.question_id}|{self.mode}"
+        return answer_key(self.dataset, self.question_id, self.mode, self.model)
+
+
+def answer_key(dataset: str, question_id: str, mode: str, model: str | None) -> str:
+    return f"{dataset}|{question_id}|{mode}|{model}"
 
 
 def groups(dataset: str, questions: int, context_tokens: int, count_tokens: Any, seed: int) -> list[Group]:
@@ -131,7 +136,7 @@ def mode_body(mode: str, collection: str, question: str, model: str, max_tokens:
     }
 
 
-def score(dataset: str, item: QAItem, mode: str, reply: Reply) -> Answer:
+def score(dataset: str, item: QAItem, mode: str, reply: Reply, model: str | None = None) -> Answer:
     text, meta = reply.text, reply.lcrag
     kv = meta.get("kv") or {}
     prompt = meta.get("prompt_tokens")
@@ -143,7 +148,7 @@ def score(dataset: str, item: QAItem, mode: str, reply: Reply) -> Answer:
         max(substring_match(text, gold) for gold in item.answers),
         max(exact_match(text, gold) for gold in item.answers),
         max(f1(text, gold) for gold in item.answers),
-        prompt, held, reply.ttft_ms, reply.total_ms, meta.get("route"), kv.get("cache"), reply.error,
+        prompt, held, reply.ttft_ms, reply.total_ms, meta.get("route"), kv.get("cache"), reply.error, model,
     )  # fmt: skip
 
 
@@ -236,7 +241,7 @@ def main() -> None:
     count = token_counter(model_dir(args))
     answers = AnswerCache(args.out / "lc_vs_rag.answers.jsonl", Answer, lambda answer: answer.key)
     with suite_client(args, "lc_vs_rag") as http, answers.open():
-        served = served_model(http)
+        served = args.adapter or served_model(http)
         bytes_per_token = kv_bytes_per_token(http)
         work = [
             g for d in args.datasets for g in groups(d, args.questions, args.context_tokens, count, args.seed)
@@ -244,7 +249,10 @@ def main() -> None:
         progress = tqdm(total=sum(len(g.items) for g in work) * len(modes), desc="answers")
         for group in work:
             pending = [
-                (i, m) for i in group.items for m in modes if f"{group.dataset}|{i.id}|{m}" not in answers
+                (i, m)
+                for i in group.items
+                for m in modes
+                if answer_key(group.dataset, i.id, m, served) not in answers
             ]
             progress.update(len(group.items) * len(modes) - len(pending))
             if not pending:
@@ -252,11 +260,15 @@ def main() -> None:
             upload(http, group, args.seed)
             for item, mode in pending:
                 body = mode_body(mode, group.name, item.question.strip(), served, args.max_tokens)
-                answers.add(score(group.dataset, item, mode, ask(http, body)))
+                answers.add(score(group.dataset, item, mode, ask(http, body), served))
                 progress.update(1)
             http.delete(f"/v1/collections/{group.name}")
         progress.close()
-    chosen = [a for a in answers.answers.values() if a.mode in modes and a.dataset in args.datasets]
+    chosen = [
+        a
+        for a in answers.answers.values()
+        if a.mode in modes and a.dataset in args.datasets and a.model == served
+    ]
     rows = summary(chosen, bytes_per_token)
     write_report(args.out, "lc_vs_rag", rows, markdown(rows))
     plot(rows, args.out / "lc_vs_rag.png")

@@ -3,12 +3,8 @@ RULER's 13 tasks (`evals.ruler_tasks`) at the served model's context lengths, ea
 compression ratio, scored with RULER's string_match_all / string_match_part.
 
 Every sample is a one-document collection (the task's instructions and haystack) and a question asked in
-`lc` mode. Configurations:
-- `none`: no eviction (ratio 0);
-- `<policy>:<ratio>`: the question inside the compressed prompt (per-request eviction, `kv.cache` false;
-  a reconstruction policy such as kvzip runs its passes over the whole prompt);
-- `cache:<policy>:<ratio>` (query-agnostic policies only): the question outside, the collection's context
-  compressed once as a shared cache, as lcrag serves follow-up questions.
+`lc` mode, under `none`, each policy at each ratio with the question inside the compression, and each
+query-agnostic policy also with it outside, as a cached context (`evals.lc_suite`).
 Scores are averaged per task, then over tasks (RULER's average), with bootstrap 95 % intervals. Writes
 ruler.json, ruler.md (average and per-task tables) and ruler.png (score vs ratio per policy).
 
@@ -25,21 +21,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from evals.api import (
     AnswerCache,
     Reply,
     add_server_options,
-    ask,
     model_dir,
-    replace_collection,
     served_model,
     suite_client,
     token_counter,
     write_report,
 )
 from evals.common import accuracy_plot, eval_parser, stratified_bootstrap_ci
+from evals.lc_suite import LcQuestion, answer_all, configurations, parse_config, query_agnostic
 from evals.ruler_tasks import TASKS, Sample, generate
 from rag.context import LC_DOCUMENT_HEADER_TOKENS, LC_TEMPLATE_TOKENS
 
@@ -51,6 +44,7 @@ QUICK_CONFIGS = ["none", "snapkv:0.75", "cache:kvzip:0.75"]
 @dataclass(frozen=True)
 class Answer:
     config: str
+    model: str
     task: str
     length: int
     seed: int
@@ -65,49 +59,26 @@ class Answer:
 
     @property
     def key(self) -> str:
-        return f"{self.config}|{self.task}|{self.length}|{self.seed}"
+        return answer_key(self.config, self.model, self)
 
 
-def configurations(policies: Sequence[str], ratios: Sequence[float], agnostic: set[str]) -> list[str]:
-    """`none`, each policy at each ratio with the question inside, and query-agnostic ones also cached."""
-    inside = [f"{policy}:{ratio}" for policy in policies for ratio in ratios]
-    cached = [f"cache:{policy}:{ratio}" for policy in policies if policy in agnostic for ratio in ratios]
-    return ["none", *inside, *cached]
+def answer_key(config: str, model: str, sample: Sample | Answer) -> str:
+    return f"{config}|{model}|{sample.task}|{sample.length}|{sample.seed}"
 
 
-def chat_body(config: str, collection: str, question: str, model: str, max_tokens: int) -> dict[str, Any]:
-    """The `lc` request that answers `question` under `config`."""
-    lcrag: dict[str, Any] = {"collection": collection, "mode": "lc"}
-    policy, ratio, cached = parse_config(config)
-    if policy is not None:
-        lcrag["kv"] = {"policy": policy, "ratio": ratio, "cache": cached}
-    return {
-        "model": model,
-        "messages": [{"role": "user", "content": question}],
-        "max_tokens": max_tokens,
-        "temperature": 0,
-        "stream": True,
-        "lcrag": lcrag,
-    }
+def asked(sample: Sample) -> LcQuestion:
+    """The sample as a one-document collection and its question."""
+    name = f"ruler-{sample.task.replace('_', '-')}-{sample.length}-{sample.seed}"
+    return LcQuestion(name, [("context.txt", sample.context)], sample.question)
 
 
-def score(config: str, sample: Sample, reply: Reply) -> Answer:
+def score(config: str, model: str, sample: Sample, reply: Reply) -> Answer:
     kv = reply.lcrag.get("kv") or {}
     return Answer(
-        config, sample.task, sample.length, sample.seed, reply.text, list(sample.answers),
+        config, model, sample.task, sample.length, sample.seed, reply.text, list(sample.answers),
         sample.score(reply.text) if reply.error is None else 0.0,
         kv.get("tokens_before"), kv.get("tokens_after"), kv.get("cache"), reply.ttft_ms, reply.error,
     )  # fmt: skip
-
-
-def parse_config(config: str) -> tuple[str | None, float, bool]:
-    """(policy, ratio, cached): `none` -> (None, 0, False), `snapkv:0.5` -> ("snapkv", 0.5, False),
-    `cache:kvzip:0.5` -> ("kvzip", 0.5, True)."""
-    if config == "none":
-        return None, 0.0, False
-    rest = config.removeprefix("cache:")
-    policy, _, ratio = rest.rpartition(":")
-    return policy, float(ratio), rest != config
 
 
 def summary(answers: Sequence[Answer], tasks: Sequence[str]) -> list[dict[str, Any]]:
@@ -172,38 +143,6 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> None:
                 axes.plot(*zip(*points, strict=True), style, marker="o", label=f"{name} ({length})")
 
 
-def run(
-    http: httpx.Client,
-    answers: AnswerCache[Answer],
-    samples: Sequence[Sample],
-    configs: Sequence[str],
-    max_tokens: int,
-) -> None:
-    """Answer every sample in every configuration not cached yet, one request at a time."""
-    from tqdm import tqdm
-
-    model = served_model(http)
-    progress = tqdm(total=len(samples) * len(configs), desc="ruler answers")
-    for sample in samples:
-        pending = [c for c in configs if f"{c}|{sample.task}|{sample.length}|{sample.seed}" not in answers]
-        progress.update(len(configs) - len(pending))
-        if not pending:
-            continue
-        collection = f"ruler-{sample.task.replace('_', '-')}-{sample.length}-{sample.seed}"
-        replace_collection(http, collection, [("context.txt", sample.context)])
-        for config in pending:
-            body = chat_body(config, collection, sample.question, model, max_tokens)
-            answers.add(score(config, sample, ask(http, body)))
-            progress.update(1)
-        http.delete(f"/v1/collections/{collection}")
-    progress.close()
-
-
-def query_agnostic(http: httpx.Client) -> set[str]:
-    policies = http.get("/v1/kv/policies").json()["data"]
-    return {policy["name"] for policy in policies if policy.get("query_agnostic")}
-
-
 def main() -> None:
     parser = eval_parser(__doc__)
     add_server_options(parser)
@@ -234,11 +173,11 @@ def main() -> None:
     answers = AnswerCache(args.out / "ruler.answers.jsonl", Answer, lambda answer: answer.key)
     with suite_client(args, "ruler") as http, answers.open():
         configs = args.configs or configurations(args.policies, args.ratios, query_agnostic(http))
-        run(http, answers, samples, configs, args.max_tokens)
-    wanted = {(s.task, s.length, s.seed) for s in samples}
-    chosen = [
-        a for a in answers.answers.values() if a.config in configs and (a.task, a.length, a.seed) in wanted
-    ]
+        model = args.adapter or served_model(http)
+        runs = [(config, model) for config in configs]
+        answer_all(http, answers, samples, asked, runs, answer_key, score, args.max_tokens, "ruler answers")
+    wanted = {answer_key(config, model, sample) for config, model in runs for sample in samples}
+    chosen = [answer for key, answer in answers.answers.items() if key in wanted]
     rows = summary(chosen, args.tasks)
     table = markdown(rows, args.tasks)
     write_report(args.out, "ruler", rows, table)
