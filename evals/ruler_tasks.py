@@ -139,7 +139,8 @@ def _essay(start: float, units: int) -> list[str]:
     return list(sentences[first : first + units])
 
 
-def _niah(spec: Needles) -> Builder:
+def _niah(spec: Needles, depth: float | None = None) -> Builder:
+    """The variant's builder; with `depth`, every needle at that depth instead of a seeded one."""
     noun = "uuids" if spec.value_kind == "uuid" else "numbers"
 
     def build(rng: random.Random, units: int) -> Built:
@@ -153,7 +154,7 @@ def _niah(spec: Needles) -> Builder:
             for key, key_values in zip(keys, values, strict=True)
             for value in key_values
         ]
-        depths = [rng.random() for _ in needles]
+        depths = [rng.random() if depth is None else depth for _ in needles]
         start = rng.random()
         if spec.haystack == "needles":
             haystack = [
@@ -260,9 +261,14 @@ TASKS: dict[str, Builder] = {
 }
 
 
-def generate(task: str, length: int, seed: int, count_tokens: Callable[[str], int]) -> Sample:
-    """The sample of `task` with the most haystack whose context and question fit `length` tokens."""
-    build = TASKS[task]
+def generate(
+    task: str, length: int, seed: int, count_tokens: Callable[[str], int], depth: float | None = None
+) -> Sample:
+    """The sample of `task` with the most haystack whose context and question fit `length` tokens; `depth`
+    (needle tasks only) puts the needles there."""
+    if depth is not None and task not in NIAH:
+        raise ValueError(f"{task} has no needle depth; needle tasks: {', '.join(NIAH)}.")
+    build = TASKS[task] if depth is None else _niah(NIAH[task], depth)
 
     def built(units: int) -> Built:
         return build(random.Random(f"{task}|{length}|{seed}"), units)

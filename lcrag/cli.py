@@ -211,6 +211,7 @@ EVAL_SUITES = {
     "compression": "evals.compression_sweep",  # needle accuracy vs KV eviction ratio, per policy
     "kv-retrieval": "evals.finetune_kv_retrieval",  # a kv_retrieval LoRA before/after, by gold position
     "lc-vs-rag": "evals.lc_vs_rag",  # HotpotQA and SQuAD in every mode: accuracy vs KV memory and time
+    "niah": "evals.niah",  # needle depth x length heatmap in the essays, per eviction configuration
     "ruler": "evals.ruler",  # RULER's 13 tasks per policy and ratio, question inside/outside
 }
 

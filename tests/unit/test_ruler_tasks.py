@@ -78,3 +78,13 @@ def test_word_tasks_answer_the_words_that_really_occur_most() -> None:
     frequent = generate("fwe", 3000, 2, count)
     coded = Counter(frequent.context.split("\n\n", 1)[1].split())
     assert [word for word, _ in coded.most_common(3)] == list(frequent.answers)
+
+
+def test_a_fixed_depth_puts_every_needle_there_and_only_needle_tasks_take_one() -> None:
+    for depth in (0.0, 0.5, 1.0):
+        sample = generate("niah_single_2", 1500, 4, count, depth=depth)
+        haystack = sample.context.split("\n\n", 1)[1]
+        assert sample.depths == (depth,)
+        assert abs(haystack.index("One of the special magic") / len(haystack) - depth) < 0.03
+    with pytest.raises(ValueError, match="vt has no needle depth"):
+        generate("vt", 1500, 0, count, depth=0.5)

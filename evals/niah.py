@@ -1,0 +1,190 @@
+"""Needle in a haystack on real prose: the depth x length heatmap (Kamradt's test, RULER's niah_single_2: a
+7-digit magic number for a key, hidden in the Paul Graham essays), through a server's HTTP API in `lc` mode,
+per eviction configuration (`evals.lc_suite`: `none`, `<policy>:<ratio>`, `cache:<policy>:<ratio>`).
+Writes niah.json, niah.md (a depth x length table per configuration) and niah.png (the heatmaps).
+
+    python -m evals.niah --out out/evals                                  # 5 depths x 4 lengths x 2 seeds
+    python -m evals.niah --quick --out out/evals                          # a few minutes
+    python -m evals.niah --configs none cache:kvzip:0.875 snapkv:0.875 --lengths 2000 7000
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from evals.api import (
+    AnswerCache,
+    Reply,
+    add_server_options,
+    model_dir,
+    served_model,
+    suite_client,
+    token_counter,
+    write_report,
+)
+from evals.common import eval_parser
+from evals.lc_suite import LcQuestion, answer_all
+from evals.ruler_tasks import NIAH, Sample, generate
+from rag.context import LC_DOCUMENT_HEADER_TOKENS, LC_TEMPLATE_TOKENS
+
+
+@dataclass(frozen=True)
+class Probe:
+    depth: float
+    sample: Sample
+
+
+@dataclass(frozen=True)
+class Answer:
+    config: str
+    model: str
+    task: str
+    length: int
+    depth: float
+    seed: int
+    answer: str
+    expected: list[str]
+    score: float
+    error: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.config}|{self.model}|{self.task}|{self.length}|{self.depth}|{self.seed}"
+
+
+def probe_key(config: str, model: str, probe: Probe) -> str:
+    sample = probe.sample
+    return f"{config}|{model}|{sample.task}|{sample.length}|{probe.depth}|{sample.seed}"
+
+
+def asked(probe: Probe) -> LcQuestion:
+    sample = probe.sample
+    name = f"niah-{sample.length}-{round(100 * probe.depth)}-{sample.seed}"
+    return LcQuestion(name, [("essays.txt", sample.context)], sample.question)
+
+
+def score(config: str, model: str, probe: Probe, reply: Reply) -> Answer:
+    sample = probe.sample
+    value = sample.score(reply.text) if reply.error is None else 0.0
+    return Answer(
+        config, model, sample.task, sample.length, probe.depth, sample.seed, reply.text,
+        list(sample.answers), value, reply.error,
+    )  # fmt: skip
+
+
+def grid(answers: Sequence[Answer], config: str) -> dict[tuple[float, int], float]:
+    """(depth, length) -> accuracy % of `config`."""
+    cells: dict[tuple[float, int], list[float]] = {}
+    for answer in (a for a in answers if a.config == config):
+        cells.setdefault((answer.depth, answer.length), []).append(answer.score)
+    return {cell: 100 * statistics.fmean(scores) for cell, scores in cells.items()}
+
+
+def summary(answers: Sequence[Answer], configs: Sequence[str]) -> list[dict[str, Any]]:
+    rows = []
+    for config in configs:
+        cells = grid(answers, config)
+        if cells:
+            rows.append(
+                {
+                    "config": config,
+                    "average": statistics.fmean(cells.values()),
+                    "cells": [
+                        {"depth": d, "length": n, "accuracy": v} for (d, n), v in sorted(cells.items())
+                    ],
+                }
+            )
+    return rows
+
+
+def axes_of(row: dict[str, Any]) -> tuple[list[float], list[int], dict[tuple[float, int], float]]:
+    """A summary row's depths, lengths and (depth, length) -> accuracy."""
+    depths = sorted({cell["depth"] for cell in row["cells"]})
+    lengths = sorted({cell["length"] for cell in row["cells"]})
+    return depths, lengths, {(cell["depth"], cell["length"]): cell["accuracy"] for cell in row["cells"]}
+
+
+def markdown(rows: Sequence[dict[str, Any]]) -> str:
+    parts = []
+    for row in rows:
+        depths, lengths, value = axes_of(row)
+        lines = [
+            f"**{row['config']}** (average {row['average']:.1f} %)",
+            "",
+            "| depth | " + " | ".join(f"{n} tokens" for n in lengths) + " |",
+            "|---:|" + "---:|" * len(lengths),
+        ]
+        for depth in depths:
+            cells = " | ".join(f"{value[(depth, n)]:.0f}" if (depth, n) in value else "-" for n in lengths)
+            lines.append(f"| {depth:.2f} | {cells} |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
+def heatmaps(rows: Sequence[dict[str, Any]], path: Path) -> None:
+    """One depth x length heatmap per configuration, green = found."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, panels = plt.subplots(1, len(rows), figsize=(3.2 * len(rows) + 1, 3.4), squeeze=False)
+    for axes, row in zip(panels[0], rows, strict=True):
+        depths, lengths, value = axes_of(row)
+        matrix = [[value.get((d, n), float("nan")) for n in lengths] for d in depths]
+        image = axes.imshow(matrix, cmap="RdYlGn", vmin=0, vmax=100, aspect="auto")
+        axes.set_xticks(range(len(lengths)), [str(n) for n in lengths])
+        axes.set_yticks(range(len(depths)), [f"{d:.2f}" for d in depths])
+        axes.set_xlabel("prompt tokens")
+        axes.set_ylabel("needle depth")
+        axes.set_title(row["config"], fontsize=9)
+    figure.colorbar(image, ax=panels[0].tolist(), label="accuracy (%)")
+    figure.suptitle("Needle in the essays (SmolLM2-135M)")
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def main() -> None:
+    parser = eval_parser(__doc__)
+    add_server_options(parser)
+    parser.add_argument("--task", choices=list(NIAH), default="niah_single_2")
+    parser.add_argument("--lengths", type=int, nargs="+", default=[1000, 2000, 4000, 7000])
+    parser.add_argument("--depths", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0])
+    parser.add_argument("--seeds", type=int, default=2, help="Probes per cell.")
+    parser.add_argument("--configs", nargs="+", default=["none", "cache:kvzip:0.75"])
+    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument(
+        "--quick", action="store_true", help="1K and 2K tokens, 3 depths, 1 seed, no eviction."
+    )
+    args = parser.parse_args()
+    if args.quick:
+        args.lengths, args.depths, args.seeds, args.configs = [1000, 2000], [0.0, 0.5, 1.0], 1, ["none"]
+
+    count_text = token_counter(model_dir(args))
+    around = LC_TEMPLATE_TOKENS + LC_DOCUMENT_HEADER_TOKENS
+    probes = [
+        Probe(depth, generate(args.task, length, seed, lambda text: count_text(text) + around, depth))
+        for length in args.lengths
+        for depth in args.depths
+        for seed in range(args.seeds)
+    ]
+    answers = AnswerCache(args.out / "niah.answers.jsonl", Answer, lambda answer: answer.key)
+    with suite_client(args, "niah") as http, answers.open():
+        model = args.adapter or served_model(http)
+        runs = [(config, model) for config in args.configs]
+        answer_all(http, answers, probes, asked, runs, probe_key, score, args.max_tokens, "niah answers")
+    wanted = {probe_key(config, model, probe) for config, model in runs for probe in probes}
+    rows = summary([a for key, a in answers.answers.items() if key in wanted], args.configs)
+    table = markdown(rows)
+    write_report(args.out, "niah", rows, table)
+    heatmaps(rows, args.out / "niah.png")
+    print(table)
+    print(f"\nWrote {args.out}/niah.json, .md and .png")
+
+
+if __name__ == "__main__":
+    main()
