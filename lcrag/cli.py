@@ -212,6 +212,7 @@ EVAL_SUITES = {
     "kv-retrieval": "evals.finetune_kv_retrieval",  # a kv_retrieval LoRA before/after, by gold position
     "lc-vs-rag": "evals.lc_vs_rag",  # HotpotQA and SQuAD in every mode: accuracy vs KV memory and time
     "niah": "evals.niah",  # needle depth x length heatmap in the essays, per eviction configuration
+    "position": "evals.position",  # lost in the middle: accuracy by gold position, base vs adapters
     "ruler": "evals.ruler",  # RULER's 13 tasks per policy and ratio, question inside/outside
 }
 
