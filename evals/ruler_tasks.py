@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from evals.datasets import QAItem, essays, hotpotqa, squad
-from evals.scoring import string_match_all, string_match_part
+from evals.scoring import f1, string_match_all, string_match_part
 
 NOISE = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
 CHAIN_HOPS = 4
@@ -52,10 +52,13 @@ class Sample:
     question: str
     answers: tuple[str, ...]
     depths: tuple[float, ...] = ()  # where the needles or gold paragraphs sit, 0 (start) to 1 (end)
+    metric: str = "all"  # "all": string_match_all, "part": string_match_part, "f1": token F1 (one answer)
 
     def score(self, prediction: str) -> float:
-        """RULER's metric for the task, in [0, 1]."""
-        match = string_match_part if self.task.startswith("qa") else string_match_all
+        """The task's metric, in [0, 1]."""
+        if self.metric == "f1":
+            return max(f1(prediction, answer) for answer in self.answers)
+        match = string_match_part if self.metric == "part" else string_match_all
         return match(prediction, self.answers)
 
 
@@ -89,13 +92,13 @@ def _essay_sentences() -> tuple[str, ...]:
 
 
 @cache
-def _words() -> tuple[str, ...]:
+def english_words() -> tuple[str, ...]:
     """Plain lower-case English words (from the essays), for keys and word lists."""
     return tuple(sorted(set(re.findall(r"\b[a-z]{4,10}\b", essays()))))
 
 
 def _word_key(rng: random.Random) -> str:
-    first, second = rng.sample(_words(), 2)
+    first, second = rng.sample(english_words(), 2)
     return f"{first}-{second}"
 
 
@@ -111,7 +114,7 @@ def _value(kind: str, rng: random.Random) -> str:
     return _uuid(rng) if kind == "uuid" else str(rng.randrange(1_000_000, 10_000_000))
 
 
-def _insert(pieces: list[str], needles: list[str], depths: list[float]) -> list[str]:
+def insert_at_depths(pieces: list[str], needles: list[str], depths: list[float]) -> list[str]:
     """`pieces` with each needle inserted at the piece boundary nearest its depth (a share of the pieces'
     characters, which tokens follow closely)."""
     ends = list(itertools.accumulate(len(piece) + 1 for piece in pieces))
@@ -166,7 +169,7 @@ def _niah(spec: Needles, depth: float | None = None) -> Builder:
             haystack = _essay(start, units)
         else:
             haystack = _noise(units)
-        text = " ".join(_insert(haystack, needles, depths))
+        text = " ".join(insert_at_depths(haystack, needles, depths))
         intro = (
             f"Some special magic {noun} are hidden in the following text. Memorize them: you will be "
             f"asked about them afterwards.\n\n"
@@ -195,7 +198,7 @@ def _variable_tracking(rng: random.Random, units: int) -> Built:
     ]
     depths = sorted(rng.random() for _ in statements)  # in order: each hop after the one it copies
     intro = "Memorize every variable assignment in the following text: you will be asked to follow them.\n\n"
-    text = " ".join(_insert(_noise(units), statements, depths))
+    text = " ".join(insert_at_depths(_noise(units), statements, depths))
     question = (
         f"Which variables are assigned the value {value}, directly or through other variables, in the text? "
         "Name them all."
@@ -204,7 +207,7 @@ def _variable_tracking(rng: random.Random, units: int) -> Built:
 
 
 def _common_words(rng: random.Random, units: int) -> Built:
-    chosen = rng.sample(_words(), COMMON_WORDS + min(units, len(_words()) - COMMON_WORDS))
+    chosen = rng.sample(english_words(), COMMON_WORDS + min(units, len(english_words()) - COMMON_WORDS))
     common, rare = chosen[:COMMON_WORDS], chosen[COMMON_WORDS:]
     listed = common * COMMON_REPEATS + rare * RARE_REPEATS
     rng.shuffle(listed)
@@ -242,7 +245,7 @@ def _qa(items: Callable[[], tuple[QAItem, ...]]) -> Builder:
                     distractors.append(paragraph)
         rng.shuffle(distractors)
         depths = [rng.random() for _ in gold]
-        texts = _insert([p.text for p in distractors[:units]], [p.text for p in gold], depths)
+        texts = insert_at_depths([p.text for p in distractors[:units]], [p.text for p in gold], depths)
         documents = "\n\n".join(f"Document {number}:\n{text}" for number, text in enumerate(texts, 1))
         intro = "Answer the question from the documents below.\n\n"
         question = f"{item.question.strip()} Answer with a few words only."
@@ -269,9 +272,21 @@ def generate(
     if depth is not None and task not in NIAH:
         raise ValueError(f"{task} has no needle depth; needle tasks: {', '.join(NIAH)}.")
     build = TASKS[task] if depth is None else _niah(NIAH[task], depth)
+    context, question, answers, depths = largest_fitting(
+        build, f"{task}|{length}|{seed}", length, count_tokens, task
+    )
+    metric = "part" if task.startswith("qa") else "all"
+    return Sample(task, length, seed, context, question, answers, depths, metric)
+
+
+def largest_fitting(
+    build: Builder, seed: str, length: int, count_tokens: Callable[[str], int], task: str
+) -> Built:
+    """`build` with the most units whose context and question fit `length` tokens (a fresh generator seeded
+    with `seed` for every try, so the sample is the same whatever the search tried)."""
 
     def built(units: int) -> Built:
-        return build(random.Random(f"{task}|{length}|{seed}"), units)
+        return build(random.Random(seed), units)
 
     def fits(units: int) -> bool:
         context, question, _, _ = built(units)
@@ -283,5 +298,4 @@ def generate(
     while low < high:
         middle = (low + high + 1) // 2
         low, high = (middle, high) if fits(middle) else (low, middle - 1)
-    context, question, answers, depths = built(low)
-    return Sample(task, length, seed, context, question, answers, depths)
+    return built(low)

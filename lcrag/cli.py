@@ -214,6 +214,7 @@ EVAL_SUITES = {
     "niah": "evals.niah",  # needle depth x length heatmap in the essays, per eviction configuration
     "position": "evals.position",  # lost in the middle: accuracy by gold position, base vs adapters
     "ruler": "evals.ruler",  # RULER's 13 tasks per policy and ratio, question inside/outside
+    "val": "evals.val",  # IN2's VaL probes: document, code and table retrieval by depth, base vs adapters
 }
 
 
