@@ -10,16 +10,31 @@ context compressed once as a shared cache, as lcrag serves follow-up questions).
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 
-from evals.api import AnswerCache, Reply, ask, replace_collection
+from evals.api import (
+    AnswerCache,
+    Reply,
+    ask,
+    model_dir,
+    replace_collection,
+    served_model,
+    suite_client,
+    token_counter,
+    write_report,
+)
+from evals.ruler_tasks import Sample
+from rag.context import LC_DOCUMENT_HEADER_TOKENS, LC_TEMPLATE_TOKENS
 
 Q = TypeVar("Q")
 A = TypeVar("A")
+BASE = "base"  # in a suite's --models: the served base model (or --adapter)
 
 
 @dataclass(frozen=True)
@@ -29,6 +44,66 @@ class LcQuestion:
     collection: str
     files: Sequence[tuple[str, str]]  # the documents (file name, text), in LC order (upload order)
     question: str
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A generated sample asked as a one-document collection, and where the suite put its target (a depth
+    or a depth bin), if it chose."""
+
+    sample: Sample
+    place: float | None = None
+
+
+@dataclass(frozen=True)
+class ProbeAnswer:
+    config: str
+    model: str
+    task: str
+    length: int
+    seed: int
+    answer: str
+    expected: list[str]
+    score: float
+    place: float | None = None
+    kv_tokens_before: int | None = None
+    kv_tokens_after: int | None = None
+    cache: str | None = None
+    ttft_ms: float | None = None
+    error: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.config}|{self.model}|{self.task}|{self.length}|{self.place}|{self.seed}"
+
+
+def probe_key(config: str, model: str, probe: Probe) -> str:
+    sample = probe.sample
+    return f"{config}|{model}|{sample.task}|{sample.length}|{probe.place}|{sample.seed}"
+
+
+def probe_question(probe: Probe) -> LcQuestion:
+    sample = probe.sample
+    place = "" if probe.place is None else f"-{round(100 * probe.place)}"
+    name = f"{sample.task.replace('_', '-')}-{sample.length}{place}-{sample.seed}"
+    return LcQuestion(name, [("context.txt", sample.context)], sample.question)
+
+
+def probe_answer(config: str, model: str, probe: Probe, reply: Reply) -> ProbeAnswer:
+    """The reply scored with the sample's metric (0 for a failed request), with what eviction kept."""
+    sample, kv = probe.sample, reply.lcrag.get("kv") or {}
+    return ProbeAnswer(
+        config, model, sample.task, sample.length, sample.seed, reply.text, list(sample.answers),
+        sample.score(reply.text) if reply.error is None else 0.0, probe.place,
+        kv.get("tokens_before"), kv.get("tokens_after"), kv.get("cache"), reply.ttft_ms, reply.error,
+    )  # fmt: skip
+
+
+def lc_prompt_counter(args: argparse.Namespace) -> Callable[[str], int]:
+    """Tokens of a one-document LC prompt around `text` (the model's tokenizer, plus lcrag's instructions,
+    headings and chat template), to size a probe's context to a prompt length."""
+    count = token_counter(model_dir(args))
+    return lambda text: count(text) + LC_TEMPLATE_TOKENS + LC_DOCUMENT_HEADER_TOKENS
 
 
 def parse_config(config: str) -> tuple[str | None, float, bool]:
@@ -99,3 +174,34 @@ def answer_all(
             progress.update(1)
         http.delete(f"/v1/collections/{question.collection}")
     progress.close()
+
+
+def answer_suite(
+    args: argparse.Namespace,
+    suite: str,
+    items: Sequence[Q],
+    asked: Callable[[Q], LcQuestion],
+    key: Callable[[str, str, Q], str],
+    scored: Callable[[str, str, Q, Reply], A],
+    kind: Callable[..., A],
+    configs: Sequence[str] | Callable[[httpx.Client], Sequence[str]],
+    models: Sequence[str] = (BASE,),
+) -> list[A]:
+    """The suite's answers (`<suite>.answers.jsonl` in --out, filled where missing) for every item in every
+    config and model, on --base-url or a server started for it."""
+    answers = AnswerCache(args.out / f"{suite}.answers.jsonl", kind, lambda answer: answer.key)  # type: ignore[attr-defined]
+    with suite_client(args, suite) as http, answers.open():
+        base = args.adapter or served_model(http)
+        chosen = configs(http) if callable(configs) else configs
+        runs = [(config, base if model == BASE else model) for model in models for config in chosen]
+        answer_all(http, answers, items, asked, runs, key, scored, args.max_tokens, f"{suite} answers")
+    wanted = {key(config, model, item) for config, model in runs for item in items}
+    return [answer for answer_key, answer in answers.answers.items() if answer_key in wanted]
+
+
+def report(out: Path, suite: str, rows: Any, table: str, draw: Callable[[Path], None]) -> None:
+    """JSON and Markdown (with the command), the PNG `draw` makes, and the table on stdout."""
+    write_report(out, suite, rows, table)
+    draw(out / f"{suite}.png")
+    print(table)
+    print(f"\nWrote {out}/{suite}.json, .md and .png")

@@ -12,79 +12,33 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evals.api import (
-    AnswerCache,
-    Reply,
-    add_server_options,
-    model_dir,
-    served_model,
-    suite_client,
-    token_counter,
-    write_report,
-)
+from evals.api import add_server_options
 from evals.common import eval_parser
-from evals.lc_suite import LcQuestion, answer_all
-from evals.ruler_tasks import NIAH, Sample, generate
-from rag.context import LC_DOCUMENT_HEADER_TOKENS, LC_TEMPLATE_TOKENS
+from evals.lc_suite import (
+    Probe,
+    ProbeAnswer,
+    answer_suite,
+    lc_prompt_counter,
+    probe_answer,
+    probe_key,
+    probe_question,
+    report,
+)
+from evals.ruler_tasks import NIAH, generate
 
 
-@dataclass(frozen=True)
-class Probe:
-    depth: float
-    sample: Sample
-
-
-@dataclass(frozen=True)
-class Answer:
-    config: str
-    model: str
-    task: str
-    length: int
-    depth: float
-    seed: int
-    answer: str
-    expected: list[str]
-    score: float
-    error: str | None = None
-
-    @property
-    def key(self) -> str:
-        return f"{self.config}|{self.model}|{self.task}|{self.length}|{self.depth}|{self.seed}"
-
-
-def probe_key(config: str, model: str, probe: Probe) -> str:
-    sample = probe.sample
-    return f"{config}|{model}|{sample.task}|{sample.length}|{probe.depth}|{sample.seed}"
-
-
-def asked(probe: Probe) -> LcQuestion:
-    sample = probe.sample
-    name = f"niah-{sample.length}-{round(100 * probe.depth)}-{sample.seed}"
-    return LcQuestion(name, [("essays.txt", sample.context)], sample.question)
-
-
-def score(config: str, model: str, probe: Probe, reply: Reply) -> Answer:
-    sample = probe.sample
-    value = sample.score(reply.text) if reply.error is None else 0.0
-    return Answer(
-        config, model, sample.task, sample.length, probe.depth, sample.seed, reply.text,
-        list(sample.answers), value, reply.error,
-    )  # fmt: skip
-
-
-def grid(answers: Sequence[Answer], config: str) -> dict[tuple[float, int], float]:
+def grid(answers: Sequence[ProbeAnswer], config: str) -> dict[tuple[float, int], float]:
     """(depth, length) -> accuracy % of `config`."""
     cells: dict[tuple[float, int], list[float]] = {}
     for answer in (a for a in answers if a.config == config):
-        cells.setdefault((answer.depth, answer.length), []).append(answer.score)
+        cells.setdefault((answer.place or 0.0, answer.length), []).append(answer.score)
     return {cell: 100 * statistics.fmean(scores) for cell, scores in cells.items()}
 
 
-def summary(answers: Sequence[Answer], configs: Sequence[str]) -> list[dict[str, Any]]:
+def summary(answers: Sequence[ProbeAnswer], configs: Sequence[str]) -> list[dict[str, Any]]:
     rows = []
     for config in configs:
         cells = grid(answers, config)
@@ -164,26 +118,18 @@ def main() -> None:
     if args.quick:
         args.lengths, args.depths, args.seeds, args.configs = [1000, 2000], [0.0, 0.5, 1.0], 1, ["none"]
 
-    count_text = token_counter(model_dir(args))
-    around = LC_TEMPLATE_TOKENS + LC_DOCUMENT_HEADER_TOKENS
+    count = lc_prompt_counter(args)
     probes = [
-        Probe(depth, generate(args.task, length, seed, lambda text: count_text(text) + around, depth))
+        Probe(generate(args.task, length, seed, count, depth), depth)
         for length in args.lengths
         for depth in args.depths
         for seed in range(args.seeds)
     ]
-    answers = AnswerCache(args.out / "niah.answers.jsonl", Answer, lambda answer: answer.key)
-    with suite_client(args, "niah") as http, answers.open():
-        model = args.adapter or served_model(http)
-        runs = [(config, model) for config in args.configs]
-        answer_all(http, answers, probes, asked, runs, probe_key, score, args.max_tokens, "niah answers")
-    wanted = {probe_key(config, model, probe) for config, model in runs for probe in probes}
-    rows = summary([a for key, a in answers.answers.items() if key in wanted], args.configs)
-    table = markdown(rows)
-    write_report(args.out, "niah", rows, table)
-    heatmaps(rows, args.out / "niah.png")
-    print(table)
-    print(f"\nWrote {args.out}/niah.json, .md and .png")
+    answers = answer_suite(
+        args, "niah", probes, probe_question, probe_key, probe_answer, ProbeAnswer, args.configs
+    )
+    rows = summary(answers, args.configs)
+    report(args.out, "niah", rows, markdown(rows), lambda path: heatmaps(rows, path))
 
 
 if __name__ == "__main__":

@@ -23,23 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evals.api import (
-    AnswerCache,
-    Reply,
-    add_server_options,
-    model_dir,
-    served_model,
-    suite_client,
-    token_counter,
-    write_report,
-)
+from evals.api import Reply, add_server_options, model_dir, token_counter
 from evals.common import accuracy_plot, bootstrap_ci, eval_parser
 from evals.datasets import Paragraph, QAItem, squad
-from evals.lc_suite import LcQuestion, answer_all
+from evals.lc_suite import BASE, LcQuestion, answer_suite, report
 from evals.lc_vs_rag import ASK_SUFFIX, file_name
 from evals.scoring import substring_match
-
-BASE = "base"  # in --models: the served base model
 
 
 @dataclass(frozen=True)
@@ -189,20 +178,9 @@ def main() -> None:
 
     count = token_counter(model_dir(args))
     work = probes(args.questions, args.documents, positions, args.paragraph_tokens, count, args.seed)
-    answers = AnswerCache(args.out / "position.answers.jsonl", Answer, lambda answer: answer.key)
-    with suite_client(args, "position") as http, answers.open():
-        base = args.adapter or served_model(http)
-        runs = [
-            (config, base if model == BASE else model) for model in args.models for config in args.configs
-        ]
-        answer_all(http, answers, work, asked, runs, probe_key, score, args.max_tokens, "position answers")
-    wanted = {probe_key(config, model, probe) for config, model in runs for probe in work}
-    rows = summary([a for key, a in answers.answers.items() if key in wanted])
-    table = markdown(rows)
-    write_report(args.out, "position", rows, table)
-    plot(rows, args.out / "position.png")
-    print(table)
-    print(f"\nWrote {args.out}/position.json, .md and .png")
+    answers = answer_suite(args, "position", work, asked, probe_key, score, Answer, args.configs, args.models)
+    rows = summary(answers)
+    report(args.out, "position", rows, markdown(rows), lambda path: plot(rows, path))
 
 
 if __name__ == "__main__":

@@ -17,71 +17,32 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evals.api import (
-    AnswerCache,
-    Reply,
-    add_server_options,
-    model_dir,
-    served_model,
-    suite_client,
-    token_counter,
-    write_report,
-)
+from evals.api import add_server_options
 from evals.common import accuracy_plot, eval_parser, stratified_bootstrap_ci
-from evals.lc_suite import LcQuestion, answer_all, configurations, parse_config, query_agnostic
-from evals.ruler_tasks import TASKS, Sample, generate
-from rag.context import LC_DOCUMENT_HEADER_TOKENS, LC_TEMPLATE_TOKENS
+from evals.lc_suite import (
+    Probe,
+    ProbeAnswer,
+    answer_suite,
+    configurations,
+    lc_prompt_counter,
+    parse_config,
+    probe_answer,
+    probe_key,
+    probe_question,
+    query_agnostic,
+    report,
+)
+from evals.ruler_tasks import TASKS, generate
 
 DEFAULT_POLICIES = ["snapkv", "chunkkv", "kvzip", "expected_attention", "knorm"]
 DEFAULT_RATIOS = [0.25, 0.5, 0.75, 0.875]
 QUICK_CONFIGS = ["none", "snapkv:0.75", "cache:kvzip:0.75"]
 
 
-@dataclass(frozen=True)
-class Answer:
-    config: str
-    model: str
-    task: str
-    length: int
-    seed: int
-    answer: str
-    expected: list[str]
-    score: float
-    kv_tokens_before: int | None
-    kv_tokens_after: int | None
-    cache: str | None
-    ttft_ms: float | None
-    error: str | None = None
-
-    @property
-    def key(self) -> str:
-        return answer_key(self.config, self.model, self)
-
-
-def answer_key(config: str, model: str, sample: Sample | Answer) -> str:
-    return f"{config}|{model}|{sample.task}|{sample.length}|{sample.seed}"
-
-
-def asked(sample: Sample) -> LcQuestion:
-    """The sample as a one-document collection and its question."""
-    name = f"ruler-{sample.task.replace('_', '-')}-{sample.length}-{sample.seed}"
-    return LcQuestion(name, [("context.txt", sample.context)], sample.question)
-
-
-def score(config: str, model: str, sample: Sample, reply: Reply) -> Answer:
-    kv = reply.lcrag.get("kv") or {}
-    return Answer(
-        config, model, sample.task, sample.length, sample.seed, reply.text, list(sample.answers),
-        sample.score(reply.text) if reply.error is None else 0.0,
-        kv.get("tokens_before"), kv.get("tokens_after"), kv.get("cache"), reply.ttft_ms, reply.error,
-    )  # fmt: skip
-
-
-def summary(answers: Sequence[Answer], tasks: Sequence[str]) -> list[dict[str, Any]]:
+def summary(answers: Sequence[ProbeAnswer], tasks: Sequence[str]) -> list[dict[str, Any]]:
     """One row per (config, length): RULER's average over tasks with its interval, and each task's score."""
     rows = []
     for config, length in dict.fromkeys((a.config, a.length) for a in answers):
@@ -162,28 +123,19 @@ def main() -> None:
     if args.quick:
         args.lengths, args.samples, args.configs = [2000], 1, args.configs or QUICK_CONFIGS
 
-    count_text = token_counter(model_dir(args))
-    around = LC_TEMPLATE_TOKENS + LC_DOCUMENT_HEADER_TOKENS  # lcrag's LC prompt around the document
-    samples = [
-        generate(task, length, seed, lambda text: count_text(text) + around)
+    count = lc_prompt_counter(args)
+    probes = [
+        Probe(generate(task, length, seed, count))
         for length in args.lengths
         for task in args.tasks
         for seed in range(args.samples)
     ]
-    answers = AnswerCache(args.out / "ruler.answers.jsonl", Answer, lambda answer: answer.key)
-    with suite_client(args, "ruler") as http, answers.open():
-        configs = args.configs or configurations(args.policies, args.ratios, query_agnostic(http))
-        model = args.adapter or served_model(http)
-        runs = [(config, model) for config in configs]
-        answer_all(http, answers, samples, asked, runs, answer_key, score, args.max_tokens, "ruler answers")
-    wanted = {answer_key(config, model, sample) for config, model in runs for sample in samples}
-    chosen = [answer for key, answer in answers.answers.items() if key in wanted]
-    rows = summary(chosen, args.tasks)
-    table = markdown(rows, args.tasks)
-    write_report(args.out, "ruler", rows, table)
-    plot(rows, args.out / "ruler.png")
-    print(table)
-    print(f"\nWrote {args.out}/ruler.json, .md and .png")
+    answers = answer_suite(
+        args, "ruler", probes, probe_question, probe_key, probe_answer, ProbeAnswer,
+        args.configs or (lambda http: configurations(args.policies, args.ratios, query_agnostic(http))),
+    )  # fmt: skip
+    rows = summary(answers, args.tasks)
+    report(args.out, "ruler", rows, markdown(rows, args.tasks), lambda path: plot(rows, path))
 
 
 if __name__ == "__main__":

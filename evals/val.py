@@ -16,81 +16,33 @@ from __future__ import annotations
 import random
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evals.api import (
-    AnswerCache,
-    Reply,
-    add_server_options,
-    model_dir,
-    served_model,
-    suite_client,
-    token_counter,
-    write_report,
-)
+from evals.api import add_server_options
 from evals.common import eval_parser
-from evals.lc_suite import LcQuestion, answer_all
-from evals.ruler_tasks import Sample
+from evals.lc_suite import (
+    BASE,
+    Probe,
+    ProbeAnswer,
+    answer_suite,
+    lc_prompt_counter,
+    probe_answer,
+    probe_key,
+    probe_question,
+    report,
+)
 from evals.val_tasks import TASKS, generate
-from rag.context import LC_DOCUMENT_HEADER_TOKENS, LC_TEMPLATE_TOKENS
-
-BASE = "base"
 
 
-@dataclass(frozen=True)
-class Probe:
-    bin: int
-    sample: Sample
-
-
-@dataclass(frozen=True)
-class Answer:
-    config: str
-    model: str
-    task: str
-    length: int
-    bin: int
-    seed: int
-    answer: str
-    expected: list[str]
-    score: float
-    error: str | None = None
-
-    @property
-    def key(self) -> str:
-        return f"{self.config}|{self.model}|{self.task}|{self.length}|{self.bin}|{self.seed}"
-
-
-def probe_key(config: str, model: str, probe: Probe) -> str:
-    sample = probe.sample
-    return f"{config}|{model}|{sample.task}|{sample.length}|{probe.bin}|{sample.seed}"
-
-
-def asked(probe: Probe) -> LcQuestion:
-    sample = probe.sample
-    name = f"val-{sample.task.removeprefix('val_')}-{sample.length}-{probe.bin}-{sample.seed}"
-    return LcQuestion(name, [("context.txt", sample.context)], sample.question)
-
-
-def score(config: str, model: str, probe: Probe, reply: Reply) -> Answer:
-    sample = probe.sample
-    value = sample.score(reply.text) if reply.error is None else 0.0
-    return Answer(
-        config, model, sample.task, sample.length, probe.bin, sample.seed, reply.text, list(sample.answers),
-        value, reply.error,
-    )  # fmt: skip
-
-
-def summary(answers: Sequence[Answer]) -> list[dict[str, Any]]:
+def summary(answers: Sequence[ProbeAnswer]) -> list[dict[str, Any]]:
     """One row per (model, config, task, length): the score % per depth bin, its mean and the gap."""
     rows = []
     for model, config, task, length in dict.fromkeys((a.model, a.config, a.task, a.length) for a in answers):
         mine = [a for a in answers if (a.model, a.config, a.task, a.length) == (model, config, task, length)]
         bins = {
-            b: 100 * statistics.fmean(a.score for a in mine if a.bin == b)
-            for b in sorted({a.bin for a in mine})
+            int(b): 100 * statistics.fmean(a.score for a in mine if a.place == b)
+            for b in sorted({a.place for a in mine if a.place is not None})
         }
         rows.append(
             {
@@ -162,33 +114,19 @@ def main() -> None:
     if args.quick:
         args.lengths, args.bins, args.samples = [2000], 3, 1
 
-    count_text = token_counter(model_dir(args))
-    around = LC_TEMPLATE_TOKENS + LC_DOCUMENT_HEADER_TOKENS
-
-    def counted(text: str) -> int:
-        return count_text(text) + around
-
+    count = lc_prompt_counter(args)
     probes = []
     for task in args.tasks:
         for length in args.lengths:
             for b in range(args.bins):
                 for seed in range(args.samples):
                     depth = (b + random.Random(f"{task}|{length}|{b}|{seed}").random()) / args.bins
-                    probes.append(Probe(b, generate(task, length, depth, seed, counted)))
-    answers = AnswerCache(args.out / "val.answers.jsonl", Answer, lambda answer: answer.key)
-    with suite_client(args, "val") as http, answers.open():
-        base = args.adapter or served_model(http)
-        runs = [
-            (config, base if model == BASE else model) for model in args.models for config in args.configs
-        ]
-        answer_all(http, answers, probes, asked, runs, probe_key, score, args.max_tokens, "val answers")
-    wanted = {probe_key(config, model, probe) for config, model in runs for probe in probes}
-    rows = summary([a for key, a in answers.answers.items() if key in wanted])
-    table = markdown(rows, args.bins)
-    write_report(args.out, "val", rows, table)
-    plot(rows, args.bins, args.out / "val.png")
-    print(table)
-    print(f"\nWrote {args.out}/val.json, .md and .png")
+                    probes.append(Probe(generate(task, length, depth, seed, count), float(b)))
+    answers = answer_suite(
+        args, "val", probes, probe_question, probe_key, probe_answer, ProbeAnswer, args.configs, args.models
+    )
+    rows = summary(answers)
+    report(args.out, "val", rows, markdown(rows, args.bins), lambda path: plot(rows, args.bins, path))
 
 
 if __name__ == "__main__":

@@ -4,8 +4,8 @@ average with a stratified interval."""
 from __future__ import annotations
 
 from evals.api import Reply
-from evals.lc_suite import chat_body, configurations, parse_config
-from evals.ruler import Answer, markdown, score, summary
+from evals.lc_suite import Probe, ProbeAnswer, chat_body, configurations, parse_config, probe_answer
+from evals.ruler import markdown, summary
 from evals.ruler_tasks import Sample
 
 
@@ -30,8 +30,8 @@ def test_each_configuration_sends_its_eviction_in_lc_mode() -> None:
 
 
 def test_the_average_weighs_every_task_the_same() -> None:
-    def answer(task: str, seed: int, value: float) -> Answer:
-        return Answer("none", "m", task, 4000, seed, "", [], value, None, None, None, None)
+    def answer(task: str, seed: int, value: float) -> ProbeAnswer:
+        return ProbeAnswer("none", "m", task, 4000, seed, "", [], value)
 
     answers = [answer("vt", 0, 1.0), answer("vt", 1, 1.0), answer("vt", 2, 1.0), answer("cwe", 0, 0.0)]
     (row,) = summary(answers, ["vt", "cwe"])
@@ -42,12 +42,12 @@ def test_the_average_weighs_every_task_the_same() -> None:
 
 def test_a_failed_request_scores_zero_and_keeps_its_error() -> None:
     sample = Sample("niah_single_1", 4000, 0, "ctx", "q", ("1234567",))
-    failed = score("snapkv:0.5", "m", sample, Reply("1234567", {}, None, 1.0, error="boom"))
+    failed = probe_answer("snapkv:0.5", "m", Probe(sample), Reply("1234567", {}, None, 1.0, error="boom"))
     assert failed.score == 0.0 and failed.error == "boom"
-    right = score(
+    right = probe_answer(
         "snapkv:0.5",
         "m",
-        sample,
+        Probe(sample),
         Reply("It is 1234567.", {"kv": {"tokens_before": 9, "tokens_after": 4}}, 5.0, 9.0),
     )
     assert right.score == 1.0 and right.kv_tokens_after == 4

@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-from evals.val import Answer, markdown, summary
+from evals.lc_suite import ProbeAnswer
+from evals.val import markdown, summary
 from evals.val_tasks import TASKS, generate
 
 
@@ -32,7 +33,8 @@ def test_each_probe_hides_its_one_target_at_its_depth(task: str, depth: float) -
 
 def test_the_summary_has_a_score_per_depth_bin_and_the_gap() -> None:
     answers = [
-        Answer("none", "m", "val_code", 2000, b, 0, "", [], s) for b, s in [(0, 1.0), (1, 0.0), (2, 1.0)]
+        ProbeAnswer("none", "m", "val_code", 2000, 0, "", [], s, float(b))
+        for b, s in [(0, 1.0), (1, 0.0), (2, 1.0)]
     ]
     (row,) = summary(answers)
     assert row["bins"] == {0: 100.0, 1: 0.0, 2: 100.0} and row["gap"] == 100.0
