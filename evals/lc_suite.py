@@ -1,6 +1,6 @@
-"""What the LC suites share (ruler, niah, position): questions, each over a collection made for it, answered
-in `lc` mode through the HTTP API under eviction configurations, by one or more served models, one request
-at a time, answers cached on disk.
+"""What the LC suites share (ruler, niah, position, val): questions, each over a collection made for it,
+answered in `lc` mode through the HTTP API under eviction configurations, by one or more served models, one
+request at a time, answers cached on disk.
 
 Configurations: `none` (no eviction); `<policy>:<ratio>` (the question inside the compressed prompt:
 per-request eviction, `kv.cache` false; a reconstruction policy such as kvzip runs its passes over the
