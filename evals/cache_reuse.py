@@ -225,7 +225,7 @@ def markdown(table: dict[str, dict[str, float]]) -> str:
 
 
 def plot(table: dict[str, dict[str, float]], path: Path) -> None:
-    title = "Four questions per context: accuracy vs KV eviction (SmolLM2-135M)"
+    title = "Four questions per context vs KV eviction (SmolLM2-135M)"
     with accuracy_plot(path, title, "evicted fraction of the context's KV cache", "accuracy (%)") as axes:
         baseline = table.get("none", {}).get("all")
         if baseline is not None:
