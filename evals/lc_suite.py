@@ -5,7 +5,8 @@ request at a time, answers cached on disk.
 Configurations: `none` (no eviction); `<policy>:<ratio>` (the question inside the compressed prompt:
 per-request eviction, `kv.cache` false; a reconstruction policy such as kvzip runs its passes over the
 whole prompt); `cache:<policy>:<ratio>` (query-agnostic policies: the question outside, the collection's
-context compressed once as a shared cache, as lcrag serves follow-up questions).
+context compressed once as a shared cache, as lcrag serves follow-up questions). A policy may carry
+options: `cache:kvzip[chunk=8]:0.875`.
 """
 
 from __future__ import annotations
@@ -116,6 +117,24 @@ def parse_config(config: str) -> tuple[str | None, float, bool]:
     return policy, float(ratio), rest != config
 
 
+def policy_options(policy: str) -> tuple[str, dict[str, int | float | str]]:
+    """`kvzip[chunk=8,layers=shared]` -> ("kvzip", {"chunk": 8, "layers": "shared"}); numbers become
+    numbers (the server validates each option)."""
+    name, _, listed = policy.partition("[")
+    options: dict[str, int | float | str] = {}
+    for pair in filter(None, listed.removesuffix("]").split(",")):
+        key, _, text = pair.partition("=")
+        value: int | float | str = text
+        for number in (int, float):
+            try:
+                value = number(text)
+                break
+            except ValueError:
+                continue
+        options[key.strip()] = value
+    return name, options
+
+
 def configurations(policies: Sequence[str], ratios: Sequence[float], agnostic: set[str]) -> list[str]:
     """`none`, each policy at each ratio with the question inside, and query-agnostic ones also cached."""
     inside = [f"{policy}:{ratio}" for policy in policies for ratio in ratios]
@@ -134,7 +153,10 @@ def chat_body(config: str, collection: str, question: str, model: str, max_token
     lcrag: dict[str, Any] = {"collection": collection, "mode": "lc"}
     policy, ratio, cached = parse_config(config)
     if policy is not None:
-        lcrag["kv"] = {"policy": policy, "ratio": ratio, "cache": cached}
+        name, options = policy_options(policy)
+        lcrag["kv"] = {"policy": name, "ratio": ratio, "cache": cached}
+        if options:
+            lcrag["kv"]["options"] = options
     return {
         "model": model,
         "messages": [{"role": "user", "content": question}],

@@ -27,6 +27,11 @@ def test_each_configuration_sends_its_eviction_in_lc_mode() -> None:
     }
     assert chat_body("cache:knorm:0.25", "docs", "Q?", "m", 8)["lcrag"]["kv"]["cache"] is True
     assert "kv" not in chat_body("none", "docs", "Q?", "m", 8)["lcrag"]
+    with_options = chat_body("cache:kvzip[chunk=8,layers=shared,vote_from=0.5]:0.875", "d", "Q?", "m", 8)
+    assert with_options["lcrag"]["kv"] == {
+        "policy": "kvzip", "ratio": 0.875, "cache": True,
+        "options": {"chunk": 8, "layers": "shared", "vote_from": 0.5},
+    }  # fmt: skip
 
 
 def test_the_average_weighs_every_task_the_same() -> None:
