@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from evals.api import AnswerCache
 from evals.common import accuracy_plot, eval_parser
 from evals.compression_sweep import FILLER
 from evals.scoring import substring_match
@@ -269,27 +270,20 @@ def main() -> None:
         for length in args.lengths
         for seed in range(args.seeds)
     ]
-    args.out.mkdir(parents=True, exist_ok=True)
-    cache_path = args.out / "cache_reuse.answers.jsonl"
-    done = {}
-    if cache_path.exists():
-        for line in cache_path.read_text().splitlines():
-            cached = Answer(**json.loads(line))
-            done[cached.key] = cached
+    cached = AnswerCache(args.out / "cache_reuse.answers.jsonl", Answer, lambda answer: answer.key)
     settings = {"kv_space_gb": 4, "max_model_len": 8192, "max_num_batched_tokens": 2048}
-    with offline_engine(model, **settings) as llm, cache_path.open("a") as sink:
+    with offline_engine(model, **settings) as llm, cached.open():
         for config in tqdm(args.configs, desc="configs"):
             for context in contexts:
                 if all(
-                    f"{config}|{context.task}|{context.length}|{context.seed}|{q}" in done for q in range(4)
+                    f"{config}|{context.task}|{context.length}|{context.seed}|{q}" in cached for q in range(4)
                 ):
                     continue
                 for new in answer(llm, tokenizer, config, context, args.new_tokens):
-                    done[new.key] = new
-                    sink.write(json.dumps(asdict(new)) + "\n")
-                sink.flush()
-            tqdm.write(f"{config}: {summary([a for a in done.values() if a.config == config])[config]}")
-    answers = [a for a in done.values() if a.config in args.configs]
+                    cached.add(new)
+            done = [a for a in cached.answers.values() if a.config == config]
+            tqdm.write(f"{config}: {summary(done)[config]}")
+    answers = [a for a in cached.answers.values() if a.config in args.configs]
     table = summary(answers)
     command = "python -m evals.cache_reuse " + " ".join(sys.argv[1:])
     (args.out / "cache_reuse.json").write_text(
