@@ -132,13 +132,15 @@ def token_counter(folder: Path) -> Callable[[str], int]:
 
 
 @contextmanager
-def suite_client(args: argparse.Namespace, suite: str) -> Iterator[httpx.Client]:
+def suite_client(
+    args: argparse.Namespace, suite: str, data_dir: Path | None = None
+) -> Iterator[httpx.Client]:
     """A client of `--base-url`, or of a server started on the suite's model for the block (its log in
-    `--out`/<suite>.server.log, its data in a fresh temporary folder)."""
+    `--out`/<suite>.server.log, its data in `data_dir`, by default a fresh temporary folder)."""
     from lcrag import local_server
 
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
-    data_dir = Path(tempfile.mkdtemp(prefix="lcrag-eval-"))
+    data_dir = data_dir or Path(tempfile.mkdtemp(prefix="lcrag-eval-"))
     serve_args = ["--model", str(model_dir(args)), "--data-dir", str(data_dir)]
     args.out.mkdir(parents=True, exist_ok=True)
     log_path = args.out / f"{suite}.server.log"
@@ -149,10 +151,10 @@ def suite_client(args: argparse.Namespace, suite: str) -> Iterator[httpx.Client]
         yield http
 
 
-def write_report(out: Path, suite: str, summary: Any, table: str) -> str:
+def write_report(out: Path, suite: str, summary: Any, table: str, command: str | None = None) -> str:
     """`<suite>.json` (the command and `summary`) and `<suite>.md` (the command and `table`) in `out`;
-    returns the command."""
-    command = f"python -m evals.{suite} " + " ".join(sys.argv[1:])
+    returns the command (by default this process's)."""
+    command = command or f"python -m evals.{suite} " + " ".join(sys.argv[1:])
     (out / f"{suite}.json").write_text(json.dumps({"command": command, "summary": summary}, indent=1))
     (out / f"{suite}.md").write_text(f"`{command}`\n\n{table}\n")
     return command

@@ -115,8 +115,11 @@ def file_name(title: str) -> str:
     return re.sub(r"[^\w .,()-]", "_", title)[:120] + ".txt"
 
 
-def mode_body(mode: str, collection: str, question: str, model: str, max_tokens: int) -> dict[str, Any]:
-    """The chat request for `mode`: `rag@k`, `lc`, `lc:<policy>-<ratio>` or `auto`."""
+def mode_body(
+    mode: str, collection: str, question: str, model: str, max_tokens: int, suffix: str = ASK_SUFFIX
+) -> dict[str, Any]:
+    """The chat request for `mode`: `rag@k`, `lc`, `lc:<policy>-<ratio>` or `auto`; `suffix` follows the
+    question."""
     lcrag: dict[str, Any] = {"collection": collection}
     name, _, extra = mode.partition("@")
     base, _, kv = name.partition(":")
@@ -128,7 +131,7 @@ def mode_body(mode: str, collection: str, question: str, model: str, max_tokens:
         lcrag["kv"] = {"policy": policy, "ratio": float(ratio)}
     return {
         "model": model,
-        "messages": [{"role": "user", "content": question + ASK_SUFFIX}],
+        "messages": [{"role": "user", "content": question + suffix}],
         "max_tokens": max_tokens,
         "temperature": 0,
         "stream": True,

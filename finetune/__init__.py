@@ -1,2 +1,2 @@
-"""Fine-tuning long-context skills: synthetic data from the user's collection and LoRA training (PEFT/TRL).
-Built by the fine-tuning issue; nothing here yet."""
+"""Fine-tuning long-context skills: synthetic data from the user's collection (`finetune.data`, with a
+held-out split in `finetune.holdout`) and LoRA training with PEFT/TRL (`finetune.train`)."""

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from finetune.holdout import HOLDOUT_SHARE
 from lcrag.logs import configure_logging
 from lcrag.settings import Settings, SettingsError, load_settings
 
@@ -208,6 +209,7 @@ def collections(url: ServerUrlOption = None, api_key: ApiKeyOption = None) -> No
 
 EVAL_SUITES = {
     "cache-reuse": "evals.cache_reuse",  # four questions per context: one cache vs per-question eviction
+    "collection": "evals.collection",  # held-out questions from your own collection, in every mode
     "compression": "evals.compression_sweep",  # needle accuracy vs KV eviction ratio, per policy
     "kv-retrieval": "evals.finetune_kv_retrieval",  # a kv_retrieval LoRA before/after, by gold position
     "lc-vs-rag": "evals.lc_vs_rag",  # HotpotQA and SQuAD in every mode: accuracy vs KV memory and time
@@ -262,6 +264,10 @@ def finetune(
     examples: Annotated[int, typer.Option(help="Training examples to generate.")] = 64,
     context_tokens: Annotated[int, typer.Option(help="Context length of each example, in tokens.")] = 2048,
     learning_rate: Annotated[float, typer.Option(help="LoRA learning rate.")] = 2e-4,
+    holdout: Annotated[
+        float,
+        typer.Option(help="Share of the collection held out for `lcrag eval collection` (0: train on all)."),
+    ] = HOLDOUT_SHARE,
     model: Annotated[str | None, typer.Option(help="Base model folder. Env: LCRAG_MODEL.")] = None,
     data_dir: DataDirOption = None,
 ) -> None:
@@ -277,7 +283,7 @@ def finetune(
     try:
         request = FinetuneRequest(
             recipe, Path(model_path), settings.adapters_dir / out, steps, examples, context_tokens,
-            learning_rate, corpus=_collection_corpus(settings, collection) if collection else None,
+            learning_rate, corpus=_collection_corpus(settings, collection, holdout) if collection else None,
             method=method, compression=CompressionSpec.parse(compression) if compression else None,
             target=target,
         )  # fmt: skip
@@ -360,7 +366,7 @@ def adapters_unload(
     typer.echo(f"Unloaded {name!r}.")
 
 
-def _collection_corpus(settings: Settings, collection: str):
+def _collection_corpus(settings: Settings, collection: str, holdout_share: float):
     """The collection as training material; unknown collections fail here, before any model loads."""
     from finetune.collection import CollectionCorpus
     from rag.embeddings import Embedder
@@ -368,7 +374,9 @@ def _collection_corpus(settings: Settings, collection: str):
 
     store = Store.open(path=str(settings.chroma_dir), url=settings.chroma_url)
     store.require_collection(collection)
-    return CollectionCorpus(store, Embedder(settings.embedder), collection)
+    if not 0.0 <= holdout_share < 1.0:
+        raise ValueError("--holdout must be a fraction in [0, 1).")
+    return CollectionCorpus(store, Embedder(settings.embedder), collection, holdout_share=holdout_share)
 
 
 def _local_ingestor(settings: Settings, collection: str):

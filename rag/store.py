@@ -178,6 +178,19 @@ class Store:
             raise DocumentNotFoundError(f"Collection {name!r} has no document {doc_id!r}.")
         collection.delete(where={"doc_id": doc_id})
 
+    def document_chunks(self, name: str, doc_id: str) -> tuple[DocumentInfo, list[StoredChunk]]:
+        """A complete document and its chunks in order (an interrupted ingest's leftovers are not one)."""
+        found = self._collection(name).get(where={"doc_id": doc_id}, include=["metadatas", "documents"])
+        metas, texts = found["metadatas"] or [], found["documents"] or []
+        head = next((meta for meta in metas if meta["chunk_index"] == 0), None)
+        if head is None:
+            raise DocumentNotFoundError(f"Collection {name!r} has no document {doc_id!r}.")
+        chunks = sorted(
+            (_stored_chunk(meta, text) for meta, text in zip(metas, texts, strict=True)),
+            key=lambda s: s.chunk.index,
+        )
+        return _document_info(head), chunks
+
     def count_chunks(self, name: str) -> int:
         return self._collection(name).count()
 

@@ -80,6 +80,20 @@ class DocumentOut(BaseModel):
     tokens: int
 
 
+class ChunkOut(BaseModel):
+    index: int
+    start: int = Field(description="Character offset of the chunk in the document text.")
+    end: int
+    page: int | None
+    tokens: int
+    text: str
+
+
+class DocumentDetail(DocumentOut):
+    text: str = Field(description="The document's text as LC mode shows it (its chunks joined).")
+    chunk_list: list[ChunkOut] = Field(description="The document's chunks in order, as RAG retrieves them.")
+
+
 class CollectionOut(BaseModel):
     name: str
     documents: int

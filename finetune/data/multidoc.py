@@ -161,7 +161,7 @@ class _Pool:
 
     @classmethod
     def of(cls, chunks: Sequence[CorpusChunk]) -> _Pool:
-        askable = [chunk for chunk in chunks if _cloze_sentences(chunk.text)]
+        askable = [chunk for chunk in chunks if cloze_sentences(chunk.text)]
         if not askable or len(chunks) < MIN_CHUNKS:
             raise ValueError(
                 f"Multidoc questions need at least {MIN_CHUNKS} chunks with full sentences (found "
@@ -207,17 +207,24 @@ def _example(
     )
 
 
-def _cloze_sentences(text: str) -> list[str]:
+def cloze_sentences(text: str) -> list[str]:
+    """The sentences of `text` a cloze question can be made of."""
     return [
-        sentence
-        for sentence in (s.strip() for s in SENTENCE_END.split(text))
-        if '"' not in sentence
-        and MIN_SENTENCE_WORDS <= len(sentence.split()) <= MAX_SENTENCE_WORDS
-        and _blankable(sentence)
+        sentence for sentence in (s.strip() for s in SENTENCE_END.split(text)) if is_cloze_sentence(sentence)
     ]
 
 
-def _blankable(sentence: str) -> list[str]:
+def is_cloze_sentence(sentence: str) -> bool:
+    """No quotes, a moderate length, and a word that can be blanked."""
+    return (
+        '"' not in sentence
+        and MIN_SENTENCE_WORDS <= len(sentence.split()) <= MAX_SENTENCE_WORDS
+        and bool(blankable_words(sentence))
+    )
+
+
+def blankable_words(sentence: str) -> list[str]:
+    """Words of `sentence` whose blank has one answer: long, not a stop word, not repeated."""
     words = WORD.findall(sentence)
     lower = [word.lower() for word in words]
     return [
@@ -228,8 +235,8 @@ def _blankable(sentence: str) -> list[str]:
 
 
 def _cloze(chunk: CorpusChunk, rng: random.Random) -> Cloze:
-    sentence = rng.choice(_cloze_sentences(chunk.text))
-    return Cloze(chunk.chunk_id, sentence, rng.choice(_blankable(sentence)))
+    sentence = rng.choice(cloze_sentences(chunk.text))
+    return Cloze(chunk.chunk_id, sentence, rng.choice(blankable_words(sentence)))
 
 
 def _negatives(

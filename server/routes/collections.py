@@ -9,6 +9,7 @@ from typing import Annotated
 from anyio import from_thread
 from fastapi import APIRouter, File, Request, UploadFile, status
 
+from rag.chunking import join_chunks
 from rag.context import estimate_lc_prompt_tokens
 from rag.errors import RagError
 from rag.loaders import LoadedDocument, load_bytes
@@ -19,6 +20,8 @@ from server.schemas import (
     CollectionList,
     CollectionOut,
     Deleted,
+    ChunkOut,
+    DocumentDetail,
     DocumentList,
     DocumentOut,
     IngestedFile,
@@ -128,6 +131,22 @@ def list_documents(name: str, request: Request) -> DocumentList:
             for d in documents
         ]
     )
+
+
+@router.get("/{name}/documents/{doc_id}", response_model=DocumentDetail)
+def get_document(name: str, doc_id: str, request: Request) -> DocumentDetail:
+    """One document with its text and its chunks (what LC and RAG see of it)."""
+    try:
+        info, stored = services(request).store.document_chunks(name, doc_id)
+    except RagError as error:
+        raise from_rag_error(error) from None
+    chunks = [s.chunk for s in stored]
+    return DocumentDetail(
+        doc_id=info.doc_id, name=info.name, title=info.title, chunks=info.chunks, tokens=info.tokens,
+        text=join_chunks(chunks),
+        chunk_list=[ChunkOut(index=c.index, start=c.start, end=c.end, page=c.page, tokens=c.tokens, text=c.text)
+                    for c in chunks],
+    )  # fmt: skip
 
 
 @router.delete("/{name}/documents/{doc_id}", response_model=Deleted)

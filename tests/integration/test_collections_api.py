@@ -70,6 +70,18 @@ def test_listing_shows_counts_and_whether_lc_fits(tiny_server: RunningServer, to
     assert [d["name"] for d in docs] == ["arlen.txt", "brisk.txt"]
 
 
+def test_a_document_shows_its_text_and_chunks(tiny_server: RunningServer, towns: str) -> None:
+    with api(tiny_server) as c:
+        listed = c.get(f"/v1/collections/{towns}/documents").json()["data"][1]
+        document = c.get(f"/v1/collections/{towns}/documents/{listed['doc_id']}").json()
+    assert {k: document[k] for k in listed} == listed
+    assert " ".join(document["text"].split()) == " ".join(town_paragraph(*TOWNS[1]).split())
+    chunks = document["chunk_list"]
+    assert [chunk["index"] for chunk in chunks] == list(range(listed["chunks"]))
+    for chunk in chunks:
+        assert document["text"][chunk["start"] : chunk["end"]] == chunk["text"]
+
+
 def test_query_returns_ranked_citations(tiny_server: RunningServer, towns: str) -> None:
     with api(tiny_server) as c:
         hits = c.post(f"/v1/collections/{towns}/query", json={"query": "blue wool", "top_k": 2}).json()[
@@ -198,6 +210,7 @@ def test_path_traversal_names_are_stored_by_their_bare_name(tiny_server: Running
         ("DELETE", "/v1/collections/nope-nope", None, 404),
         ("POST", "/v1/collections/nope-nope/query", {"query": "x"}, 404),
         ("DELETE", "/v1/collections/towns/documents/0123456789abcdef", None, 404),
+        ("GET", "/v1/collections/towns/documents/0123456789abcdef", None, 404),
         ("POST", "/v1/collections", {"name": "No"}, 400),
         ("POST", "/v1/collections", {"name": "towns"}, 409),
         ("POST", "/v1/collections/towns/query", {"query": ""}, 400),

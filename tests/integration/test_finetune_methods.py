@@ -66,6 +66,28 @@ def test_negatives_come_from_the_rag_pipeline_and_never_hold_the_answer(corpus, 
         assert item.reward(item.messages[1]["content"]) == 1.0
 
 
+def test_the_held_out_documents_never_reach_training_material(corpus, data_dir: Path, embedder) -> None:
+    from rag.store import Store
+
+    split = corpus.split
+    titles = {s.doc_id: s.doc_title for s in corpus.store.chunks("towns")}
+    assert split.unit == "document" and 1 <= len(split.held) < len(titles)
+    assert all(chunk.chunk_id.split(":")[0] not in split.held for chunk in corpus.chunks())
+    held = [  # each record's census sentence, found in no other record
+        s.chunk.text.split(". ")[0]
+        for s in corpus.store.chunks("towns")
+        if s.doc_id in split.held and s.chunk.index == 0
+    ]
+    assert held and not any(census in text for census in held for _, text in corpus.documents())
+    for town in ("copper bells", "census counted 1037 households", "the first frost"):
+        assert all(hit.split(":")[0] not in split.held for hit in corpus.retrieve(town, 5))
+        assert len(corpus.retrieve(town, 5)) == 5
+    everything = CollectionCorpus(
+        Store.open(path=str(data_dir / "chroma")), embedder, "towns", holdout_share=0
+    )
+    assert everything.split.unit == "none" and len(everything.chunks()) > len(corpus.chunks())
+
+
 def test_grpo_scores_each_sampled_completion_against_its_own_example(
     corpus, tokenizer, tiny_model_dir: Path, tmp_path: Path
 ) -> None:

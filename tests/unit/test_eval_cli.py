@@ -10,7 +10,7 @@ def test_an_unknown_suite_is_refused_with_the_available_ones() -> None:
     result = CliRunner().invoke(app, ["eval", "nope"])
     assert result.exit_code == 1
     assert (
-        "unknown eval suite 'nope'; available: cache-reuse, compression, kv-retrieval, lc-vs-rag"
+        "unknown eval suite 'nope'; available: cache-reuse, collection, compression, kv-retrieval, lc-vs-rag"
         in result.output
     )
 
