@@ -84,6 +84,13 @@ def fingerprint(documents: Sequence[SourceDocument]) -> str:
     return hashlib.sha256(" ".join(sorted(d.doc_id for d in documents)).encode()).hexdigest()[:10]
 
 
+def cached_id(tag: str, item: QAItem) -> str:
+    """A question's id in the answer cache: the collection's fingerprint, the question's id and a digest of
+    its text (so a changed question is asked again)."""
+    digest = hashlib.sha256(f"{item.question}|{item.answers}".encode()).hexdigest()[:8]
+    return f"{tag}:{item.id}:{digest}"
+
+
 def run(
     http: httpx.Client,
     spec: CollectionEval,
@@ -104,9 +111,14 @@ def run(
     documents = fetch_documents(http, spec.collection)
     tag = fingerprint(documents)
     asked, needle_files = _questions(spec, documents)
+    notes += [
+        f"Only {len(items)} {kind} questions: the held-out part of the collection has no more usable text."
+        for kind, items in asked.items()
+        if len(items) < spec.questions
+    ]
     wanted = {
         kind: [
-            (item, mode, answer_key(kind, f"{tag}:{item.id}", mode, served))
+            (item, mode, answer_key(kind, cached_id(tag, item), mode, served))
             for item in items
             for mode in modes
         ]
@@ -127,7 +139,7 @@ def run(
                     body = mode_body(
                         mode, target, item.question + SUFFIXES[kind], served, MAX_TOKENS[kind], ""
                     )
-                    tagged = QAItem(f"{tag}:{item.id}", item.question, item.answers, (), item.gold)
+                    tagged = QAItem(cached_id(tag, item), item.question, item.answers, (), item.gold)
                     answers.add(score(kind, tagged, mode, ask(http, body), served))
                     counter.advance(1)
             finally:
@@ -180,7 +192,7 @@ def write(out: Path, report: CollectionReport, command: str | None = None) -> st
     """collection.json, collection.md and collection.png in `out`; returns the Markdown."""
     from evals.api import write_report
 
-    table = markdown(report.rows) + "".join(f"\n\n{note}" for note in report.notes)
+    table = markdown(report.rows, first="kind") + "".join(f"\n\n{note}" for note in report.notes)
     write_report(out, "collection", report.rows, table, command)
     plot(report.rows, out / "collection.png")
     return table

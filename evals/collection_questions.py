@@ -31,7 +31,8 @@ CLOZE = 'One word is missing ({blank}) in this sentence from the documents: "{se
 QUOTE = 'In the documents, which sentence comes right after: "{cue}"? Quote it exactly.'
 NEEDLE = "One of the special magic numbers for {key} is: {value}."
 NEEDLE_QUESTION = "What is the special magic number for {key} mentioned in the documents?"
-SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+")
+SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+|\n\s*\n")  # sentence ends and blank lines
+MAX_QUOTE_WORDS = 40
 KEY_WORD = re.compile(r"\b[a-z]{5,10}\b")
 
 
@@ -78,9 +79,9 @@ def _fresh_sentences(documents: Sequence[SourceDocument], split: Holdout) -> lis
     everything = "\n".join(d.text for d in documents)
     units = []
     for doc_id, text in held:
+        # a sentence cut at a chunk's edge lies in the neighbouring (overlapping) chunk too: a training
+        # neighbour rules it out below
         sentences = [s.strip() for s in SENTENCE_SPLIT.split(text) if s.strip()]
-        if split.unit == "chunk":
-            sentences = sentences[1:-1]  # a chunk may start or end inside a sentence
         units.append(
             (doc_id, [s if everything.count(s) == 1 and s not in training else "" for s in sentences])
         )
@@ -101,7 +102,7 @@ def cloze_items(documents: Sequence[SourceDocument], count: int, seed: int) -> l
     items = []
     for number, (doc_id, sentence) in enumerate(chosen):
         cloze = Cloze(doc_id, sentence, rng.choice(blankable_words(sentence)))
-        question = CLOZE.format(blank=BLANK, sentence=cloze.question)
+        question = CLOZE.format(blank=BLANK, sentence=_flat(cloze.question))
         items.append(QAItem(f"cloze-{seed}-{number}", question, (cloze.word,), (), frozenset({doc_id})))
     return items
 
@@ -113,12 +114,14 @@ def quote_items(documents: Sequence[SourceDocument], count: int, seed: int) -> l
         (doc_id, (cue, after))
         for doc_id, sentences in units
         for cue, after in itertools.pairwise(sentences)
-        if cue and after and len(cue.split()) >= 5 and len(after.split()) >= 3
+        if cue and after and len(cue.split()) >= 5 and 3 <= len(after.split()) <= MAX_QUOTE_WORDS
     ]
     rng = random.Random(f"collection-quote:{seed}")
     chosen = _spread(candidates, count, rng, "pairs of consecutive sentences")
     return [
-        QAItem(f"quote-{seed}-{number}", QUOTE.format(cue=cue), (after,), (), frozenset({doc_id}))
+        QAItem(
+            f"quote-{seed}-{number}", QUOTE.format(cue=_flat(cue)), (_flat(after),), (), frozenset({doc_id})
+        )
         for number, (doc_id, (cue, after)) in enumerate(chosen)
     ]
 
@@ -159,6 +162,11 @@ def planted(
         texts[index] = f"{texts[index][:at]}{needle} {texts[index][at:]}"
     files = [(_text_file_name(d, i), text) for i, (d, text) in enumerate(zip(documents, texts, strict=True))]
     return files, items, depths
+
+
+def _flat(text: str) -> str:
+    """`text` on one line (documents wrapped at a fixed width read as prose)."""
+    return " ".join(text.split())
 
 
 def _sentence_boundary(text: str, offset: int) -> int:

@@ -190,9 +190,10 @@ def summary(answers: list[Answer], bytes_per_token: float | None) -> list[dict[s
     return rows
 
 
-def markdown(rows: list[dict[str, Any]]) -> str:
+def markdown(rows: list[dict[str, Any]], first: str = "dataset") -> str:
+    """The summary table; `first` names the first column (the rows' `dataset`)."""
     lines = [
-        "| dataset | mode | questions | substring % [95 % CI] | EM % | F1 % | prompt tokens | KV MiB held | "
+        f"| {first} | mode | questions | substring % [95 % CI] | EM % | F1 % | prompt tokens | KV MiB held | "
         "TTFT s (median) | total s (median) | routes |",
         "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|",
     ]

@@ -215,6 +215,7 @@ EVAL_SUITES = {
     "lc-vs-rag": "evals.lc_vs_rag",  # HotpotQA and SQuAD in every mode: accuracy vs KV memory and time
     "niah": "evals.niah",  # needle depth x length heatmap in the essays, per eviction configuration
     "position": "evals.position",  # lost in the middle: accuracy by gold position, base vs adapters
+    "reproduce": "evals.reproduce",  # the fine-tuning papers' findings in miniature: train, then evaluate
     "ruler": "evals.ruler",  # RULER's 13 tasks per policy and ratio, question inside/outside
     "val": "evals.val",  # IN2's VaL probes: document, code and table retrieval by depth, base vs adapters
 }

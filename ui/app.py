@@ -20,6 +20,7 @@ import gradio as gr
 from ui import views
 from ui.answers import ColumnAnswer, ColumnAsk, Question, merged_events
 from ui.client import ApiFailure, LcragClient
+from ui.evaluate import evaluate
 
 MODE_CHOICES = [
     ("RAG (retrieved chunks)", "rag"),
@@ -209,6 +210,35 @@ def _bar_plot(title: str) -> gr.BarPlot:
 
 
 @dataclass
+class EvaluateView:
+    """Held-out questions from the selected collection, in every mode (`ui.evaluate`)."""
+
+    questions: gr.Slider
+    top_k: gr.Slider
+    button: gr.Button
+    report: gr.Markdown
+    plot: gr.Image
+
+
+def _evaluate_view() -> EvaluateView:
+    with gr.Accordion("Evaluate this collection", open=False, elem_id="evaluate"):
+        gr.Markdown(
+            "Held-out questions from the collection (a blanked word, the sentence after a quoted one, "
+            "planted numbers), asked in RAG, LC, LC with the eviction policy and ratio above, and Auto. "
+            "Accuracy against the KV memory each answer held. The same as `lcrag eval collection NAME`."
+        )
+        with gr.Row():
+            questions = gr.Slider(1, 10, value=3, step=1, label="Questions per kind", elem_id="evaluate-n")
+            top_k = gr.Slider(1, 10, value=5, step=1, label="RAG top-k", elem_id="evaluate-top-k")
+        button = gr.Button("Evaluate", elem_id="evaluate-run")
+        report = gr.Markdown(elem_id="evaluate-report")
+        plot = gr.Image(
+            label="Accuracy vs KV memory held", type="pil", interactive=False, elem_id="evaluate-plot"
+        )
+    return EvaluateView(questions, top_k, button, report, plot)
+
+
+@dataclass
 class Sidebar:
     """Collection, documents, model and KV-compression pickers."""
 
@@ -311,6 +341,7 @@ def build(client: LcragClient) -> gr.Blocks:
                 with gr.Row():
                     plots = [_bar_plot(title) for title in views.CHART_METRICS.values()]
                 clear = gr.Button("Clear chats", size="sm")
+                evaluation = _evaluate_view()
 
         _wire_sidebar(demo, client, side, status, compressed_box)
         columns = [column_a, column_b, column_c]
@@ -331,6 +362,12 @@ def build(client: LcragClient) -> gr.Blocks:
             None,
             [widget for column in columns for widget in column.outputs],
             api_visibility="private",
+        )
+        evaluation.button.click(
+            partial(evaluate, client),
+            [side.collection, side.model, evaluation.questions, evaluation.top_k, side.policy, side.ratio],
+            [evaluation.report, evaluation.plot],
+            api_name="evaluate",
         )
     demo.queue(default_concurrency_limit=QUEUE_CONCURRENCY)
     return demo

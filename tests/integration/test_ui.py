@@ -172,3 +172,27 @@ def test_the_compression_column_runs_only_when_switched_on(ui: Client, collectio
 def test_creating_a_bad_collection_name_says_why(ui: Client) -> None:
     _, status = ui.predict("No", api_name="/create_collection")
     assert status.startswith(WARNING) and "'No'" in status
+
+
+def test_evaluate_shows_the_collection_suite_table_and_plot(ui: Client, tiny_server: RunningServer) -> None:
+    from tests.integration.test_eval_collection import town_file
+
+    with api(tiny_server) as client:
+        client.post("/v1/collections", json={"name": "ui-eval"}).raise_for_status()
+        files = [town_file(i, *town) for i, town in enumerate(TOWNS[:5])]
+        client.post("/v1/collections/ui-eval/documents", files=files).raise_for_status()
+    try:
+        report, plot = ui.predict("ui-eval", None, 1, 2, "knorm", 0.5, api_name="/evaluate")
+    finally:
+        with api(tiny_server) as client:
+            client.delete("/v1/collections/ui-eval")
+    assert report.startswith("`lcrag eval collection ui-eval --questions 1 --kinds cloze quote needle")
+    for kind in ("cloze", "quote", "needle"):
+        for mode in ("rag@2", "lc", "lc:knorm-0.5", "auto"):
+            assert f"| {kind} | {mode} | 1 |" in report
+    assert Path(plot).stat().st_size > 0
+
+
+def test_evaluating_a_collection_too_small_says_why(ui: Client, collection: str) -> None:
+    report, plot = ui.predict(collection, None, 1, 2, "knorm", 0.5, api_name="/evaluate")
+    assert report.startswith(WARNING) and "too small to hold questions out" in report and plot is None

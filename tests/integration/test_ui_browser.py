@@ -131,6 +131,38 @@ def test_upload_ask_and_watch_both_columns_answer_with_citations(
     page.screenshot(path=str(ARTIFACTS / "ui_side_by_side.png"), full_page=True)
 
 
+def test_evaluate_runs_the_collection_suite_in_the_page(
+    page,
+    tmp_path: Path,
+    cleanup: list[str],  # type: ignore[no-untyped-def]
+) -> None:
+    from playwright.sync_api import expect
+
+    from tests.integration.test_eval_collection import town_file
+
+    files = []
+    for index, town in enumerate(TOWNS[:5]):
+        _, (name, text, _) = town_file(index, *town)
+        (tmp_path / name).write_bytes(text)
+        files.append(str(tmp_path / name))
+    cleanup.append("browser-eval")
+    page.get_by_text("New collection").click()
+    page.get_by_label("Name").fill("browser-eval")
+    page.click("#create-collection")
+    expect(page.locator("#status")).to_contain_text("Created collection browser-eval")
+    page.set_input_files("#upload input[type=file]", files)
+    expect(page.locator("#collection-info")).to_contain_text("5 documents", timeout=60_000)
+    page.get_by_text("Evaluate this collection").click()
+    page.click("#evaluate-run")
+    report = page.locator("#evaluate-report")
+    expect(report).to_contain_text("lcrag eval collection browser-eval", timeout=ANSWER_TIMEOUT_MS)
+    expect(report.locator("table")).to_contain_text("needle")
+    expect(page.locator("#evaluate-plot img")).to_be_visible()
+    assert "Traceback" not in page.content()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "ui_evaluate.png"), full_page=True)
+
+
 @pytest.mark.real_model
 def test_the_default_model_answers_from_the_uploaded_document_in_both_columns(
     browser,
