@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from finetune.compression_aware import CompressionSpec
 from finetune.data.multidoc import TARGETS, CorpusChunk
-from finetune.train import RewardFunction, TrainConfig, TrainResult, check_method, train
+from finetune.train import RewardFunction, TrainConfig, TrainResult, check_method, last_checkpoint, train
 
 RECIPES = ("kv_retrieval", "in2", "multidoc")
+RUN_FILE = "lcrag_run.json"  # a run's options, checked by --resume
 NEEDS_COLLECTION = ("in2", "multidoc")
 GRPO_RECIPES = ("multidoc",)  # the recipes whose examples come with scoring functions
 
@@ -39,6 +41,7 @@ class FinetuneRequest:
     method: str = "sft"
     compression: CompressionSpec | None = None
     target: str = "ids+quotes"  # multidoc target variant
+    resume: bool = False  # continue an interrupted run in adapter_dir from its last checkpoint
 
     def check(self) -> None:
         """Refuse what cannot work before any model is loaded, saying what to do instead."""
@@ -59,11 +62,42 @@ class FinetuneRequest:
                 f"Recipe {self.recipe!r} builds questions from your documents: pass --collection with a "
                 "collection that has documents."
             )
-        if self.adapter_dir.exists():
+        self._check_output()
+
+    def run_settings(self) -> dict[str, Any]:
+        """What a resumed run must share with the interrupted one (saved as `RUN_FILE` at the start)."""
+        return {"recipe": self.recipe, "base_model": str(self.base_model), "steps": self.steps,
+                "examples": self.examples, "context_tokens": self.context_tokens,
+                "learning_rate": self.learning_rate, "seed": self.seed, "method": self.method,
+                "compression": str(self.compression) if self.compression else None, "target": self.target,
+                "holdout": getattr(self.corpus, "holdout_share", None)}  # fmt: skip
+
+    def _check_output(self) -> None:
+        """A new --out (or one a run left before its first checkpoint), or with `resume` an interrupted run
+        of the same settings."""
+        name, folder = self.adapter_dir.name, self.adapter_dir.parent
+        if (self.adapter_dir / "adapter_config.json").is_file():
             raise ValueError(
-                f"An adapter named {self.adapter_dir.name!r} already exists in {self.adapter_dir.parent}; "
-                "choose another --out or delete that folder."
+                f"An adapter named {name!r} already exists in {folder}; choose another --out or delete that "
+                "folder."
             )
+        interrupted = last_checkpoint(self.adapter_dir) is not None
+        if interrupted and not self.resume:
+            raise ValueError(
+                f"An interrupted run of {name!r} is in {self.adapter_dir}: continue it with --resume (same "
+                "options), or delete that folder."
+            )
+        if self.resume and not interrupted:
+            raise ValueError(f"Nothing to resume: {self.adapter_dir} holds no checkpoint; drop --resume.")
+        saved = self.adapter_dir / RUN_FILE
+        if self.resume and saved.is_file():
+            before = json.loads(saved.read_text())
+            changed = sorted(k for k, v in self.run_settings().items() if before.get(k) != v)
+            if changed:
+                raise ValueError(
+                    f"--resume needs the interrupted run's options; these differ: {', '.join(changed)} "
+                    f"(saved in {saved})."
+                )
 
 
 @dataclass(frozen=True)
@@ -99,6 +133,8 @@ def finetune(request: FinetuneRequest) -> TrainResult:
     request.check()
     tokenizer = AutoTokenizer.from_pretrained(request.base_model)
     data = build_examples(request, tokenizer)
+    request.adapter_dir.mkdir(parents=True, exist_ok=True)
+    (request.adapter_dir / RUN_FILE).write_text(json.dumps(request.run_settings(), indent=1))
     options = {"examples": request.examples, "context_tokens": request.context_tokens, "seed": request.seed}
     if request.recipe == "multidoc":
         options["target"] = request.target

@@ -131,9 +131,9 @@ def train(
     )
     setup = _Setup(model, tokenizer, examples, config, lora, common, rewards)
     trainer = _grpo_trainer(setup) if config.method == "grpo" else _sft_trainer(setup)
-    resume = any(checkpoints.glob("checkpoint-*"))
+    resume = last_checkpoint(config.out_dir)
     started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=True if resume else None)
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.perf_counter() - started
     history = trainer.state.log_history
     config.out_dir.mkdir(parents=True, exist_ok=True)
@@ -150,6 +150,18 @@ def train(
     )
     write_card(config, result)
     return result
+
+
+def last_checkpoint(out_dir: Path) -> Path | None:
+    """The newest checkpoint under `out_dir` whose save finished (the trainer writes `trainer_state.json`
+    last); a checkpoint a killed run left half-written is removed."""
+    import shutil
+
+    found = sorted((out_dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    complete = [path for path in found if (path / "trainer_state.json").is_file()]
+    for partial in (path for path in found if path not in complete):
+        shutil.rmtree(partial)
+    return complete[-1] if complete else None
 
 
 @dataclass(frozen=True)

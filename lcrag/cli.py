@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from finetune.holdout import HOLDOUT_SHARE
 from lcrag.logs import configure_logging
 from lcrag.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from rag.ingest import SourceFile
 
 app = typer.Typer(
     help="lcrag: answer questions over document collections with RAG or long context.",
@@ -269,6 +272,10 @@ def finetune(
         float,
         typer.Option(help="Share of the collection held out for `lcrag eval collection` (0: train on all)."),
     ] = HOLDOUT_SHARE,
+    resume: Annotated[
+        bool,
+        typer.Option(help="Continue an interrupted run of --out (same options) from its last checkpoint."),
+    ] = False,
     model: Annotated[str | None, typer.Option(help="Base model folder. Env: LCRAG_MODEL.")] = None,
     data_dir: DataDirOption = None,
 ) -> None:
@@ -286,7 +293,7 @@ def finetune(
             recipe, Path(model_path), settings.adapters_dir / out, steps, examples, context_tokens,
             learning_rate, corpus=_collection_corpus(settings, collection, holdout) if collection else None,
             method=method, compression=CompressionSpec.parse(compression) if compression else None,
-            target=target,
+            target=target, resume=resume,
         )  # fmt: skip
         request.check()
         result = run_finetune(request)
@@ -397,7 +404,7 @@ def _local_ingestor(settings: Settings, collection: str):
     return Ingestor(store, Embedder(settings.embedder), AutoTokenizer.from_pretrained(model_path))
 
 
-def _ingest_with_progress(ingestor, collection: str, files: list[Path]) -> int:
+def _ingest_with_progress(ingestor, collection: str, files: list[SourceFile]) -> int:
     """Ingest with a progress bar (files, chunks/s) and one line per file; returns the number refused."""
     import time
 

@@ -71,11 +71,14 @@ def lc_documents(store: Store, collection: str) -> list[LcDocument]:
 
 
 def lc_messages(
-    question: str, documents: Sequence[LcDocument], history: Sequence[Message] = ()
+    question: str,
+    documents: Sequence[LcDocument],
+    history: Sequence[Message] = (),
+    instructions: str = LC_INSTRUCTIONS,
 ) -> list[Message]:
     """The LC prompt: instructions, then one user turn of documents, earlier turns and the question."""
     return [
-        {"role": "system", "content": LC_INSTRUCTIONS},
+        {"role": "system", "content": instructions},
         {"role": "user", "content": lc_context(documents) + lc_turn(question, history)},
     ]
 

@@ -53,29 +53,40 @@ class Ingestor:
 
 
 @dataclass(frozen=True)
+class SourceFile:
+    """A local file to ingest and the name the collection gives it (its path relative to the folder named,
+    or its file name when named itself)."""
+
+    path: Path
+    name: str
+
+
+@dataclass(frozen=True)
 class FileOutcome:
     path: Path
     result: IngestResult | None  # None when the file was refused
     error: str | None = None
 
 
-def ingest_files(ingestor: Ingestor, collection: str, files: Iterable[Path]) -> Iterable[FileOutcome]:
+def ingest_files(ingestor: Ingestor, collection: str, files: Iterable[SourceFile]) -> Iterable[FileOutcome]:
     """Ingest files one by one, yielding each outcome as soon as it is stored (or refused)."""
-    for path in files:
+    for file in files:
         try:
-            document = load_path(path)
+            document = load_path(file.path, file.name)
         except (RagError, OSError) as error:
-            yield FileOutcome(path, None, str(error))
+            yield FileOutcome(file.path, None, str(error))
             continue
-        yield FileOutcome(path, ingestor.add(collection, document))
+        yield FileOutcome(file.path, ingestor.add(collection, document))
 
 
-def supported_files(paths: Iterable[Path]) -> list[Path]:
-    """The files named, and every supported file under the folders named (recursively, sorted)."""
-    found: list[Path] = []
+def supported_files(paths: Iterable[Path]) -> list[SourceFile]:
+    """The files named, and every supported file under the folders named (recursively, sorted), each named
+    by its path relative to the folder named."""
+    found: list[SourceFile] = []
     for path in paths:
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in READERS)
+            inside = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in READERS)
+            found += [SourceFile(p, p.relative_to(path).as_posix()) for p in inside]
         else:
-            found.append(path)
+            found.append(SourceFile(path, path.name))
     return found

@@ -11,7 +11,7 @@ import hashlib
 import io
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePath
 from zipfile import BadZipFile
 
@@ -30,7 +30,7 @@ class PageSpan:
 
 @dataclass(frozen=True)
 class LoadedDocument:
-    name: str  # file name without any directory part
+    name: str  # file name (uploads) or path relative to the ingested folder (`lcrag ingest`)
     title: str
     text: str
     sha256: str  # of the raw bytes: identical files are one document
@@ -51,8 +51,11 @@ def safe_name(name: str) -> str:
     return bare
 
 
-def load_path(path: Path) -> LoadedDocument:
-    return load_bytes(path.name, path.read_bytes())
+def load_path(path: Path, name: str | None = None) -> LoadedDocument:
+    """Read a local file; `name` (default: the file name) is what the collection calls it, e.g. its path
+    relative to an ingested folder, so `a/README.md` and `b/README.md` are two documents."""
+    document = load_bytes(path.name, path.read_bytes())
+    return replace(document, name=name) if name else document
 
 
 def load_bytes(name: str, data: bytes) -> LoadedDocument:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rag.context import (
+    LC_INSTRUCTIONS,
     RAG_INSTRUCTIONS,
     Message,
     check_fits,
@@ -129,7 +130,8 @@ def parse_mode_spec(spec: str) -> tuple[str, KVOptions | None]:
 
 
 def question_of(messages: Any) -> tuple[list[Message], str]:
-    """Split chat messages into (earlier turns without system messages, the last user message's text)."""
+    """Split chat messages into (earlier turns without system messages, the last user message's text); the
+    system messages go into the prompt's own system turn (`client_instructions`)."""
     if not isinstance(messages, list) or not messages:
         raise BadRequestError("'messages' must be a non-empty list when lcrag.collection is set.", "messages")
     last = messages[-1]
@@ -144,6 +146,24 @@ def question_of(messages: Any) -> tuple[list[Message], str]:
         raise BadRequestError("The user's question is empty.", "messages")
     history = [m for m in messages[:-1] if isinstance(m, dict) and m.get("role") != "system"]
     return history, content
+
+
+def client_instructions(messages: list[Any]) -> str:
+    """The text of the client's system messages, in order ("" when there are none)."""
+    texts = []
+    for message in messages:
+        if isinstance(message, dict) and message.get("role") == "system":
+            content = message.get("content")
+            if isinstance(content, list):
+                content = "\n".join(part.get("text", "") for part in content if isinstance(part, dict))
+            if isinstance(content, str) and content.strip():
+                texts.append(content.strip())
+    return "\n\n".join(texts)
+
+
+def with_client_instructions(instructions: str, client: str) -> str:
+    """lcrag's instructions for the mode, then the client's own (a persona, answer style ...)."""
+    return f"{instructions}\n\n{client}" if client else instructions
 
 
 def collection_context(services: Services, collection: str) -> list[int]:
@@ -173,16 +193,19 @@ def prepare(
     if mode not in ("rag", "lc"):
         raise ValueError(f"prepare() builds rag and lc prompts, not {mode!r}")
     history, question = question_of(messages)
+    client = client_instructions(messages)
     started = time.perf_counter()
     if mode == "rag":
         citations = retrieve(
             services.store, services.embedder, options.collection, question, options.top_k or DEFAULT_TOP_K
         )
-        built = rag_messages(question, citations, rag_instructions)
+        built = rag_messages(question, citations, with_client_instructions(rag_instructions, client))
         prompt = [built[0], *history, built[-1]]
     else:
         citations = []
-        prompt = lc_messages(question, lc_documents(services.store, options.collection), history)
+        documents = lc_documents(services.store, options.collection)
+        instructions = with_client_instructions(LC_INSTRUCTIONS, client)
+        prompt = lc_messages(question, documents, history, instructions)
     retrieval_ms = (time.perf_counter() - started) * 1000.0
     tokens = count_prompt_tokens(services.tokenizer, prompt)
     check_fits(tokens, services.max_model_len, max_tokens or services.settings.answer_tokens)

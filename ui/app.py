@@ -368,6 +368,7 @@ def build(client: LcragClient) -> gr.Blocks:
             [side.collection, side.model, evaluation.questions, evaluation.top_k, side.policy, side.ratio],
             [evaluation.report, evaluation.plot],
             api_name="evaluate",
+            concurrency_limit=1,  # one evaluation at a time: they share the needle copy and the answer cache
         )
     demo.queue(default_concurrency_limit=QUEUE_CONCURRENCY)
     return demo

@@ -16,11 +16,11 @@ from rag.loaders import LoadedDocument, load_bytes
 from rag.retrieve import retrieve
 from server.errors import PayloadTooLargeError, from_rag_error
 from server.schemas import (
+    ChunkOut,
     CollectionCreate,
     CollectionList,
     CollectionOut,
     Deleted,
-    ChunkOut,
     DocumentDetail,
     DocumentList,
     DocumentOut,
@@ -144,8 +144,8 @@ def get_document(name: str, doc_id: str, request: Request) -> DocumentDetail:
     return DocumentDetail(
         doc_id=info.doc_id, name=info.name, title=info.title, chunks=info.chunks, tokens=info.tokens,
         text=join_chunks(chunks),
-        chunk_list=[ChunkOut(index=c.index, start=c.start, end=c.end, page=c.page, tokens=c.tokens, text=c.text)
-                    for c in chunks],
+        chunk_list=[ChunkOut(index=c.index, start=c.start, end=c.end, page=c.page, tokens=c.tokens,
+                             text=c.text) for c in chunks],
     )  # fmt: skip
 
 

@@ -121,6 +121,27 @@ def test_lc_chat_puts_the_whole_collection_in_the_prompt(
     assert extra["prompt_tokens"] == reply.usage.prompt_tokens > 200  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize("mode", ["rag", "lc"])
+def test_the_clients_system_messages_follow_lcrags_instructions(
+    client: openai.OpenAI, tiny_server: RunningServer, towns: str, tokenizer, mode: str
+) -> None:
+    persona = [{"role": "system", "content": "You are a harbour pilot."},
+               {"role": "system", "content": [{"type": "text", "text": "Answer in one line."}]}]  # fmt: skip
+    question = {"role": "user", "content": "Which town has a bridge?"}
+    tokens = {}
+    for name, messages in (("plain", [question]), ("persona", [*persona, question])):
+        reply = client.chat.completions.create(
+            model=f"{towns}@{mode}",
+            messages=messages,
+            max_tokens=2,  # type: ignore[arg-type]
+        )
+        tokens[name] = reply.usage.prompt_tokens  # type: ignore[union-attr]
+    added = len(
+        tokenizer.encode("\n\nYou are a harbour pilot.\n\nAnswer in one line.", add_special_tokens=False)
+    )
+    assert tokens["persona"] - tokens["plain"] == added
+
+
 def test_streamed_rag_chat_carries_citations_first_and_timings_last(
     tiny_server: RunningServer, towns: str
 ) -> None:

@@ -82,3 +82,19 @@ def test_killed_ingest_resumes_to_exactly_a_clean_ingest(
     documents = Store.open(path=str(killed_dir / "chroma")).documents("towns")
     assert len(documents) == FILES
     assert sum(d.chunks for d in documents) == len(chunk_ids(clean_dir)) == len(set(chunk_ids(clean_dir)))
+
+
+def test_files_of_one_name_in_two_folders_are_two_documents(tmp_path: Path, default_model_path: Path) -> None:
+    root, data_dir = tmp_path / "docs", tmp_path / "data"
+    for folder, town in (("a", TOWNS[0]), ("b", TOWNS[1])):
+        (root / folder).mkdir(parents=True)
+        (root / folder / "README.md").write_text(town_paragraph(*town))
+    first = subprocess.run(ingest(root, data_dir, default_model_path), capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    (root / "b" / "README.md").write_text(town_paragraph(*TOWNS[2]))  # only b's file changes
+    second = subprocess.run(ingest(root, data_dir, default_model_path), capture_output=True, text=True)
+    assert second.returncode == 0, second.stderr
+    assert "skipped " in second.stdout and "replaced " in second.stdout
+    documents = Store.open(path=str(data_dir / "chroma")).documents("towns")
+    assert sorted(d.name for d in documents) == ["a/README.md", "b/README.md"]
+    assert sum(d.chunks for d in documents) == len(chunk_ids(data_dir))

@@ -25,12 +25,25 @@ from lcrag.cli import app
         (["--recipe", "in2", "--out", "a"], "pass --collection"),
         (["--recipe", "in2", "--out", "a", "--collection", "no-such"], "no-such"),
         (["--recipe", "kv_retrieval", "--out", "taken"], "already exists"),
+        (["--recipe", "kv_retrieval", "--out", "taken", "--resume"], "already exists"),
+        (["--recipe", "kv_retrieval", "--out", "halfway"], "continue it with --resume"),
+        (["--recipe", "kv_retrieval", "--out", "new", "--resume"], "Nothing to resume"),
+        (["--recipe", "kv_retrieval", "--out", "halfway", "--resume", "--steps", "7"], "these differ: steps"),
     ],
 )
 def test_bad_finetune_requests_fail_with_the_reason(
     arguments: list[str], phrase: str, tmp_path: Path, default_model_path: Path
 ) -> None:
+    import json
+
+    from finetune.run import RUN_FILE, FinetuneRequest
+
     (tmp_path / "adapters" / "taken").mkdir(parents=True)
+    (tmp_path / "adapters" / "taken" / "adapter_config.json").write_text("{}")
+    halfway = tmp_path / "adapters" / "halfway"
+    (halfway / "checkpoints" / "checkpoint-5").mkdir(parents=True)
+    saved = FinetuneRequest("kv_retrieval", default_model_path, halfway, steps=100).run_settings()
+    (halfway / RUN_FILE).write_text(json.dumps(saved))
     result = CliRunner().invoke(
         app, ["finetune", *arguments, "--data-dir", str(tmp_path), "--model", str(default_model_path)]
     )
