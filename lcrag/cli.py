@@ -76,7 +76,13 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Listen address. Env: LCRAG_HOST.")] = None,
     port: Annotated[int | None, typer.Option(help="Listen port. Env: LCRAG_PORT.")] = None,
     api_key: Annotated[
-        str | None, typer.Option(help="Require this bearer token. Env: LCRAG_API_KEY.")
+        str | None,
+        typer.Option(
+            help="Require this bearer token (visible in `ps`: prefer --api-key-file). Env: LCRAG_API_KEY."
+        ),
+    ] = None,
+    api_key_file: Annotated[
+        Path | None, typer.Option(help="Read the bearer token from this file. Env: LCRAG_API_KEY_FILE.")
     ] = None,
     max_model_len: Annotated[
         int | None, typer.Option(help="Context length. Env: LCRAG_MAX_MODEL_LEN.")
@@ -111,6 +117,7 @@ def serve(
         host=host,
         port=port,
         api_key=api_key,
+        api_key_file=api_key_file,
         max_model_len=max_model_len,
         kv_cache_gb=kv_cache_gb,
         enable_lora=enable_lora,

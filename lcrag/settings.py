@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "LCRAG_"
@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535, description="TCP port to listen on.")
     api_key: SecretStr | None = Field(
         default=None, description="If set, every route except /health needs 'Authorization: Bearer <key>'."
+    )
+    api_key_file: Path | None = Field(
+        default=None,
+        description="A file holding the API key (keeps it out of the process list and shell history).",
     )
     max_model_len: int | None = Field(
         default=None, ge=16, description="Context length in tokens; defaults to the model's own."
@@ -104,6 +108,28 @@ class Settings(BaseSettings):
     def _expand_user(cls, value: Path) -> Path:
         return value.expanduser()
 
+    @field_validator("api_key_file")
+    @classmethod
+    def _readable_key_file(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return None
+        path = value.expanduser()
+        if not path.is_file():
+            raise ValueError(f"no such file: {path}")
+        if not path.read_text().strip():
+            raise ValueError(f"{path} is empty; write the key into it")
+        return path
+
+    @model_validator(mode="after")
+    def _key_from_file(self) -> Settings:
+        if self.api_key_file is not None:
+            if self.api_key is not None:
+                raise ValueError(
+                    "give the API key once: --api-key (LCRAG_API_KEY) or --api-key-file, not both"
+                )
+            self.api_key = SecretStr(self.api_key_file.read_text().strip())
+        return self
+
     @field_validator("model", "served_model_name", "api_key", "chroma_url", "embedder", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
@@ -146,7 +172,10 @@ def load_settings(**overrides: Any) -> Settings:
 def _describe(error: ValidationError, given: dict[str, Any]) -> str:
     lines = []
     for problem in error.errors():
-        name = str(problem["loc"][0]) if problem["loc"] else "settings"
+        if not problem["loc"]:  # a rule across settings
+            lines.append(f"Invalid settings: {problem['msg']}")
+            continue
+        name = str(problem["loc"][0])
         source = f"--{name.replace('_', '-')}" if name in given else f"{ENV_PREFIX}{name.upper()}"
         value = problem.get("input")
         shown = "" if isinstance(value, dict) or name == "api_key" else f" (got {value!r})"

@@ -42,6 +42,7 @@ def test_bad_finetune_requests_fail_with_the_reason(
     (tmp_path / "adapters" / "taken" / "adapter_config.json").write_text("{}")
     halfway = tmp_path / "adapters" / "halfway"
     (halfway / "checkpoints" / "checkpoint-5").mkdir(parents=True)
+    (halfway / "checkpoints" / "checkpoint-5" / "trainer_state.json").write_text("{}")  # a finished save
     saved = FinetuneRequest("kv_retrieval", default_model_path, halfway, steps=100).run_settings()
     (halfway / RUN_FILE).write_text(json.dumps(saved))
     result = CliRunner().invoke(

@@ -92,3 +92,22 @@ def test_chroma_url_must_be_an_http_url() -> None:
     with pytest.raises(SettingsError, match="Invalid setting 'chroma_url' from --chroma-url"):
         load_settings(chroma_url="localhost:8000")
     assert load_settings(chroma_url="http://127.0.0.1:8000").chroma_url == "http://127.0.0.1:8000"
+
+
+def test_the_api_key_can_come_from_a_file_and_only_from_one_place(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text("s3cret-from-file\n")
+    assert load_settings(api_key_file=str(key_file)).api_key.get_secret_value() == "s3cret-from-file"  # type: ignore[union-attr]
+    monkeypatch.setenv("LCRAG_API_KEY_FILE", str(key_file))
+    assert load_settings().api_key.get_secret_value() == "s3cret-from-file"  # type: ignore[union-attr]
+    with pytest.raises(SettingsError, match="not both") as both:
+        load_settings(api_key="other")
+    assert "s3cret" not in str(both.value) and "other" not in str(both.value)
+    monkeypatch.delenv("LCRAG_API_KEY_FILE")
+    with pytest.raises(SettingsError, match="--api-key-file: Value error, no such file"):
+        load_settings(api_key_file=str(tmp_path / "missing"))
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(SettingsError, match="is empty; write the key into it"):
+        load_settings(api_key_file=str(tmp_path / "empty"))
