@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import subprocess
 import sys
@@ -241,6 +242,8 @@ def write_report(out: Path, steps: Steps, budget: Budget) -> Path:
         f"`{' '.join(['lcrag eval reproduce', *sys.argv[1:]])}` — budget: {budget}",
         "## Findings",
         *(f"- {line}" for line in findings(out)),
+        "## Adapters (from their cards)",
+        *adapter_table(out / "data" / "adapters"),
         "## Steps run by this invocation (wall time on this machine)",
         "| step | seconds | command |",
         "|---|---:|---|",
@@ -265,6 +268,22 @@ def write_report(out: Path, steps: Steps, budget: Budget) -> Path:
         json.dumps({"times_s": steps.times, "commands": steps.commands})
     )
     return path
+
+
+def adapter_table(adapters_dir: Path) -> list[str]:
+    """One Markdown row per trained adapter: recipe, options, steps, training speed and loss."""
+    from finetune.adapters import local_adapters
+
+    rows = ["| adapter | recipe | compression | steps | examples x tokens | tokens/s | loss first -> last |",
+            "|---|---|---|---:|---|---:|---|"]  # fmt: skip
+    for adapter in local_adapters(adapters_dir):
+        card, options = adapter.card, adapter.card.get("recipe_options", {})
+        size = f"{options.get('examples')} x {options.get('context_tokens')}"
+        loss = f"{card.get('loss_first', math.nan):.3f} -> {card.get('loss_last', math.nan):.3f}"
+        cells = [adapter.name, card.get("recipe"), card.get("compression") or "-", card.get("steps"), size,
+                 card.get("train_tokens_per_s"), loss]  # fmt: skip
+        rows.append("| " + " | ".join(str(cell) for cell in cells) + " |")
+    return ["\n".join(rows)]
 
 
 def _newer(path: Path, than: Path) -> bool:

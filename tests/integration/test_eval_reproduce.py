@@ -25,8 +25,9 @@ def test_reproduce_trains_evaluates_and_reports(
     adapters = sorted(p.name for p in (tmp_path / "data" / "adapters").iterdir())
     assert adapters == sorted(a.name for a in reproduce.ADAPTERS)
     report = (tmp_path / "report.md").read_text()
-    headings = ["## Findings", "(a) kv_retrieval", "(b) in2 on VaL", "(c) held-out cloze accuracy",
-                "## (a, b) Lost in the middle", "## (b) VaL probing", "## (c) Held-out"]  # fmt: skip
+    headings = ["## Findings", "## Adapters (from their cards)", "(a) kv_retrieval", "(b) in2 on VaL",
+                "(c) held-out cloze accuracy", "## (a, b) Lost in the middle", "## (b) VaL probing",
+                "## (c) Held-out", "| repro-multidoc-ca | multidoc | snapkv:0.75 | 8 |"]  # fmt: skip
     assert [heading for heading in headings if heading not in report] == []
     position = json.loads((tmp_path / "position" / "position.json").read_text())["summary"]
     assert {row["model"] for row in position} == {tiny_model_dir.name, "repro-kv-retrieval", "repro-in2"}
