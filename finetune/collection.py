@@ -39,6 +39,7 @@ class CollectionCorpus:
     def _all_chunks(self) -> list[StoredChunk]:
         return self.store.chunks(self.name)
 
+    @cached_property
     def _training_chunks(self) -> list[StoredChunk]:
         return [s for s in self._all_chunks if not self.split.holds(s.doc_id, s.chunk.index)]
 
@@ -49,21 +50,21 @@ class CollectionCorpus:
 
         return [
             (members[0].doc_title, join_chunks([s.chunk for s in members]))
-            for _, group in groupby(self._training_chunks(), key=lambda s: s.doc_id)
+            for _, group in groupby(self._training_chunks, key=lambda s: s.doc_id)
             if (members := list(group))
         ]
 
     def chunks(self) -> list[CorpusChunk]:
         return [
             CorpusChunk(f"{stored.doc_id}:{stored.chunk.index}", stored.chunk.text, stored.chunk.tokens)
-            for stored in self._training_chunks()
+            for stored in self._training_chunks
         ]
 
     def retrieve(self, query: str, k: int) -> list[str]:
         """Ids of the `k` training chunks nearest to `query`, most similar first."""
         from rag.retrieve import retrieve
 
-        held = len(self._all_chunks) - len(self._training_chunks())
+        held = len(self._all_chunks) - len(self._training_chunks)
         citations = retrieve(self.store, self.embedder, self.name, query, k + held)  # enough after the filter
         kept = [c for c in citations if not self.split.holds(c.doc_id, c.chunk_index)]
         return [f"{citation.doc_id}:{citation.chunk_index}" for citation in kept[:k]]
