@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from evals.datasets import QAItem
 from finetune.data.multidoc import BLANK, Cloze, blankable_words, is_cloze_sentence
-from finetune.holdout import Holdout, holdout
+from finetune.holdout import HOLDOUT_SEED, Holdout, holdout
 
 KINDS = ("cloze", "quote", "needle")
 CLOZE = 'One word is missing ({blank}) in this sentence from the documents: "{sentence}" Which word is it?'
@@ -51,8 +51,9 @@ class SourceDocument:
     chunks: tuple[str, ...]  # chunk texts by chunk index
 
 
-def split_of(documents: Sequence[SourceDocument], seed: int) -> Holdout:
-    return holdout({d.doc_id: range(len(d.chunks)) for d in documents}, seed)
+def split_of(documents: Sequence[SourceDocument]) -> Holdout:
+    """The split `lcrag finetune` trains with (its default holdout seed, whatever the questions' seed)."""
+    return holdout({d.doc_id: range(len(d.chunks)) for d in documents}, HOLDOUT_SEED)
 
 
 def held_out_texts(documents: Sequence[SourceDocument], split: Holdout) -> tuple[list[tuple[str, str]], str]:
@@ -90,7 +91,7 @@ def _fresh_sentences(documents: Sequence[SourceDocument], split: Holdout) -> lis
 
 def cloze_items(documents: Sequence[SourceDocument], count: int, seed: int) -> list[QAItem]:
     """`count` cloze questions from held-out sentences, spread over the held-out units."""
-    units = _fresh_sentences(documents, split_of(documents, seed))
+    units = _fresh_sentences(documents, split_of(documents))
     candidates = [
         (doc_id, sentence)
         for doc_id, sentences in units
@@ -109,7 +110,7 @@ def cloze_items(documents: Sequence[SourceDocument], count: int, seed: int) -> l
 
 def quote_items(documents: Sequence[SourceDocument], count: int, seed: int) -> list[QAItem]:
     """`count` "which sentence comes next" questions whose cue and answer are held-out sentences."""
-    units = _fresh_sentences(documents, split_of(documents, seed))
+    units = _fresh_sentences(documents, split_of(documents))
     candidates = [
         (doc_id, (cue, after))
         for doc_id, sentences in units

@@ -13,7 +13,7 @@ from itertools import groupby
 from typing import TYPE_CHECKING
 
 from finetune.data.multidoc import CorpusChunk
-from finetune.holdout import HOLDOUT_SHARE, Holdout, holdout
+from finetune.holdout import HOLDOUT_SEED, HOLDOUT_SHARE, Holdout, holdout
 
 if TYPE_CHECKING:
     from rag.embeddings import Embedder
@@ -25,7 +25,7 @@ class CollectionCorpus:
     store: Store
     embedder: Embedder
     name: str
-    holdout_seed: int = 0
+    holdout_seed: int = HOLDOUT_SEED
     holdout_share: float = HOLDOUT_SHARE  # 0 trains on everything
 
     @cached_property

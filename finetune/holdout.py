@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 HOLDOUT_SHARE = 0.2
+HOLDOUT_SEED = 0  # `lcrag finetune` and `lcrag eval collection` split with this seed
 MIN_UNITS = 5
 
 

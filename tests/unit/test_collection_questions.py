@@ -72,7 +72,7 @@ def test_few_documents_split_by_chunk_and_tiny_collections_hold_nothing_out() ->
     "documents", [town_documents(), one_long_document()], ids=["by-document", "by-chunk"]
 )
 def test_cloze_questions_come_from_held_out_text_only(documents: list[SourceDocument]) -> None:
-    split = split_of(documents, seed=0)
+    split = split_of(documents)
     held, training = held_out_texts(documents, split)
     items = cloze_items(documents, 6, seed=0)
     assert items and items == cloze_items(documents, 6, seed=0)
@@ -87,7 +87,7 @@ def test_cloze_questions_come_from_held_out_text_only(documents: list[SourceDocu
     "documents", [town_documents(), one_long_document()], ids=["by-document", "by-chunk"]
 )
 def test_quote_answers_are_the_held_out_sentence_after_the_cue(documents: list[SourceDocument]) -> None:
-    held, training = held_out_texts(documents, split_of(documents, seed=3))
+    held, training = held_out_texts(documents, split_of(documents))
     items = quote_items(documents, 4, seed=3)
     assert items
     for item in items:
