@@ -36,7 +36,7 @@ class Holdout:
 
 
 def holdout(
-    chunks_by_doc: Mapping[str, Sequence[int]], seed: int = 0, share: float = HOLDOUT_SHARE
+    chunks_by_doc: Mapping[str, Sequence[int]], seed: int = HOLDOUT_SEED, share: float = HOLDOUT_SHARE
 ) -> Holdout:
     """The split of a collection given as {doc_id: its chunk indexes}."""
     if not 0.0 <= share < 1.0:
