@@ -13,12 +13,13 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePath
-from zipfile import BadZipFile
+from zipfile import BadZipFile, ZipFile
 
-from rag.errors import UnreadableDocumentError, UnsupportedDocumentError
+from rag.errors import RagError, UnreadableDocumentError, UnsupportedDocumentError
 
 CONTROL_CHARS = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
 MAX_CONTROL_FRACTION = 0.01
+MAX_DOCX_UNPACKED_BYTES = 100_000_000  # a zip bomb's parts are refused before any is unpacked
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,16 @@ def load_bytes(name: str, data: bytes) -> LoadedDocument:
         )
     if not data.strip():
         raise UnreadableDocumentError(f"{name} is empty.")
-    title, text, pages = reader(name, data)
+    try:
+        title, text, pages = reader(name, data)
+    except RagError:
+        raise
+    except (MemoryError, RecursionError):
+        raise UnreadableDocumentError(f"{name} is too large or too deeply nested to read.") from None
+    except Exception as error:  # parsers fail on hostile files in ways nobody lists: all are the file's fault
+        raise UnreadableDocumentError(
+            f"{name} could not be read as {suffix} ({type(error).__name__}: {error})."
+        ) from None
     if not text.strip():
         raise UnreadableDocumentError(f"{name} contains no text lcrag can read.")
     return LoadedDocument(name, title, text, hashlib.sha256(data).hexdigest(), pages)
@@ -142,11 +152,26 @@ def _read_docx(name: str, data: bytes) -> tuple[str, str, tuple[PageSpan, ...]]:
     from docx.opc.exceptions import PackageNotFoundError
 
     try:
+        _check_unpacked_size(name, data)
         document = Document(io.BytesIO(data))
+    except RagError:
+        raise
     except (PackageNotFoundError, BadZipFile, ValueError, KeyError, OSError) as error:
         raise UnreadableDocumentError(f"{name} is not a readable .docx file ({error}).") from None
     paragraphs = [paragraph.text for paragraph in document.paragraphs if paragraph.text.strip()]
     return document.core_properties.title or _stem(name), "\n\n".join(paragraphs), ()
+
+
+def _check_unpacked_size(name: str, data: bytes) -> None:
+    """Refuse a zip whose parts unpack to more than MAX_DOCX_UNPACKED_BYTES (zipfile never returns more
+    bytes than a part declares, so the declared sizes bound what python-docx will read)."""
+    with ZipFile(io.BytesIO(data)) as archive:
+        unpacked = sum(info.file_size for info in archive.infolist())
+    if unpacked > MAX_DOCX_UNPACKED_BYTES:
+        raise UnreadableDocumentError(
+            f"{name} unpacks to {unpacked / 1e6:.0f} MB, over the {MAX_DOCX_UNPACKED_BYTES / 1e6:.0f} MB "
+            "lcrag reads from a .docx; split it into smaller files."
+        )
 
 
 READERS: dict[str, Callable[[str, bytes], tuple[str, str, tuple[PageSpan, ...]]]] = {

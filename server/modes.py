@@ -9,12 +9,13 @@ prompt the engine sees, with the question (the last user message) after the cont
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rag.context import (
     LC_INSTRUCTIONS,
     RAG_INSTRUCTIONS,
+    LcDocument,
     Message,
     check_fits,
     context_token_ids,
@@ -166,11 +167,26 @@ def with_client_instructions(instructions: str, client: str) -> str:
     return f"{instructions}\n\n{client}" if client else instructions
 
 
+def prompt_documents(services: Services, collection: str) -> list[LcDocument]:
+    """The collection's documents as an lc prompt shows them: control strings broken (`rag.control_text`)."""
+    neutralise = services.control_strings.neutralise
+    return [
+        replace(document, title=neutralise(document.title), text=neutralise(document.text))
+        for document in lc_documents(services.store, collection)
+    ]
+
+
+def prompt_citation(services: Services, citation: Citation) -> Citation:
+    """A retrieved chunk as a rag prompt shows it (the response's citation keeps the stored text)."""
+    neutralise = services.control_strings.neutralise
+    return replace(citation, title=neutralise(citation.title), text=neutralise(citation.text))
+
+
 def collection_context(services: Services, collection: str) -> list[int]:
     """The token ids every lc prompt over `collection` starts with (its instructions and documents); raises
     RagError for an unknown collection or one that does not fit lc mode."""
     question = "?"
-    messages = lc_messages(question, lc_documents(services.store, collection))
+    messages = lc_messages(question, prompt_documents(services, collection))
     tokens = count_prompt_tokens(services.tokenizer, messages)
     check_fits(tokens, services.max_model_len, services.settings.answer_tokens)
     context = context_token_ids(services.tokenizer, messages, lc_turn(question))
@@ -199,11 +215,12 @@ def prepare(
         citations = retrieve(
             services.store, services.embedder, options.collection, question, options.top_k or DEFAULT_TOP_K
         )
-        built = rag_messages(question, citations, with_client_instructions(rag_instructions, client))
+        shown = [prompt_citation(services, citation) for citation in citations]
+        built = rag_messages(question, shown, with_client_instructions(rag_instructions, client))
         prompt = [built[0], *history, built[-1]]
     else:
         citations = []
-        documents = lc_documents(services.store, options.collection)
+        documents = prompt_documents(services, options.collection)
         instructions = with_client_instructions(LC_INSTRUCTIONS, client)
         prompt = lc_messages(question, documents, history, instructions)
     retrieval_ms = (time.perf_counter() - started) * 1000.0

@@ -9,6 +9,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 
 from lcrag.settings import Settings
+from rag.control_text import ControlStrings
 from rag.embeddings import Embedder
 from rag.ingest import Ingestor
 from rag.store import Store
@@ -53,6 +54,11 @@ class Services:
     @property
     def ingestor(self) -> Ingestor:
         return Ingestor(self.store, self.embedder, self.tokenizer)
+
+    @cached_property
+    def control_strings(self) -> ControlStrings:
+        """The served tokenizer's control strings, which documents must not contain in a prompt."""
+        return ControlStrings.of(self.tokenizer)
 
     @cached_property
     def default_kv(self) -> KVOptions | None:

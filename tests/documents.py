@@ -51,3 +51,25 @@ def make_docx(paragraphs: list[str], title: str | None = None) -> bytes:
     out = io.BytesIO()
     document.save(out)
     return out.getvalue()
+
+
+def rewrite_zip_part(data: bytes, part: str, content: bytes) -> bytes:
+    """A copy of the zip `data` (e.g. a .docx) with `part` replaced by `content`."""
+    import zipfile
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as source, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as copy:
+        for info in source.infolist():
+            copy.writestr(info.filename, content if info.filename == part else source.read(info.filename))
+    return out.getvalue()
+
+
+def docx_with_text_node(characters: int) -> bytes:
+    """A .docx whose one paragraph is `characters` letters: small, but it unpacks to that many bytes."""
+    body = b"a" * characters
+    xml = (
+        b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+        b'<w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main">'
+        b"<w:body><w:p><w:r><w:t>" + body + b"</w:t></w:r></w:p></w:body></w:document>"
+    )
+    return rewrite_zip_part(make_docx(["placeholder"]), "word/document.xml", xml)

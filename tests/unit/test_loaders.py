@@ -3,8 +3,8 @@
 import pytest
 
 from rag.errors import UnreadableDocumentError, UnsupportedDocumentError
-from rag.loaders import load_bytes, safe_name
-from tests.documents import make_docx, make_pdf
+from rag.loaders import MAX_DOCX_UNPACKED_BYTES, load_bytes, safe_name
+from tests.documents import docx_with_text_node, make_docx, make_pdf, rewrite_zip_part
 
 
 def test_plain_text_keeps_its_content_and_hashes_its_bytes() -> None:
@@ -63,6 +63,26 @@ def test_non_utf8_text_is_decoded_by_detection() -> None:
 def test_bad_files_are_refused_with_a_clear_message(name: str, data: bytes, error: type, phrase: str) -> None:
     with pytest.raises(error, match=phrase):
         load_bytes(name, data)
+
+
+def test_a_docx_python_docx_cannot_parse_is_refused_naming_the_file() -> None:
+    broken = rewrite_zip_part(make_docx(["Budget approved."]), "[Content_Types].xml", b"<Types/>")
+    with pytest.raises(UnreadableDocumentError, match=r"^memo.docx could not be read as .docx"):
+        load_bytes("memo.docx", broken)
+
+
+def test_a_docx_that_unpacks_past_the_cap_is_refused_before_parsing() -> None:
+    bomb = docx_with_text_node(MAX_DOCX_UNPACKED_BYTES + 1)
+    assert len(bomb) < 1_000_000  # a small upload
+    with pytest.raises(UnreadableDocumentError, match=r"^bomb.docx unpacks to 101 MB, over the 100 MB"):
+        load_bytes("bomb.docx", bomb)
+
+
+def test_a_docx_text_node_past_lxmls_limit_is_a_clear_refusal() -> None:
+    with pytest.raises(
+        UnreadableDocumentError, match=r"long.docx could not be read as .docx \(XMLSyntaxError"
+    ):
+        load_bytes("long.docx", docx_with_text_node(20_000_000))
 
 
 @pytest.mark.parametrize(
