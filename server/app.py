@@ -22,6 +22,7 @@ from server.errors import ApiError, error_response
 from server.middleware import ApiKeyMiddleware, LcragOptionsMiddleware
 from server.routes import collections, compare, kv, kv_caches, models
 from server.services import Services
+from server.shutdown import SHUTDOWN_TIMEOUT_S, GracefulShutdown, Stopping, install_signal_handlers
 from server.ui_access import UiLoginMiddleware
 
 log = logging.getLogger("lcrag.server")
@@ -65,8 +66,11 @@ def vllm_args(settings: Settings, model: str, served_name: str, extra: Sequence[
     return args
 
 
-def extend_app(app: FastAPI, settings: Settings, services: Services | None = None) -> FastAPI:
-    """Add lcrag's routers, error handler and middleware to vLLM's built app (the last added runs first)."""
+def extend_app(
+    app: FastAPI, settings: Settings, services: Services | None = None, stopping: Stopping | None = None
+) -> FastAPI:
+    """Add lcrag's routers, error handler and middleware to vLLM's built app (the last added runs first);
+    with `stopping`, requests in flight end cleanly when the server stops (`server.shutdown`)."""
     app.add_exception_handler(ApiError, lambda _request, error: error_response(error))
     app.include_router(kv.router)
     if services is not None:
@@ -87,6 +91,8 @@ def extend_app(app: FastAPI, settings: Settings, services: Services | None = Non
     if settings.api_key is not None:
         app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key.get_secret_value())
         app.add_middleware(UiLoginMiddleware, api_key=settings.api_key.get_secret_value())
+    if stopping is not None:
+        app.add_middleware(GracefulShutdown, stopping=stopping)
     return app
 
 
@@ -120,7 +126,9 @@ async def serve(settings: Settings, args: Namespace) -> None:
             services.context_caches = ContextCaches(
                 engine_client, services.tokenizer, model_config.max_model_len, app.state.openai_serving_models
             )
-        extend_app(app, settings, services)
+        stopping = Stopping()
+        extend_app(app, settings, services, stopping)
+        signals = install_signal_handlers(stopping, app.state)
         log.info(
             "lcrag is serving %s at %s (OpenAI API under /v1)", args.served_model_name[0], listen_address
         )
@@ -132,7 +140,9 @@ async def serve(settings: Settings, args: Namespace) -> None:
             log_level=args.uvicorn_log_level,
             access_log=not args.disable_uvicorn_access_log,
             timeout_keep_alive=envs.VLLM_HTTP_TIMEOUT_KEEP_ALIVE,
+            timeout_graceful_shutdown=SHUTDOWN_TIMEOUT_S,  # a backstop: GracefulShutdown ends requests first
         )
+        signals.cancel()
     try:
         await shutdown_task
     finally:
