@@ -134,10 +134,14 @@ def serve(
 
     import uvloop
 
+    from rag.errors import RagError
     from server.app import serve as serve_app
     from server.app import vllm_args
 
-    uvloop.run(serve_app(settings, vllm_args(settings, model_path, served_name, ctx.args)))
+    try:
+        uvloop.run(serve_app(settings, vllm_args(settings, model_path, served_name, ctx.args)))
+    except RagError as error:  # the collection store is in use or unreadable
+        _fail(str(error))
 
 
 @app.command()
@@ -400,9 +404,9 @@ def _local_ingestor(settings: Settings, collection: str):
     from rag.embeddings import Embedder
     from rag.errors import CollectionNotFoundError
     from rag.ingest import Ingestor
-    from rag.store import Store
+    from server.services import open_store
 
-    store = Store.open(path=str(settings.chroma_dir), url=settings.chroma_url)
+    store = open_store(settings)
     try:
         store.documents(collection)
     except CollectionNotFoundError:

@@ -75,6 +75,9 @@ class Settings(BaseSettings):
         default=None, description="Local sentence-transformers model folder; empty means the bundled MiniLM."
     )
     max_upload_mb: int = Field(default=50, ge=1, le=4096, description="Largest accepted upload file, in MB.")
+    max_request_mb: int = Field(
+        default=200, ge=1, le=16384, description="Largest request body (all of an upload's files), in MB."
+    )
     answer_tokens: int = Field(
         default=512, ge=1, description="Tokens kept free for the answer when a request sets no max_tokens."
     )

@@ -36,3 +36,11 @@ class ContextTooLongError(RagError):
         super().__init__(message)
         self.needed = needed
         self.available = available
+
+
+class StoreInUseError(RagError):
+    """Another process has the embedded Chroma store open (the lock file says which)."""
+
+
+class StoreUnreadableError(RagError):
+    """The embedded Chroma store's files cannot be opened (corrupt, or not a Chroma store)."""

@@ -6,14 +6,22 @@ sha256: storing the same file twice writes the same ids, so re-ingesting adds no
 chunk 0 carries its listing and is written *last*, so a document is listed (and used by LC mode) only once
 all its chunks are stored; an interrupted ingest leaves no listed half-document and resumes by writing the
 same ids again. Replacing a changed file stores the new chunks before the old ones are deleted.
+
+Writes to one collection are serialised within a process (two uploads of one file name cannot both end up
+listed); an embedded store is held by one process at a time (`rag.store_lock`). `remove_incomplete` clears
+what an interrupted ingest left (chunks whose document never got its chunk 0); servers run it at start.
 """
 
 from __future__ import annotations
 
 import re
+import threading
 import time
+import weakref
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from rag.chunking import Chunk
@@ -22,8 +30,10 @@ from rag.errors import (
     CollectionNotFoundError,
     DocumentNotFoundError,
     InvalidCollectionNameError,
+    StoreUnreadableError,
 )
 from rag.loaders import LoadedDocument
+from rag.store_lock import hold_store_lock, release_store_lock
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
@@ -31,6 +41,8 @@ if TYPE_CHECKING:
 
 COLLECTION_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{1,61}[a-z0-9]$")
 DOC_ID_LENGTH = 16
+SHARED_LEFTOVER_AGE_S = 3600.0
+WRITTEN_AT = "written_at"  # unix seconds, on every chunk: how old an incomplete document's leftovers are
 
 
 @dataclass(frozen=True)
@@ -75,8 +87,24 @@ def doc_id_of(document: LoadedDocument) -> str:
 class Store:
     """Create, list and delete collections; add, list and delete documents; query chunks."""
 
-    def __init__(self, client: ClientAPI) -> None:
+    def __init__(self, client: ClientAPI, shared: bool = False) -> None:
         self.client = client
+        self.shared = shared  # a `chroma run` server other processes may be writing to as well
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+        self._release = lambda: None
+
+    def close(self) -> None:
+        """Let other processes open this embedded store (also done when the Store is garbage-collected)."""
+        self._release()
+
+    @contextmanager
+    def _writing(self, name: str) -> Iterator[None]:
+        """Hold collection `name`'s write lock (one writer per collection in this process)."""
+        with self._locks_guard:
+            lock = self._locks.setdefault(name, threading.Lock())
+        with lock:
+            yield
 
     @classmethod
     def open(cls, path: str | None = None, url: str | None = None) -> Store:
@@ -95,11 +123,22 @@ class Store:
                 ssl=parsed.scheme == "https",
                 settings=settings,
             )
-        elif path:
-            client = chromadb.PersistentClient(path=path, settings=settings)
-        else:
+            return cls(client, shared=True)
+        if not path:
             raise ValueError("Store.open needs a path or a url.")
-        return cls(client)
+        folder = hold_store_lock(Path(path))
+        try:
+            client = chromadb.PersistentClient(path=path, settings=settings)
+            client.list_collections()  # reads the store's database now, not on the first request
+        except Exception as error:  # sqlite3, Rust bindings and chromadb's own errors: all mean unreadable
+            release_store_lock(folder)
+            raise StoreUnreadableError(
+                f"The collection store in {path} cannot be opened ({type(error).__name__}: {error}). "
+                "Move the folder away to start with an empty store, or restore it from a backup."
+            ) from None
+        store = cls(client)
+        store._release = weakref.finalize(store, release_store_lock, folder)
+        return store
 
     # collections
 
@@ -115,8 +154,9 @@ class Store:
         return sorted(collection.name for collection in self.client.list_collections())
 
     def delete_collection(self, name: str) -> None:
-        self.require_collection(name)
-        self.client.delete_collection(name)
+        with self._writing(name):
+            self.require_collection(name)
+            self.client.delete_collection(name)
 
     def require_collection(self, name: str) -> None:
         """Raise CollectionNotFoundError (or InvalidCollectionNameError) unless `name` exists."""
@@ -152,6 +192,17 @@ class Store:
         """Store `document`'s chunks; skipped if already complete, replaces an older file of that name."""
         if len(chunks) != len(embeddings) or not chunks:
             raise ValueError("add_document needs one embedding per chunk and at least one chunk.")
+        with self._writing(name):
+            return self._add_document(name, document, chunks, embeddings, doc_tokens)
+
+    def _add_document(
+        self,
+        name: str,
+        document: LoadedDocument,
+        chunks: Sequence[Chunk],
+        embeddings: Sequence[Sequence[float]],
+        doc_tokens: int,
+    ) -> IngestResult:
         collection = self._collection(name)
         doc_id = doc_id_of(document)
         if collection.get(ids=[f"{doc_id}:0"], include=[])["ids"]:
@@ -162,7 +213,8 @@ class Store:
         previous = [_document_info(meta) for meta in same_name["metadatas"] or []]
         order = previous[0].order if previous else time.time_ns()
         head_meta = {"doc_name": document.name, "doc_title": document.title, "doc_order": order,
-                     "doc_chunks": len(chunks), "doc_tokens": doc_tokens}  # fmt: skip
+                     "doc_chunks": len(chunks), "doc_tokens": doc_tokens,
+                     WRITTEN_AT: int(time.time())}  # fmt: skip
         records = [_record(doc_id, head_meta, chunk) for chunk in chunks]
         head, tail = 0, list(range(1, len(chunks)))
         for batch in _batches(tail, self.client.get_max_batch_size()):
@@ -173,10 +225,32 @@ class Store:
         return IngestResult(doc_id, document.name, "replaced" if previous else "added", len(chunks))
 
     def delete_document(self, name: str, doc_id: str) -> None:
-        collection = self._collection(name)
-        if not collection.get(where={"doc_id": doc_id}, limit=1, include=[])["ids"]:
-            raise DocumentNotFoundError(f"Collection {name!r} has no document {doc_id!r}.")
-        collection.delete(where={"doc_id": doc_id})
+        with self._writing(name):
+            collection = self._collection(name)
+            if not collection.get(where={"doc_id": doc_id}, limit=1, include=[])["ids"]:
+                raise DocumentNotFoundError(f"Collection {name!r} has no document {doc_id!r}.")
+            collection.delete(where={"doc_id": doc_id})
+
+    def remove_incomplete(self, name: str, older_than_s: float | None = None) -> int:
+        """Delete the chunks of documents whose ingest never finished (no chunk 0); returns how many.
+        On a shared `chroma run` server only leftovers older than `older_than_s` (default an hour) go,
+        since another process may be writing the rest of them right now."""
+        if older_than_s is None:
+            older_than_s = SHARED_LEFTOVER_AGE_S if self.shared else 0.0
+        cutoff = time.time() - older_than_s
+        with self._writing(name):
+            collection = self._collection(name)
+            metas = collection.get(include=["metadatas"])["metadatas"] or []
+            complete = {meta["doc_id"] for meta in metas if meta["chunk_index"] == 0}
+            stale = {
+                meta["doc_id"]
+                for meta in metas
+                if meta["doc_id"] not in complete and meta.get(WRITTEN_AT, 0) <= cutoff
+            }
+            removed = sum(meta["doc_id"] in stale for meta in metas)
+            for doc_id in sorted(stale):
+                collection.delete(where={"doc_id": doc_id})
+        return removed
 
     def document_chunks(self, name: str, doc_id: str) -> tuple[DocumentInfo, list[StoredChunk]]:
         """A complete document and its chunks in order (an interrupted ingest's leftovers are not one)."""

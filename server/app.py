@@ -18,10 +18,11 @@ from compression.vllm_integration import SCHEDULER_CLS
 from compression.vllm_integration import engine_flags as kv_engine_flags
 from lcrag.logs import vllm_logging_config_file
 from lcrag.settings import Settings
+from server.body_limit import BodyLimitMiddleware
 from server.errors import ApiError, error_response
 from server.middleware import ApiKeyMiddleware, LcragOptionsMiddleware
 from server.routes import collections, compare, kv, kv_caches, models
-from server.services import Services
+from server.services import Services, open_store
 from server.shutdown import SHUTDOWN_TIMEOUT_S, GracefulShutdown, Stopping, install_signal_handlers
 from server.ui_access import UiLoginMiddleware
 
@@ -88,6 +89,7 @@ def extend_app(
     # request when it is unset, so clearing it lets ours join vLLM's instead of being refused.
     app.middleware_stack = None
     app.add_middleware(LcragOptionsMiddleware, services=services)
+    app.add_middleware(BodyLimitMiddleware, limit_bytes=settings.max_request_mb * 1_000_000)
     if settings.api_key is not None:
         app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key.get_secret_value())
         app.add_middleware(UiLoginMiddleware, api_key=settings.api_key.get_secret_value())
@@ -110,13 +112,16 @@ async def serve(settings: Settings, args: Namespace) -> None:
     from vllm.entrypoints.launchers.app import build_app
     from vllm.entrypoints.launchers.launcher import serve_http, setup_server
 
+    store = open_store(settings)  # a store in use or unreadable fails here, before the engine starts
     listen_address, sock = setup_server(args, reuse_port=False)
     async with build_async_engine_client(args) as engine_client:
         supported_tasks = await engine_client.get_supported_tasks()
         model_config = engine_client.model_config
         app = build_app(args, supported_tasks, model_config)
         await init_app_state(engine_client, app.state, args, supported_tasks)
-        services = Services.build(settings, args.model, args.served_model_name[0], model_config.max_model_len)
+        services = Services.build(
+            settings, store, args.model, args.served_model_name[0], model_config.max_model_len
+        )
         if args.scheduler_cls == SCHEDULER_CLS:
             from compression.vllm_integration.stats import KVStatsLedger
             from server.kv_cache import ContextCaches

@@ -3,6 +3,7 @@ context length. Built once at start-up; the embedder loads on first use so start
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -21,6 +22,19 @@ if TYPE_CHECKING:
     from compression.vllm_integration.stats import KVStatsLedger
     from server.kv_cache import ContextCaches
 
+log = logging.getLogger("lcrag.server")
+
+
+def open_store(settings: Settings) -> Store:
+    """The collection store, with what interrupted ingests left removed; raises RagError (a store in use
+    by another process, an unreadable one) before anything slow starts."""
+    store = Store.open(path=str(settings.chroma_dir), url=settings.chroma_url)
+    for name in store.list_collections():
+        removed = store.remove_incomplete(name)
+        if removed:
+            log.info("removed %d chunks an interrupted ingest left in collection %s", removed, name)
+    return store
+
 
 @dataclass
 class Services:
@@ -34,10 +48,11 @@ class Services:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
-    def build(cls, settings: Settings, model_path: str, served_model: str, max_model_len: int) -> Services:
+    def build(
+        cls, settings: Settings, store: Store, model_path: str, served_model: str, max_model_len: int
+    ) -> Services:
         from transformers import AutoTokenizer
 
-        store = Store.open(path=str(settings.chroma_dir), url=settings.chroma_url)
         return cls(settings, store, AutoTokenizer.from_pretrained(model_path), served_model, max_model_len)
 
     @cached_property

@@ -101,7 +101,8 @@ stop_server = local_server.stop
 
 @pytest.fixture(scope="session")
 def tiny_server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[RunningServer]:
-    """`lcrag serve` on the tiny model: API key, 512-token context, 64-token answer budget, 1 MB uploads."""
+    """`lcrag serve` on the tiny model: API key, 512-token context, 64-token answer budget, 1 MB upload
+    files, 3 MB request bodies."""
     data_dir = tmp_path_factory.mktemp("tiny-data")
     process, server = start_server(
         data_dir,
@@ -117,7 +118,7 @@ def tiny_server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) 
         ],
         model=tiny_model_dir.name,
         api_key="test-key",
-        env={"LCRAG_MAX_UPLOAD_MB": "1", "LCRAG_ANSWER_TOKENS": "64"},
+        env={"LCRAG_MAX_UPLOAD_MB": "1", "LCRAG_MAX_REQUEST_MB": "3", "LCRAG_ANSWER_TOKENS": "64"},
     )
     yield server
     stop_server(process)

@@ -212,6 +212,41 @@ def test_duplicates_are_skipped_and_changed_files_replace(tiny_server: RunningSe
 PDF = make_pdf([["A real page."]])
 
 
+def test_a_body_over_the_request_limit_is_a_413_before_it_is_sent(
+    tiny_server: RunningServer, scratch: str
+) -> None:
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(tiny_server.base_url)
+    head = (f"POST /v1/collections/{scratch}/documents HTTP/1.1\r\nHost: {url.netloc}\r\n"
+            f"Authorization: Bearer {tiny_server.api_key}\r\n"
+            "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 4000000\r\n\r\n")  # fmt: skip
+    with socket.create_connection((url.hostname, url.port), timeout=30) as conn:
+        conn.sendall(head.encode())  # headers only: the 4 MB body is never sent
+        reply = conn.recv(65536).decode()
+    assert reply.startswith("HTTP/1.1 413 ")
+    assert "3 MB limit (LCRAG_MAX_REQUEST_MB)" in reply
+    assert counts(tiny_server, scratch) == (0, 0)
+
+
+def test_a_streamed_body_over_the_request_limit_is_a_413(tiny_server: RunningServer, scratch: str) -> None:
+    boundary = "b"
+    part = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"a.txt\"\r\n"
+            "Content-Type: text/plain\r\n\r\n").encode()  # fmt: skip
+
+    def body():
+        yield part
+        for _ in range(80):  # 5 MB, sent without a Content-Length
+            yield b"word " * 12_800
+
+    with api(tiny_server) as c:
+        headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+        reply = c.post(f"/v1/collections/{scratch}/documents", content=body(), headers=headers)
+    assert reply.status_code == 413 and "LCRAG_MAX_REQUEST_MB" in reply.json()["error"]["message"]
+    assert counts(tiny_server, scratch) == (0, 0)
+
+
 @pytest.mark.parametrize(
     ("name", "data", "status"),
     [

@@ -98,3 +98,47 @@ def test_files_of_one_name_in_two_folders_are_two_documents(tmp_path: Path, defa
     documents = Store.open(path=str(data_dir / "chroma")).documents("towns")
     assert sorted(d.name for d in documents) == ["a/README.md", "b/README.md"]
     assert sum(d.chunks for d in documents) == len(chunk_ids(data_dir))
+
+
+def corrupt_data_dir(tmp_path: Path) -> Path:
+    data_dir = tmp_path / "data"
+    (data_dir / "chroma").mkdir(parents=True)
+    (data_dir / "chroma" / "chroma.sqlite3").write_bytes(b"not a database" * 100)
+    return data_dir
+
+
+def only_line(stderr: str) -> str:
+    lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+def test_ingest_into_a_store_another_process_holds_fails_at_once(
+    tmp_path: Path, default_model_path: Path
+) -> None:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "a.txt").write_text(town_paragraph(*TOWNS[0]))
+    held = Store.open(path=str(tmp_path / "data" / "chroma"))
+    refused = subprocess.run(
+        ingest(folder, tmp_path / "data", default_model_path), capture_output=True, text=True
+    )
+    assert refused.returncode == 1
+    assert only_line(refused.stderr).startswith("Error: The collection store ")
+    assert f"in use by pid {os.getpid()}" in refused.stderr
+    held.close()
+    assert Store.open(path=str(tmp_path / "data" / "chroma")).list_collections() == []  # nothing written
+
+
+@pytest.mark.parametrize("command", ["ingest", "serve"])
+def test_a_corrupt_store_is_a_one_line_error_naming_the_folder(
+    tmp_path: Path, default_model_path: Path, command: str
+) -> None:
+    data_dir = corrupt_data_dir(tmp_path)
+    args = ingest(tmp_path, data_dir, default_model_path) if command == "ingest" else [
+        str(LCRAG), "serve", "--data-dir", str(data_dir), "--model", str(default_model_path)]  # fmt: skip
+    refused = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 1
+    line = only_line(refused.stderr)
+    assert line.startswith(f"Error: The collection store in {data_dir / 'chroma'} cannot be opened")
+    assert "Move the folder away" in line

@@ -193,3 +193,67 @@ def test_rag_prompt_numbers_passages_and_puts_the_question_last(
 def test_unknown_collection_is_reported_by_name(store: Store) -> None:
     with pytest.raises(CollectionNotFoundError, match="'nothing-here'"):
         store.documents("nothing-here")
+
+
+def test_concurrent_uploads_of_one_file_name_leave_one_document(store: Store, ingestor: Ingestor) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    versions = [load_bytes("notes.txt", f"Version {i} of the harbour notes.".encode()) for i in range(6)]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        results = list(pool.map(lambda document: ingestor.add("towns", document), versions))
+    assert sorted(r.status for r in results) == ["added", *["replaced"] * 5]
+    listed = store.documents("towns")
+    assert [d.name for d in listed] == ["notes.txt"]
+    assert store.count_chunks("towns") == listed[0].chunks  # no chunk of a replaced version is left
+
+
+def test_leftovers_of_an_interrupted_ingest_are_removed(
+    store: Store, ingestor: Ingestor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ingestor.add("towns", load_bytes(*town_file(0)))
+    kept = snapshot(store)
+    real_upsert = store_module._upsert
+
+    def crash_on_head(collection, records, embeddings) -> None:
+        if records[0]["id"].endswith(":0"):
+            raise KeyboardInterrupt
+        real_upsert(collection, records, embeddings)
+
+    monkeypatch.setattr(store_module, "_upsert", crash_on_head)
+    with pytest.raises(KeyboardInterrupt):
+        ingestor.add("towns", load_bytes("all-towns.txt", towns_text().encode()))
+    leftovers = store.count_chunks("towns") - kept[0]
+    assert leftovers > 0
+    if store.shared:  # another process may be writing those chunks: only old leftovers go
+        assert store.remove_incomplete("towns") == 0
+        assert store.remove_incomplete("towns", older_than_s=-60) == leftovers
+    else:
+        assert store.remove_incomplete("towns") == leftovers
+    assert snapshot(store) == kept
+
+
+def test_a_second_process_on_one_embedded_store_fails_at_once_naming_the_holder(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    opener = f"from rag.store import Store; Store.open(path={str(tmp_path / 'chroma')!r})"
+    held = Store.open(path=str(tmp_path / "chroma"))
+    second = subprocess.run([sys.executable, "-c", opener], capture_output=True, text=True, timeout=120)
+    assert second.returncode == 1
+    last = second.stderr.strip().splitlines()[-1]
+    assert last.startswith("rag.errors.StoreInUseError: The collection store ")
+    assert f"is in use by pid {os.getpid()}" in last and "--chroma-url" in last
+    held.close()
+    after = subprocess.run([sys.executable, "-c", opener], capture_output=True, text=True, timeout=120)
+    assert after.returncode == 0, after.stderr
+
+
+def test_a_corrupt_store_is_one_error_naming_the_folder(tmp_path: Path) -> None:
+    from rag.errors import StoreUnreadableError
+
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "chroma.sqlite3").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreUnreadableError, match=f"The collection store in {folder} cannot be opened"):
+        Store.open(path=str(folder))
