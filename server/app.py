@@ -21,6 +21,7 @@ from lcrag.settings import Settings
 from server.body_limit import BodyLimitMiddleware
 from server.errors import ApiError, error_response
 from server.middleware import ApiKeyMiddleware, LcragOptionsMiddleware
+from server.origin import OriginCheckMiddleware
 from server.routes import collections, compare, kv, kv_caches, models
 from server.services import Services, open_store
 from server.shutdown import SHUTDOWN_TIMEOUT_S, GracefulShutdown, Stopping, install_signal_handlers
@@ -68,10 +69,15 @@ def vllm_args(settings: Settings, model: str, served_name: str, extra: Sequence[
 
 
 def extend_app(
-    app: FastAPI, settings: Settings, services: Services | None = None, stopping: Stopping | None = None
+    app: FastAPI,
+    settings: Settings,
+    services: Services | None = None,
+    stopping: Stopping | None = None,
+    allowed_origins: Sequence[str] = (),
 ) -> FastAPI:
     """Add lcrag's routers, error handler and middleware to vLLM's built app (the last added runs first);
-    with `stopping`, requests in flight end cleanly when the server stops (`server.shutdown`)."""
+    with `stopping`, requests in flight end cleanly when the server stops (`server.shutdown`). Foreign
+    pages may change state only from `allowed_origins` (vLLM's `--allowed-origins`, `server.origin`)."""
     app.add_exception_handler(ApiError, lambda _request, error: error_response(error))
     app.include_router(kv.router)
     if services is not None:
@@ -93,6 +99,7 @@ def extend_app(
     if settings.api_key is not None:
         app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key.get_secret_value())
         app.add_middleware(UiLoginMiddleware, api_key=settings.api_key.get_secret_value())
+    app.add_middleware(OriginCheckMiddleware, allowed_origins=allowed_origins)
     if stopping is not None:
         app.add_middleware(GracefulShutdown, stopping=stopping)
     return app
@@ -132,7 +139,7 @@ async def serve(settings: Settings, args: Namespace) -> None:
                 engine_client, services.tokenizer, model_config.max_model_len, app.state.openai_serving_models
             )
         stopping = Stopping()
-        extend_app(app, settings, services, stopping)
+        extend_app(app, settings, services, stopping, args.allowed_origins)
         signals = install_signal_handlers(stopping, app.state)
         log.info(
             "lcrag is serving %s at %s (OpenAI API under /v1)", args.served_model_name[0], listen_address

@@ -56,6 +56,11 @@ class AuthenticationError(ApiError):
     kind = "AuthenticationError"
 
 
+class ForbiddenError(ApiError):
+    status = HTTPStatus.FORBIDDEN
+    kind = "ForbiddenError"
+
+
 class NotFoundError(ApiError):
     status = HTTPStatus.NOT_FOUND
     kind = "NotFoundError"

@@ -1,7 +1,7 @@
 """ASGI middleware lcrag puts in front of vLLM's app.
 
-- `ApiKeyMiddleware`: with an API key set, every route except /health needs `Authorization: Bearer <key>`
-  (vLLM's own check covers only /v1, /v2 and /inference).
+- `ApiKeyMiddleware`: with an API key set, every route except /health needs `Authorization: Bearer <key>`,
+  WebSockets and OPTIONS requests included (vLLM's own check covers only /v1, /v2 and /inference).
 - `LcragOptionsMiddleware`: takes the `lcrag` field out of chat/completion request bodies and validates it
   before vLLM sees the request (vLLM would log and ignore an unknown top-level field). With a collection
   (in the field or a `docs@rag` model name) it replaces the messages with the mode's prompt and adds the
@@ -63,21 +63,30 @@ class ApiKeyMiddleware:
         self.expected = f"Bearer {api_key}".encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not self._allowed(scope):
-            error = AuthenticationError(
-                "Missing or wrong API key: send the header 'Authorization: Bearer <key>' "
-                "with the key the server was started with (--api-key / LCRAG_API_KEY).",
-            )
-            await send_error(error, scope, receive, send)
+        if scope["type"] not in ("http", "websocket") or self._allowed(scope):
+            await self.app(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        if scope["type"] == "websocket":  # refused before the handshake completes: the client sees a 403
+            await send({"type": "websocket.close", "code": 1008, "reason": "missing or wrong API key"})
+            return
+        error = AuthenticationError(
+            "Missing or wrong API key: send the header 'Authorization: Bearer <key>' "
+            "with the key the server was started with (--api-key-file / LCRAG_API_KEY).",
+        )
+        await send_error(error, scope, receive, send)
 
     def _allowed(self, scope: Scope) -> bool:
-        # CORS preflight requests never carry credentials and return no data.
-        if scope["method"] == "OPTIONS" or scope["path"] in OPEN_PATHS:
+        headers = Headers(scope=scope)
+        if scope["path"] in OPEN_PATHS or is_cors_preflight(scope, headers):
             return True
-        given = Headers(scope=scope).get("authorization", "").encode()
-        return secrets.compare_digest(given, self.expected)
+        return secrets.compare_digest(headers.get("authorization", "").encode(), self.expected)
+
+
+def is_cors_preflight(scope: Scope, headers: Headers) -> bool:
+    """A browser's CORS preflight: it never carries credentials, and vLLM's CORS middleware answers it
+    without reaching a handler. Any other OPTIONS request needs the key like every other method."""
+    preflight_headers = "origin" in headers and "access-control-request-method" in headers
+    return scope.get("method") == "OPTIONS" and preflight_headers
 
 
 class LcragOptionsMiddleware:

@@ -133,6 +133,19 @@ def test_posts_without_the_key_are_refused_before_any_work(tiny_server: RunningS
     assert response.status_code == 401
 
 
+def test_a_foreign_pages_simple_request_changes_nothing(tiny_server: RunningServer) -> None:
+    headers = {**tiny_server.headers(), "Origin": "https://evil.example", "Content-Type": "text/plain"}
+    for path, body in (("/v1/collections", '{"name": "planted"}'), ("/v1/chat/completions", "{}")):
+        response = httpx.post(f"{tiny_server.base_url}{path}", content=body, headers=headers, timeout=30)
+        assert response.status_code == 403 and response.json()["error"]["param"] == "Origin"
+    listed = httpx.get(f"{tiny_server.base_url}/v1/collections", headers=headers, timeout=30).json()
+    assert "planted" not in [c["name"] for c in listed["data"]]
+
+
+def test_options_without_the_key_is_refused(tiny_server: RunningServer) -> None:
+    assert httpx.options(f"{tiny_server.base_url}/v1/models", timeout=30).status_code == 401
+
+
 def test_health_needs_no_key_and_tokenize_works_with_it(tiny_server: RunningServer) -> None:
     assert httpx.get(f"{tiny_server.base_url}/health", timeout=30).status_code == 200
     response = post(tiny_server, "/tokenize", json={"model": tiny_server.model, "prompt": "hello world"})

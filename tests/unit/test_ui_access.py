@@ -45,6 +45,7 @@ def test_the_right_key_sets_an_http_only_cookie_that_opens_the_ui(client: TestCl
     assert response.status_code == 303 and response.headers["location"] == "/ui/"
     cookie = response.headers["set-cookie"]
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/ui" in cookie
+    assert "Max-Age=43200" in cookie
     assert "s3cret" not in cookie  # a token derived from the key, not the key
     client.cookies.set(COOKIE, response.cookies[COOKIE])
     assert client.get("/ui/", headers=HTML).json() == {"page": "ui"}
@@ -69,3 +70,30 @@ def test_api_clients_reach_the_ui_with_the_bearer_header(client: TestClient) -> 
     ok = client.post("/ui/gradio_api/queue/join", json={}, headers={"Authorization": "Bearer s3cret"})
     wrong = client.post("/ui/gradio_api/queue/join", json={}, headers={"Authorization": "Bearer nope"})
     assert (ok.status_code, wrong.status_code) == (200, 401)
+
+
+def test_the_cookie_stops_opening_the_ui_when_its_session_ends() -> None:
+    from server.ui_access import UI_SESSION_S, UiLoginMiddleware
+
+    now = [1_000_000.0]
+    app = FastAPI()
+
+    @app.post("/ui/gradio_api/queue/join")
+    def join() -> dict[str, str]:
+        return {"page": "ui"}
+
+    wrapped = UiLoginMiddleware(
+        extend_app(app, load_settings(api_key="s3cret")), "s3cret", clock=lambda: now[0]
+    )
+    client = TestClient(wrapped, follow_redirects=False)
+    token = client.post(LOGIN_PATH, data={"key": "s3cret"}).cookies[COOKIE]
+    client.cookies.clear()
+    client.cookies.set(COOKIE, token)
+    now[0] += UI_SESSION_S - 60
+    assert client.post("/ui/gradio_api/queue/join", json={}).status_code == 200
+    now[0] += 120
+    assert client.post("/ui/gradio_api/queue/join", json={}).status_code == 401
+    forged = str(int(now[0])) + token[token.index(".") :]
+    client.cookies.clear()
+    client.cookies.set(COOKIE, forged)  # a fresh time with the old signature
+    assert client.post("/ui/gradio_api/queue/join", json={}).status_code == 401
