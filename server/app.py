@@ -90,7 +90,7 @@ def extend_app(
             from ui.mount import mount_ui  # Gradio loads only when the UI is served
 
             api_key = settings.api_key.get_secret_value() if settings.api_key else None
-            mount_ui(app, loopback_url(settings), api_key)
+            mount_ui(app, loopback_url(settings), api_key, settings.max_upload_mb)
     # vLLM's SageMaker bootstrap builds the middleware stack eagerly; Starlette rebuilds it on the first
     # request when it is unset, so clearing it lets ours join vLLM's instead of being refused.
     app.middleware_stack = None

@@ -9,6 +9,7 @@ Every handler turns a failure into a readable line in the page, never a stack tr
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -29,6 +30,7 @@ MODE_CHOICES = [
 ]
 DEFAULT_POLICY = "snapkv"
 QUEUE_CONCURRENCY = 16
+CACHE_SWEEP_S = 3600
 CSS = """
 .citations details { border-bottom: 1px solid var(--border-color-primary); padding: 2px 0; }
 .citations .chunk { white-space: pre-wrap; font-size: 0.9em; padding: 4px 8px; }
@@ -99,6 +101,13 @@ def describe_collection(client: LcragClient, name: str | None) -> str:
         return views.error_note(error.message)
 
 
+def forget_upload(path: Path) -> None:
+    """Delete Gradio's temporary copy of an uploaded file (and its folder, once empty): the server has it."""
+    path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        path.parent.rmdir()
+
+
 def upload_files(
     client: LcragClient, files: list[str] | None, collection: str | None, progress: gr.Progress = PROGRESS
 ) -> tuple[str, str, None]:
@@ -115,6 +124,8 @@ def upload_files(
             lines.append(views.ingest_line(path.name, client.upload(collection, path)))
         except ApiFailure as error:
             lines.append(views.error_note(f"**{path.name}**: {error.message}"))
+        finally:
+            forget_upload(path)
     return views.upload_markdown(lines), describe_collection(client, collection), None
 
 
@@ -317,7 +328,8 @@ def _wire_sidebar(demo: gr.Blocks, client: LcragClient, side: Sidebar, status: g
 
 def build(client: LcragClient) -> gr.Blocks:
     """The Blocks app, its handlers bound to `client` (queue configured; mount with `ui.mount`)."""
-    with gr.Blocks(title="lcrag: RAG vs long context") as demo:
+    # uploads are deleted once stored (`upload_files`); anything else the UI caches goes after an hour
+    with gr.Blocks(title="lcrag: RAG vs long context", delete_cache=(CACHE_SWEEP_S, CACHE_SWEEP_S)) as demo:
         gr.Markdown("## lcrag: RAG vs long context, side by side")
         with gr.Row():
             with gr.Column(scale=1, min_width=280):

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from gradio_client import Client, handle_file
 
@@ -127,6 +128,35 @@ def test_an_unsupported_file_is_reported_in_the_page(ui: Client, collection: str
     report, info, _ = ui.predict([handle_file(tool)], collection, api_name="/upload")
     assert report.startswith(f"- {WARNING} **tool.exe**: tool.exe: unsupported file type .exe; supported:")
     assert "Traceback" not in report and info.startswith("1 documents")
+
+
+def upload_to_gradio(server: RunningServer, name: str, data: bytes) -> httpx.Response:
+    """What the page does first with a chosen file: put it in Gradio's temporary folder."""
+    files = [("files", (name, data, "text/plain"))]
+    return httpx.post(
+        f"{server.base_url}/ui/gradio_api/upload", files=files, headers=server.headers(), timeout=60
+    )
+
+
+def test_the_uis_copy_of_an_upload_is_deleted_once_stored(
+    ui: Client, tiny_server: RunningServer, collection: str
+) -> None:
+    reply = upload_to_gradio(tiny_server, "ferry.txt", b"The harbour ferry leaves at nine every morning.")
+    [temporary] = reply.json()
+    assert Path(temporary).is_file()  # the server runs on this machine: its temp folder is ours to look at
+    file = {"path": temporary, "orig_name": "ferry.txt", "meta": {"_type": "gradio.FileData"}}
+    report, _, _ = ui.predict([file], collection, api_name="/upload")
+    assert report.startswith("- **ferry.txt**: added (")
+    assert not Path(temporary).exists() and not Path(temporary).parent.exists()
+    with api(tiny_server) as client:
+        listed = client.get(f"/v1/collections/{collection}/documents").json()["data"]
+        doc_id = next(d["doc_id"] for d in listed if d["name"] == "ferry.txt")
+        assert client.delete(f"/v1/collections/{collection}/documents/{doc_id}").status_code == 200
+
+
+def test_the_ui_refuses_an_upload_over_the_limit_before_storing_it(tiny_server: RunningServer) -> None:
+    reply = upload_to_gradio(tiny_server, "big.txt", b"a" * 1_100_000)  # the tiny server allows 1 MB
+    assert reply.status_code == 413, reply.text
 
 
 def test_an_empty_question_is_a_status_line_and_asks_nothing(ui: Client, collection: str) -> None:
