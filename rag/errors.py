@@ -21,6 +21,10 @@ class DocumentNotFoundError(RagError):
     """No document of that id in the collection (404)."""
 
 
+class InvalidDocumentNameError(RagError):
+    """A file name lcrag will not store: no file part, or too long (400)."""
+
+
 class UnsupportedDocumentError(RagError):
     """A file type lcrag cannot read (415)."""
 

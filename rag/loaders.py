@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePath
 from zipfile import BadZipFile, ZipFile
 
-from rag.errors import RagError, UnreadableDocumentError, UnsupportedDocumentError
+from rag.errors import InvalidDocumentNameError, RagError, UnreadableDocumentError, UnsupportedDocumentError
 
 CONTROL_CHARS = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
 MAX_CONTROL_FRACTION = 0.01
+MAX_NAME_CHARS = 255  # a file name's usual limit; longer ones would also crowd every prompt's titles
 MAX_DOCX_UNPACKED_BYTES = 100_000_000  # a zip bomb's parts are refused before any is unpacked
 
 
@@ -48,7 +50,11 @@ def safe_name(name: str) -> str:
     """The bare file name: directory parts (and so path traversal like '../../x') are dropped."""
     bare = PurePath(name.replace("\\", "/")).name
     if bare in ("", ".", ".."):
-        raise UnsupportedDocumentError(f"{name!r} is not a file name.")
+        raise InvalidDocumentNameError(f"{name!r} is not a file name.")
+    if len(bare) > MAX_NAME_CHARS:
+        raise InvalidDocumentNameError(
+            f"{bare[:40]}... is a {len(bare)}-character file name; rename it to at most {MAX_NAME_CHARS}."
+        )
     return bare
 
 
@@ -128,6 +134,7 @@ def _read_html(name: str, data: bytes) -> tuple[str, str, tuple[PageSpan, ...]]:
 
 
 def _read_pdf(name: str, data: bytes) -> tuple[str, str, tuple[PageSpan, ...]]:
+    logging.getLogger("pypdf").setLevel(logging.ERROR)  # its warnings on damaged files repeat our 422s
     from pypdf import PdfReader
     from pypdf.errors import PdfReadError
 
@@ -137,6 +144,8 @@ def _read_pdf(name: str, data: bytes) -> tuple[str, str, tuple[PageSpan, ...]]:
             raise UnreadableDocumentError(f"{name} is an encrypted PDF; upload an unencrypted copy.")
         page_texts = [page.extract_text() or "" for page in reader.pages]
         title = (reader.metadata.title if reader.metadata else None) or _stem(name)
+    except RagError:
+        raise
     except (PdfReadError, ValueError, KeyError, TypeError, OSError) as error:
         raise UnreadableDocumentError(f"{name} is not a readable PDF ({error}).") from None
     parts, pages, offset = [], [], 0

@@ -19,6 +19,7 @@ from rag.errors import (
     ContextTooLongError,
     DocumentNotFoundError,
     InvalidCollectionNameError,
+    InvalidDocumentNameError,
     RagError,
     UnreadableDocumentError,
     UnsupportedDocumentError,
@@ -98,6 +99,7 @@ class ServiceUnavailableError(ApiError):
 
 RAG_ERRORS: dict[type[RagError], type[ApiError]] = {
     InvalidCollectionNameError: BadRequestError,
+    InvalidDocumentNameError: BadRequestError,
     CollectionNotFoundError: NotFoundError,
     DocumentNotFoundError: NotFoundError,
     CollectionExistsError: ConflictError,

@@ -14,7 +14,7 @@ from rag.context import estimate_lc_prompt_tokens
 from rag.errors import RagError
 from rag.loaders import LoadedDocument, load_bytes
 from rag.retrieve import retrieve
-from server.errors import PayloadTooLargeError, from_rag_error
+from server.errors import BadRequestError, PayloadTooLargeError, from_rag_error
 from server.schemas import (
     ChunkOut,
     CollectionCreate,
@@ -106,6 +106,7 @@ def upload_documents(
     try:
         svc.store.require_collection(name)  # 404 before reading any upload
         loaded = [_load_upload(upload, limit) for upload in files]
+        _refuse_duplicate_names(loaded)
         results = svc.ingestor.add_all(name, loaded)
     except RagError as error:
         raise from_rag_error(error, param="files") from None
@@ -168,6 +169,19 @@ def query_collection(name: str, body: QueryRequest, request: Request) -> QueryRe
     except RagError as error:
         raise from_rag_error(error) from None
     return QueryResponse(data=hits)
+
+
+def _refuse_duplicate_names(documents: list[LoadedDocument]) -> None:
+    """Two files of one name in one upload (e.g. `a/notes.txt` and `b/notes.txt`, stored by their bare
+    names) would silently replace each other: refuse the upload instead."""
+    seen: set[str] = set()
+    for document in documents:
+        if document.name in seen:
+            raise BadRequestError(
+                f"Two files in this upload are named {document.name}; rename one or upload them separately.",
+                param="files",
+            )
+        seen.add(document.name)
 
 
 def _load_upload(upload: UploadFile, limit: int) -> LoadedDocument:

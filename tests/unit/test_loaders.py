@@ -2,7 +2,7 @@
 
 import pytest
 
-from rag.errors import UnreadableDocumentError, UnsupportedDocumentError
+from rag.errors import InvalidDocumentNameError, UnreadableDocumentError, UnsupportedDocumentError
 from rag.loaders import MAX_DOCX_UNPACKED_BYTES, load_bytes, safe_name
 from tests.documents import docx_with_text_node, make_docx, make_pdf, rewrite_zip_part
 
@@ -96,5 +96,13 @@ def test_path_traversal_in_file_names_is_reduced_to_the_bare_name(given: str, ke
 
 @pytest.mark.parametrize("given", ["..", "/", ""])
 def test_names_without_a_file_part_are_refused(given: str) -> None:
-    with pytest.raises(UnsupportedDocumentError):
+    with pytest.raises(InvalidDocumentNameError, match="is not a file name"):
         safe_name(given)
+
+
+def test_a_name_over_255_characters_is_refused() -> None:
+    assert safe_name("a" * 251 + ".txt") == "a" * 251 + ".txt"
+    with pytest.raises(
+        InvalidDocumentNameError, match=r"is a 256-character file name; rename it to at most 255"
+    ):
+        safe_name("a" * 252 + ".txt")
