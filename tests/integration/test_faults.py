@@ -1,0 +1,145 @@
+"""kill -9 of `lcrag serve` during an upload and during generation, then a restart: the collection lists
+exactly the documents whose upload finished, holds no orphan chunk, and answers; no vLLM engine process
+outlives the killed server."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from rag import store as store_module
+from rag.ingest import Ingestor
+from rag.loaders import load_bytes
+from rag.store import Store
+from tests.conftest import start_server, stop_server
+from tests.documents_text import TOWNS, town_paragraph, towns_text
+
+pytestmark = pytest.mark.integration
+
+COLLECTION = "faults"
+
+
+def serve(data_dir: Path, model_dir: Path):
+    args = ["--model", str(model_dir), "--max-model-len", "2048", "--data-dir", str(data_dir)]
+    return start_server(data_dir, args, model=model_dir.name)
+
+
+def kill_hard(process) -> None:
+    """SIGKILL the server; its vLLM engine process must not outlive it (`parent_death`)."""
+    import psutil
+
+    children = psutil.Process(process.pid).children(recursive=True)
+    assert children, "the server has no engine process"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert alive == [], f"left running after the server was killed: {alive}"
+
+
+def state(base_url: str) -> tuple[list[str], int, int]:
+    """(document names, chunks the collection holds, chunks its listed documents account for)."""
+    with httpx.Client(base_url=base_url, timeout=60) as client:
+        listed = client.get(f"/v1/collections/{COLLECTION}/documents").json()["data"]
+        held = client.get(f"/v1/collections/{COLLECTION}").json()["chunks"]
+    return sorted(d["name"] for d in listed), held, sum(d["chunks"] for d in listed)
+
+
+def answers(base_url: str) -> bool:
+    body = {
+        "model": f"{COLLECTION}@rag",
+        "messages": [{"role": "user", "content": "Which town?"}],
+        "max_tokens": 4,
+    }
+    reply = httpx.post(f"{base_url}/v1/chat/completions", json=body, timeout=120)
+    return reply.status_code == 200 and reply.json()["lcrag"]["citations"] != []
+
+
+def plant_leftovers(data_dir: Path, embedder, tokenizer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a kill between an upload's chunk writes leaves: chunks of a document that has no chunk 0."""
+    store = Store.open(path=str(data_dir / "chroma"))
+    real_upsert = store_module._upsert
+
+    def killed_before_the_head(collection, records, embeddings) -> None:
+        if records[0]["id"].endswith(":0"):
+            raise KeyboardInterrupt
+        real_upsert(collection, records, embeddings)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(store_module, "_upsert", killed_before_the_head)
+        with pytest.raises(KeyboardInterrupt):
+            Ingestor(store, embedder, tokenizer, chunk_tokens=64).add(
+                COLLECTION, load_bytes("half.txt", towns_text().encode())
+            )
+    store.close()
+
+
+def test_kill_9_during_upload_and_generation_leaves_exactly_the_finished_uploads(
+    tmp_path: Path, tiny_model_dir: Path, embedder, tokenizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    process, server = serve(tmp_path, tiny_model_dir)
+    try:
+        with httpx.Client(base_url=server.base_url, timeout=120) as client:
+            assert client.post("/v1/collections", json={"name": COLLECTION}).status_code == 201
+            files = [("files", ("arlen.txt", town_paragraph(*TOWNS[0]).encode(), "text/plain"))]
+            assert client.post(f"/v1/collections/{COLLECTION}/documents", files=files).status_code == 200
+        big = ("\n\n".join(town_paragraph(*TOWNS[i % len(TOWNS)]) for i in range(1500))).encode()
+        outcome: list[object] = []
+
+        def upload_big() -> None:
+            try:
+                files = [("files", ("big.txt", big, "text/plain"))]
+                outcome.append(httpx.post(f"{server.base_url}/v1/collections/{COLLECTION}/documents",
+                                          files=files, timeout=300).status_code)  # fmt: skip
+            except httpx.TransportError as error:
+                outcome.append(error)
+
+        uploading = threading.Thread(target=upload_big)
+        uploading.start()
+        time.sleep(3.0)  # embedding hundreds of chunks takes far longer than this
+        kill_hard(process)
+        uploading.join(timeout=30)
+        assert isinstance(outcome[0], httpx.TransportError), outcome  # killed mid-upload
+    finally:
+        if process.poll() is None:
+            stop_server(process)
+
+    plant_leftovers(tmp_path, embedder, tokenizer, monkeypatch)
+    process, server = serve(tmp_path, tiny_model_dir)
+    try:
+        assert "chunks an interrupted ingest left in collection faults" in server.log_path.read_text()
+        names, held, listed_chunks = state(server.base_url)
+        assert names == ["arlen.txt"] and held == listed_chunks  # no orphan chunk, no half document
+        assert answers(server.base_url)
+        generating = threading.Thread(
+            target=lambda: _ignore_errors(
+                httpx.post, f"{server.base_url}/v1/chat/completions", timeout=300,
+                json={"model": server.model, "messages": [{"role": "user", "content": "Hi"}],
+                      "max_tokens": 1700, "ignore_eos": True},
+            )
+        )  # fmt: skip
+        generating.start()
+        time.sleep(3.0)
+        kill_hard(process)
+        generating.join(timeout=30)
+    finally:
+        if process.poll() is None:
+            stop_server(process)
+
+    process, server = serve(tmp_path, tiny_model_dir)
+    try:
+        assert state(server.base_url) == (["arlen.txt"], held, held)
+        assert answers(server.base_url)
+    finally:
+        stop_server(process)
+
+
+def _ignore_errors(call, *args, **kwargs) -> None:
+    with contextlib.suppress(httpx.TransportError):
+        call(*args, **kwargs)
