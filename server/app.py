@@ -20,7 +20,8 @@ from lcrag.logs import vllm_logging_config_file
 from lcrag.settings import Settings
 from server.body_limit import BodyLimitMiddleware
 from server.errors import ApiError, error_response
-from server.middleware import ApiKeyMiddleware, LcragOptionsMiddleware
+from server.middleware import GENERATION_PATHS, ApiKeyMiddleware, LcragOptionsMiddleware
+from server.openapi import add_lcrag_field
 from server.origin import OriginCheckMiddleware
 from server.routes import collections, compare, kv, kv_caches, models
 from server.services import Services, open_store
@@ -79,6 +80,7 @@ def extend_app(
     with `stopping`, requests in flight end cleanly when the server stops (`server.shutdown`). Foreign
     pages may change state only from `allowed_origins` (vLLM's `--allowed-origins`, `server.origin`)."""
     app.add_exception_handler(ApiError, lambda _request, error: error_response(error))
+    add_lcrag_field(app, GENERATION_PATHS)
     app.include_router(kv.router)
     if services is not None:
         app.state.lcrag = services

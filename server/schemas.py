@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from compression import registry
 from compression.policies import Policy
 from rag.retrieve import Citation
+from rag.store import COLLECTION_NAME
 
 
 class StrictModel(BaseModel):
@@ -55,7 +56,11 @@ class KVOptions(StrictModel):
 class LcragOptions(StrictModel):
     """The `lcrag` field of a chat or completion request (an extension of the OpenAI request body)."""
 
-    collection: str | None = Field(default=None, min_length=3, max_length=63, description="Collection name.")
+    collection: str | None = Field(
+        default=None,
+        pattern=COLLECTION_NAME.pattern,
+        description="Collection name (3-63 of a-z, 0-9, _ and -).",
+    )
     mode: Literal["rag", "lc", "auto"] | None = Field(default=None, description="How the collection is used.")
     top_k: int | None = Field(default=None, ge=1, le=100, description="Chunks to retrieve in rag mode.")
     kv: KVOptions | None = Field(default=None, description="KV-cache eviction for this request.")
