@@ -4,7 +4,8 @@ Questions come from HotpotQA dev (distractor setting) and SQuAD v2.0 dev (`evals
 in groups whose paragraphs (each question's gold and distractor paragraphs, the group's other questions'
 paragraphs too) make one collection of about `--context-tokens` tokens, so the whole collection fits the
 served model's LC window. Every question is asked in every mode, one request at a time (so each answer's
-cost is its own): `rag@k` (top-k chunks, for each `--top-k`), `lc`, `lc:<policy>-<ratio>` (each `--kv`; a
+cost is its own): `rag@k` (top-k chunks, for each `--top-k`; `rag:<retrieval>@k` for each other `--retrievals`
+kind), `lc`, `lc:<policy>-<ratio>` (each `--kv`; a
 query-agnostic policy compresses the collection once, as a shared cache) and `auto`. Scores: substring
 (the normalised gold answer in the answer), exact match and F1 (HotpotQA's normalisation,
 `evals.scoring`), with bootstrap 95 % intervals; costs per answer: prompt tokens, KV bytes held (prompt
@@ -126,7 +127,12 @@ def mode_body(
     lcrag["mode"] = base
     if extra:
         lcrag["top_k"] = int(extra)
-    if kv:
+    if base == "rag" and kv:  # rag:<retrieval>[+document]@k
+        retrieval, _, order = kv.partition("+")
+        lcrag["retrieval"] = retrieval
+        if order:
+            lcrag["order"] = order
+    elif kv:
         policy, _, ratio = kv.rpartition("-")
         lcrag["kv"] = {"policy": policy, "ratio": float(ratio)}
     return {
@@ -232,13 +238,18 @@ def main() -> None:
     parser.add_argument("--context-tokens", type=int, default=6000, help="Paragraph tokens per collection.")
     parser.add_argument("--top-k", type=int, nargs="+", default=[2, 5])
     parser.add_argument("--kv", nargs="+", default=["chunkkv-0.75", "kvzip-0.75", "kvzip-0.875"])
+    parser.add_argument(
+        "--retrievals", nargs="+", default=["dense"],
+        help="rag's retrieval kinds: dense, bm25, hybrid, and any with '+document' (OP-RAG order).",
+    )  # fmt: skip
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="4 questions per dataset, one KV setting.")
     args = parser.parse_args()
     if args.quick:
         args.questions, args.kv = min(args.questions, 4), args.kv[:1]
-    modes = [*(f"rag@{k}" for k in args.top_k), "lc", *(f"lc:{kv}" for kv in args.kv), "auto"]
+    rag_modes = [f"rag{'' if r == 'dense' else ':' + r}@{k}" for r in args.retrievals for k in args.top_k]
+    modes = [*rag_modes, "lc", *(f"lc:{kv}" for kv in args.kv), "auto"]
 
     from tqdm import tqdm
 

@@ -78,6 +78,12 @@ class Settings(BaseSettings):
     max_request_mb: int = Field(
         default=200, ge=1, le=16384, description="Largest request body (all of an upload's files), in MB."
     )
+    retrieval: Literal["dense", "bm25", "hybrid"] = Field(
+        default="dense", description="How rag mode retrieves when a request does not say."
+    )
+    retrieval_order: Literal["score", "document"] = Field(
+        default="score", description="The order of rag mode's chunks when a request does not say."
+    )
     answer_tokens: int = Field(
         default=512, ge=1, description="Tokens kept free for the answer when a request sets no max_tokens."
     )

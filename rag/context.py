@@ -39,6 +39,7 @@ LC_INSTRUCTIONS = (
 )
 
 
+NO_PASSAGES = "(No passage of the collection is relevant enough to this question.)"
 _SPEAKERS = {"user": "User", "assistant": "Assistant"}
 LC_TEMPLATE_TOKENS = 64  # system instructions, headings and the chat template around the documents
 LC_DOCUMENT_HEADER_TOKENS = 8  # "Document N: <title>" per document
@@ -54,8 +55,11 @@ class LcDocument:
 def rag_messages(
     question: str, citations: Sequence[Citation], instructions: str = RAG_INSTRUCTIONS
 ) -> list[Message]:
-    passages = "\n\n".join(
-        f"[{c.number}] {c.title}{f' (page {c.page})' if c.page else ''}\n{c.text}" for c in citations
+    passages = (
+        "\n\n".join(
+            f"[{c.number}] {c.title}{f' (page {c.page})' if c.page else ''}\n{c.text}" for c in citations
+        )
+        or NO_PASSAGES
     )
     return _messages(instructions, f"Passages:\n\n{passages}", question)
 

@@ -1,16 +1,34 @@
-"""Retrieval: the question's embedding against a collection, top-k by cosine similarity, optionally
-diversified with maximal marginal relevance (MMR), each hit carrying its citation."""
+"""Retrieval: a collection's best chunks for a question, each hit carrying its citation.
+
+Three kinds (`retrieval`):
+- `dense`: the question's embedding against the chunks' (cosine similarity), optionally diversified with
+  maximal marginal relevance (MMR);
+- `bm25`: lexical BM25 over the same chunks (`rag.lexical`);
+- `hybrid`: both rankings fused by reciprocal rank fusion (Cormack et al., 2009: each list adds
+  1 / (60 + rank)), so a chunk either ranking puts high comes out high.
+Every hit's `score` is its cosine similarity to the question, whichever ranking found it, so `min_score`
+(drop hits below it) means the same for every kind. `order="document"` returns the kept chunks in the
+collection's order instead of by rank (order-preserving RAG, Yu et al., 2024).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
 from rag.embeddings import Embedder
+from rag.lexical import LexicalIndexes
 from rag.store import Store, StoredChunk
 
 MMR_CANDIDATES_PER_RESULT = 4
+FUSION_CANDIDATES_PER_RESULT = 4  # each ranking contributes this many candidates per result kept
+RRF_K = 60
+Retrieval = Literal["dense", "bm25", "hybrid"]
+Order = Literal["score", "document"]
+RETRIEVALS: tuple[Retrieval, ...] = ("dense", "bm25", "hybrid")
 
 
 @dataclass(frozen=True)
@@ -24,8 +42,18 @@ class Citation:
     start: int
     end: int
     page: int | None
-    score: float
+    score: float  # cosine similarity of the chunk to the question
     text: str
+
+
+@dataclass(frozen=True)
+class RetrievalOptions:
+    """How to retrieve: the kind, the order of the kept chunks, and the relevance floor."""
+
+    retrieval: Retrieval = "dense"
+    order: Order = "score"
+    min_score: float | None = None
+    mmr_lambda: float | None = None  # dense only: 0..1, 1 = pure relevance
 
 
 def retrieve(
@@ -36,17 +64,63 @@ def retrieve(
     k: int,
     doc_id: str | None = None,
     mmr_lambda: float | None = None,
+    options: RetrievalOptions | None = None,
+    lexical: LexicalIndexes | None = None,
 ) -> list[Citation]:
-    """Top-`k` chunks for `question`; with `mmr_lambda` (0..1, 1 = pure relevance) diversified by MMR."""
+    """The top-`k` chunks for `question` as `options` ask (dense by default; `mmr_lambda` diversifies dense
+    retrieval); bm25 and hybrid need `lexical`, the collections' BM25 indexes."""
+    options = options or RetrievalOptions(mmr_lambda=mmr_lambda)
     query = embedder.embed([question])[0]
-    if mmr_lambda is None:
-        hits = [(chunk, score) for chunk, score, _ in store.query(collection, query, k, doc_id)]
+    if options.retrieval == "dense":
+        hits = _dense(store, collection, query, k, doc_id, options.mmr_lambda)
     else:
-        candidates = store.query(
-            collection, query, k * MMR_CANDIDATES_PER_RESULT, doc_id, with_embeddings=True
-        )
-        hits = maximal_marginal_relevance(candidates, k, mmr_lambda)
+        if lexical is None:
+            raise ValueError(f"{options.retrieval} retrieval needs the collections' BM25 indexes")
+        candidates = k * FUSION_CANDIDATES_PER_RESULT
+        lexical_ranking = [chunk for chunk, _ in lexical.get(collection).search(question, candidates, doc_id)]
+        if options.retrieval == "bm25":
+            ranked = lexical_ranking[:k]
+        else:
+            dense_ranking = [chunk for chunk, _, _ in store.query(collection, query, candidates, doc_id)]
+            ranked = reciprocal_rank_fusion([dense_ranking, lexical_ranking])[:k]
+        hits = list(zip(ranked, _similarities(store, collection, query, ranked), strict=True))
+    if options.min_score is not None:
+        hits = [(chunk, score) for chunk, score in hits if score >= options.min_score]
+    if options.order == "document":
+        hits.sort(key=lambda hit: (hit[0].doc_order, hit[0].doc_id, hit[0].chunk.index))
     return [_citation(number, chunk, score) for number, (chunk, score) in enumerate(hits, start=1)]
+
+
+def reciprocal_rank_fusion(rankings: Sequence[Sequence[StoredChunk]]) -> list[StoredChunk]:
+    """The chunks of all `rankings`, best first by the sum of 1 / (RRF_K + rank) over the rankings that
+    hold them (rank counted from 1); ties keep the first ranking's order."""
+    fused: dict[tuple[str, int], float] = {}
+    chunks: dict[tuple[str, int], StoredChunk] = {}
+    for ranking in rankings:
+        for rank, chunk in enumerate(ranking, start=1):
+            key = (chunk.doc_id, chunk.chunk.index)
+            fused[key] = fused.get(key, 0.0) + 1.0 / (RRF_K + rank)
+            chunks.setdefault(key, chunk)
+    return [chunks[key] for key in sorted(fused, key=lambda key: -fused[key])]
+
+
+def _dense(
+    store: Store, collection: str, query: list[float], k: int, doc_id: str | None, mmr_lambda: float | None
+) -> list[tuple[StoredChunk, float]]:
+    if mmr_lambda is None:
+        return [(chunk, score) for chunk, score, _ in store.query(collection, query, k, doc_id)]
+    candidates = store.query(collection, query, k * MMR_CANDIDATES_PER_RESULT, doc_id, with_embeddings=True)
+    return maximal_marginal_relevance(candidates, k, mmr_lambda)
+
+
+def _similarities(
+    store: Store, collection: str, query: list[float], chunks: list[StoredChunk]
+) -> list[float]:
+    """Cosine similarity of each chunk to the question (stored embeddings are unit vectors)."""
+    if not chunks:
+        return []
+    vectors = np.asarray(store.embeddings(collection, chunks), dtype=np.float32)
+    return [float(value) for value in vectors @ np.asarray(query, dtype=np.float32)]
 
 
 def maximal_marginal_relevance(

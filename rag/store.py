@@ -265,6 +265,13 @@ class Store:
         )
         return _document_info(head), chunks
 
+    def embeddings(self, name: str, chunks: Sequence[StoredChunk]) -> list[list[float]]:
+        """The stored embedding of each chunk, in order."""
+        ids = [f"{stored.doc_id}:{stored.chunk.index}" for stored in chunks]
+        found = self._collection(name).get(ids=ids, include=["embeddings"])
+        by_id = dict(zip(found["ids"], found["embeddings"], strict=True))  # type: ignore[arg-type]
+        return [list(by_id[chunk_id]) for chunk_id in ids]
+
     def count_chunks(self, name: str) -> int:
         return self._collection(name).count()
 

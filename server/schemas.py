@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from compression import registry
 from compression.policies import Policy
-from rag.retrieve import Citation
+from rag.retrieve import Citation, Order, Retrieval
 from rag.store import COLLECTION_NAME
 
 
@@ -63,11 +63,24 @@ class LcragOptions(StrictModel):
     )
     mode: Literal["rag", "lc", "auto"] | None = Field(default=None, description="How the collection is used.")
     top_k: int | None = Field(default=None, ge=1, le=100, description="Chunks to retrieve in rag mode.")
+    retrieval: Retrieval | None = Field(
+        default=None, description="rag mode: 'dense', 'bm25' or 'hybrid' (default LCRAG_RETRIEVAL)."
+    )
+    order: Order | None = Field(
+        default=None,
+        description="rag mode: chunks by 'score' or in 'document' order (default LCRAG_RETRIEVAL_ORDER).",
+    )
+    min_score: float | None = Field(
+        default=None,
+        ge=-1.0,
+        le=1.0,
+        description="rag mode: drop chunks whose cosine similarity is below this.",
+    )
     kv: KVOptions | None = Field(default=None, description="KV-cache eviction for this request.")
 
     @model_validator(mode="after")
     def _collection_named_for_mode_and_top_k(self) -> LcragOptions:
-        for name in ("mode", "top_k"):
+        for name in ("mode", "top_k", "retrieval", "order", "min_score"):
             if getattr(self, name) is not None and self.collection is None:
                 raise ValueError(f"'{name}' needs 'collection' (the collection to answer from)")
         return self
@@ -139,8 +152,11 @@ class QueryRequest(StrictModel):
     top_k: int = Field(default=5, ge=1, le=100)
     doc_id: str | None = Field(default=None, description="Only search this document.")
     mmr_lambda: float | None = Field(
-        default=None, ge=0.0, le=1.0, description="MMR trade-off; 1 = plain top-k."
+        default=None, ge=0.0, le=1.0, description="MMR trade-off (dense retrieval); 1 = plain top-k."
     )
+    retrieval: Retrieval | None = Field(default=None, description="'dense', 'bm25' or 'hybrid'.")
+    order: Order | None = Field(default=None, description="'score' (best first) or 'document' order.")
+    min_score: float | None = Field(default=None, ge=-1.0, le=1.0, description="Cosine similarity floor.")
 
 
 class QueryResponse(BaseModel):

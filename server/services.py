@@ -13,6 +13,8 @@ from lcrag.settings import Settings
 from rag.control_text import ControlStrings
 from rag.embeddings import Embedder
 from rag.ingest import Ingestor
+from rag.lexical import LexicalIndexes
+from rag.retrieve import RetrievalOptions
 from rag.store import Store
 from server.schemas import KVOptions
 
@@ -69,6 +71,26 @@ class Services:
     @property
     def ingestor(self) -> Ingestor:
         return Ingestor(self.store, self.embedder, self.tokenizer)
+
+    @cached_property
+    def lexical(self) -> LexicalIndexes:
+        """The collections' BM25 indexes (bm25 and hybrid retrieval), built on first use."""
+        return LexicalIndexes(self.store)
+
+    def retrieval_options(
+        self,
+        retrieval: str | None,
+        order: str | None,
+        min_score: float | None,
+        mmr_lambda: float | None = None,
+    ) -> RetrievalOptions:
+        """A request's retrieval choices, the server's defaults where it names none."""
+        return RetrievalOptions(
+            retrieval or self.settings.retrieval,  # type: ignore[arg-type]
+            order or self.settings.retrieval_order,  # type: ignore[arg-type]
+            min_score,
+            mmr_lambda,
+        )
 
     @cached_property
     def control_strings(self) -> ControlStrings:

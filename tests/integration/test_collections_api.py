@@ -91,6 +91,46 @@ def test_query_returns_ranked_citations(tiny_server: RunningServer, towns: str) 
     assert hits[0]["score"] >= hits[-1]["score"] and hits[0]["number"] == 1
 
 
+@pytest.mark.parametrize("retrieval", ["dense", "bm25", "hybrid"])
+def test_every_retrieval_kind_finds_the_town(tiny_server: RunningServer, towns: str, retrieval: str) -> None:
+    with api(tiny_server) as c:
+        body = {"query": "Which town sells blue wool?", "top_k": 2, "retrieval": retrieval}
+        hits = c.post(f"/v1/collections/{towns}/query", json=body).json()["data"]
+    assert hits[0]["title"] == "brisk" and 0.0 < hits[0]["score"] <= 1.0
+
+
+def test_rag_chat_takes_the_retrieval_kind_order_and_floor(
+    client: openai.OpenAI, tiny_server: RunningServer, towns: str
+) -> None:
+    def cited(**options) -> list[str]:
+        question = [{"role": "user", "content": "Which town sells blue wool?"}]
+        lcrag = {"collection": towns, "mode": "rag", "top_k": 2, **options}
+        reply = client.chat.completions.create(
+            model=tiny_server.model, messages=question, max_tokens=2, extra_body={"lcrag": lcrag}
+        )
+        return [c["title"] for c in reply.model_extra["lcrag"]["citations"]]  # type: ignore[index]
+
+    by_score = cited(retrieval="hybrid")
+    assert by_score[0] == "brisk" and sorted(cited(retrieval="hybrid", order="document")) == sorted(by_score)
+    assert cited(retrieval="hybrid", order="document") == ["arlen", "brisk"]  # upload order
+    assert cited(retrieval="hybrid", min_score=0.999) == []  # nothing relevant enough: no passage
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"query": "x", "retrieval": "fuzzy"}, "retrieval"),
+        ({"query": "x", "retrieval": "bm25", "mmr_lambda": 0.5}, "mmr_lambda"),
+    ],
+)
+def test_bad_retrieval_options_are_400s(
+    tiny_server: RunningServer, towns: str, body: dict, param: str
+) -> None:
+    with api(tiny_server) as c:
+        reply = c.post(f"/v1/collections/{towns}/query", json=body)
+    assert reply.status_code == 400 and param in json.dumps(reply.json()["error"])
+
+
 def test_rag_chat_answers_with_citations_and_timings(
     client: openai.OpenAI, tiny_server: RunningServer, towns: str
 ) -> None:
