@@ -230,6 +230,7 @@ EVAL_SUITES = {
     "niah": "evals.niah",  # needle depth x length heatmap in the essays, per eviction configuration
     "position": "evals.position",  # lost in the middle: accuracy by gold position, base vs adapters
     "reproduce": "evals.reproduce",  # the fine-tuning papers' findings in miniature: train, then evaluate
+    "retrieval": "evals.retrieval",  # recall@k of the gold paragraphs: dense, BM25 and hybrid retrieval
     "ruler": "evals.ruler",  # RULER's 13 tasks per policy and ratio, question inside/outside
     "val": "evals.val",  # IN2's VaL probes: document, code and table retrieval by depth, base vs adapters
 }
