@@ -193,17 +193,12 @@ class Store:
         if len(chunks) != len(embeddings) or not chunks:
             raise ValueError("add_document needs one embedding per chunk and at least one chunk.")
         with self._writing(name):
-            return self._add_document(name, document, chunks, embeddings, doc_tokens)
+            return self._write_document(self._collection(name), document, chunks, embeddings, doc_tokens)
 
-    def _add_document(
-        self,
-        name: str,
-        document: LoadedDocument,
-        chunks: Sequence[Chunk],
-        embeddings: Sequence[Sequence[float]],
-        doc_tokens: int,
-    ) -> IngestResult:
-        collection = self._collection(name)
+    def _write_document(
+        self, collection: Collection, document: LoadedDocument, chunks: Sequence[Chunk],
+        embeddings: Sequence[Sequence[float]], doc_tokens: int,
+    ) -> IngestResult:  # fmt: skip
         doc_id = doc_id_of(document)
         if collection.get(ids=[f"{doc_id}:0"], include=[])["ids"]:
             return IngestResult(doc_id, document.name, "skipped", len(chunks))

@@ -25,6 +25,14 @@ def test_each_mode_is_one_streamed_chat_request_over_the_collection() -> None:
     kv = mode_body("lc:kvzip-0.875", "docs", "Who?", "m", 32)["lcrag"]
     assert kv == {"collection": "docs", "mode": "lc", "kv": {"policy": "kvzip", "ratio": 0.875}}
     assert mode_body("auto", "docs", "Who?", "m", 8)["lcrag"] == {"collection": "docs", "mode": "auto"}
+    hybrid = mode_body("rag:hybrid+document@5", "docs", "Who?", "m", 32)["lcrag"]
+    assert hybrid == {
+        "collection": "docs",
+        "mode": "rag",
+        "top_k": 5,
+        "retrieval": "hybrid",
+        "order": "document",
+    }
     assert file_name("AC/DC: Back in Black") == "AC_DC_ Back in Black.txt"
 
 
