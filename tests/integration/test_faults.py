@@ -79,8 +79,14 @@ def plant_leftovers(data_dir: Path, embedder, tokenizer, monkeypatch: pytest.Mon
     store.close()
 
 
-def test_kill_9_during_upload_and_generation_leaves_exactly_the_finished_uploads(
-    tmp_path: Path, tiny_model_dir: Path, embedder, tokenizer, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("killed_during", ["upload", "generation"])
+def test_kill_9_leaves_exactly_the_finished_uploads(
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    embedder,
+    tokenizer,
+    monkeypatch: pytest.MonkeyPatch,
+    killed_during: str,
 ) -> None:
     process, server = serve(tmp_path, tiny_model_dir)
     try:
@@ -88,32 +94,31 @@ def test_kill_9_during_upload_and_generation_leaves_exactly_the_finished_uploads
             assert client.post("/v1/collections", json={"name": COLLECTION}).status_code == 201
             files = [("files", ("arlen.txt", town_paragraph(*TOWNS[0]).encode(), "text/plain"))]
             assert client.post(f"/v1/collections/{COLLECTION}/documents", files=files).status_code == 200
-        big = ("\n\n".join(town_paragraph(*TOWNS[i % len(TOWNS)]) for i in range(1500))).encode()
-        upload: list[object] = []
-        long_answer = {"model": server.model, "messages": [{"role": "user", "content": "Hi"}],
-                       "max_tokens": 1700, "ignore_eos": True}  # fmt: skip
-        documents = f"{server.base_url}/v1/collections/{COLLECTION}/documents"
-        in_flight = [
-            threading.Thread(target=_send, args=(upload, documents),
-                             kwargs={"files": [("files", ("big.txt", big, "text/plain"))]}),
-            threading.Thread(target=_send, args=([], f"{server.base_url}/v1/chat/completions"),
-                             kwargs={"json": long_answer}),
-        ]  # fmt: skip
-        for thread in in_flight:
-            thread.start()
-        time.sleep(3.0)  # embedding hundreds of chunks, and 1,700 tokens, take far longer than this
+        outcome: list[object] = []
+        if killed_during == "upload":
+            big = ("\n\n".join(town_paragraph(*TOWNS[i % len(TOWNS)]) for i in range(1500))).encode()
+            url, request = f"{server.base_url}/v1/collections/{COLLECTION}/documents", {
+                "files": [("files", ("big.txt", big, "text/plain"))]}  # fmt: skip
+        else:
+            url, request = f"{server.base_url}/v1/chat/completions", {"json": {
+                "model": server.model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1700,
+                "ignore_eos": True}}  # fmt: skip
+        in_flight = threading.Thread(target=_send, args=(outcome, url), kwargs=request)
+        in_flight.start()
+        time.sleep(3.0)  # embedding hundreds of chunks, or 1,700 tokens, take far longer than this
         kill_hard(process)
-        for thread in in_flight:
-            thread.join(timeout=30)
-        assert isinstance(upload[0], httpx.TransportError), upload  # killed mid-upload
+        in_flight.join(timeout=30)
+        assert isinstance(outcome[0], httpx.TransportError), outcome  # killed while it ran
     finally:
         if process.poll() is None:
             stop_server(process)
 
-    plant_leftovers(tmp_path, embedder, tokenizer, monkeypatch)
+    if killed_during == "upload":
+        plant_leftovers(tmp_path, embedder, tokenizer, monkeypatch)  # a kill between chunk writes, too
     process, server = serve(tmp_path, tiny_model_dir)
     try:
-        assert "chunks an interrupted ingest left in collection faults" in server.log_path.read_text()
+        removed = "chunks an interrupted ingest left in collection faults" in server.log_path.read_text()
+        assert removed == (killed_during == "upload")
         names, held, listed_chunks = state(server.base_url)
         assert names == ["arlen.txt"] and held == listed_chunks  # no orphan chunk, no half document
         assert answers(server.base_url)
