@@ -63,13 +63,12 @@ def retrieve(
     question: str,
     k: int,
     doc_id: str | None = None,
-    mmr_lambda: float | None = None,
     options: RetrievalOptions | None = None,
     lexical: LexicalIndexes | None = None,
 ) -> list[Citation]:
-    """The top-`k` chunks for `question` as `options` ask (dense by default; `mmr_lambda` diversifies dense
-    retrieval); bm25 and hybrid need `lexical`, the collections' BM25 indexes."""
-    options = options or RetrievalOptions(mmr_lambda=mmr_lambda)
+    """The top-`k` chunks for `question` as `options` ask (dense by default; `options.mmr_lambda` diversifies
+    dense retrieval); bm25 and hybrid need `lexical`, the collections' BM25 indexes."""
+    options = options or RetrievalOptions()
     query = embedder.embed([question])[0]
     if options.retrieval == "dense":
         hits = _dense(store, collection, query, k, doc_id, options.mmr_lambda)

@@ -16,7 +16,7 @@ from rag.errors import (
 )
 from rag.ingest import Ingestor
 from rag.loaders import load_bytes
-from rag.retrieve import retrieve
+from rag.retrieve import RetrievalOptions, retrieve
 from rag.store import Store
 from tests.documents_text import TOWNS, town_paragraph, towns_text
 
@@ -155,7 +155,7 @@ def test_mmr_spreads_results_over_more_documents(store: Store, ingestor: Ingesto
     ingest_towns(ingestor)
     question = "What does the town council repair every decade?"
     plain = retrieve(store, embedder, "towns", question, k=4)
-    diverse = retrieve(store, embedder, "towns", question, k=4, mmr_lambda=0.3)
+    diverse = retrieve(store, embedder, "towns", question, k=4, options=RetrievalOptions(mmr_lambda=0.3))
     assert len(diverse) == 4
     assert len({h.doc_id for h in diverse}) >= len({h.doc_id for h in plain})
     assert len({(h.doc_id, h.chunk_index) for h in diverse}) == 4
