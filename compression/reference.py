@@ -4,13 +4,15 @@ tokens (per layer and KV head), then decode greedily with *logical* position ids
 from the prompt length, as if nothing was evicted). vLLM with the same policy must produce the same tokens.
 For context caches the same is done to the context alone, then the suffix is prefilled after it.
 
-Queries for scoring are recomputed from each attention layer's input (q_proj + RoPE), captured by a
-forward pre-hook during the prefill, so the model code is used as it is.
+Queries for scoring are captured during the prefill where the model's own code applies RoPE to them, so
+the model code is used as it is.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,14 +40,16 @@ def generate_with_eviction(
     ratio: float,
     max_new_tokens: int,
     budgets: list[int] | None = None,
+    forced: Sequence[int] | None = None,
 ) -> ReferenceOutput:
     """Greedy decoding after prefill-time eviction of `ratio` of the prompt's K/V by `policy` (or down to
-    `budgets` tokens per layer)."""
+    `budgets` tokens per layer); with `forced`, decoding follows those tokens instead (teacher forcing) and
+    gives their logprobs."""
     n = len(prompt_ids)
     budgets = budgets or uniform_budgets(n, ratio, model.config.num_hidden_layers)
     cache, queries, logits = _prefill(model, prompt_ids)
     kept = _prune(cache, _own_scores(model, cache, queries, policy, n), policy, budgets, n)
-    tokens, logprobs = _decode(model, cache, logits, n, max_new_tokens)
+    tokens, logprobs = _decode(model, cache, logits, n, max_new_tokens, forced)
     return ReferenceOutput(tokens, logprobs, kept)
 
 
@@ -82,13 +86,9 @@ def _prefill(model: torch.nn.Module, ids: list[int]) -> tuple[Any, dict[int, tor
     """The whole prompt at once: its cache, every layer's queries and the last position's logits."""
     from transformers import DynamicCache
 
-    queries, hooks = _capture_queries(model)
-    try:
+    with _queries_captured(model) as queries:
         cache = DynamicCache()
         logits = model(input_ids=torch.tensor([ids]), past_key_values=cache, use_cache=True).logits[0, -1]
-    finally:
-        for hook in hooks:
-            hook.remove()
     return cache, queries, logits
 
 
@@ -154,12 +154,18 @@ def _prune(
 
 
 def _decode(
-    model: torch.nn.Module, cache: Any, logits: torch.Tensor, position: int, max_new_tokens: int
+    model: torch.nn.Module,
+    cache: Any,
+    logits: torch.Tensor,
+    position: int,
+    max_new_tokens: int,
+    forced: Sequence[int] | None = None,
 ) -> tuple[list[int], list[float]]:
-    """Greedy tokens (and their logprobs) from `logits`, the next token at logical `position`."""
+    """Greedy tokens (or the `forced` ones) and their logprobs from `logits`, the next token at logical
+    `position`."""
     tokens, logprobs = [], []
     for step in range(max_new_tokens):
-        token = int(logits.argmax())
+        token = int(logits.argmax()) if forced is None else forced[step]
         tokens.append(token)
         logprobs.append(float(logits.log_softmax(-1)[token]))
         if step + 1 == max_new_tokens:
@@ -173,21 +179,22 @@ def _decode(
     return tokens, logprobs
 
 
-def _capture_queries(model: torch.nn.Module) -> tuple[dict[int, torch.Tensor], list]:
-    """Hooks that record each attention layer's queries after RoPE: {layer: [1, q_heads, n, head_dim]}."""
-    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
-
+@contextmanager
+def _queries_captured(model: torch.nn.Module) -> Iterator[dict[int, torch.Tensor]]:
+    """Each attention layer's queries after RoPE, {layer: [1, q_heads, n, head_dim]}, recorded where the
+    model's own code rotates them: its modeling module's `apply_rotary_pos_emb`, which every attention layer
+    calls once per forward, in layer order (Llama, Qwen2/3 — after the q norm —, Mistral, Phi-3 alike)."""
+    modeling = sys.modules[type(model).__module__]
+    rotate = modeling.apply_rotary_pos_emb
     captured: dict[int, torch.Tensor] = {}
-    hooks = []
-    for layer_index, layer in enumerate(model.model.layers):
-        attention = layer.self_attn
 
-        def hook(module, args, kwargs, layer_index=layer_index):
-            hidden = kwargs.get("hidden_states", args[0] if args else None)
-            cos, sin = kwargs["position_embeddings"]
-            shape = (*hidden.shape[:-1], -1, module.head_dim)
-            query = module.q_proj(hidden).view(shape).transpose(1, 2)
-            captured[layer_index], _ = apply_rotary_pos_emb(query, query, cos, sin)
+    def recording(query: torch.Tensor, key: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        rotated_query, rotated_key = rotate(query, key, *args, **kwargs)
+        captured[len(captured)] = rotated_query
+        return rotated_query, rotated_key
 
-        hooks.append(attention.register_forward_pre_hook(hook, with_kwargs=True))
-    return captured, hooks
+    modeling.apply_rotary_pos_emb = recording
+    try:
+        yield captured
+    finally:
+        modeling.apply_rotary_pos_emb = rotate

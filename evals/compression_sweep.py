@@ -165,11 +165,18 @@ def main() -> None:
     parser.add_argument("--ratios", type=float, nargs="+", default=[0.5, 0.75])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
+    parser.add_argument(
+        "--dtype",
+        choices=["auto", "float32", "bfloat16"],
+        default="float32",
+        help="Model and KV-cache dtype; auto is what `lcrag serve` picks (bfloat16 on CPUs with AMX).",
+    )
     args = parser.parse_args()
 
     from tqdm import tqdm
     from transformers import AutoTokenizer
 
+    from compression.vllm_integration.cache_io import cpu_dtype
     from compression.vllm_integration.offline import greedy, offline_engine
     from lcrag.default_model import prepare_default_model
     from lcrag.settings import Settings
@@ -179,7 +186,9 @@ def main() -> None:
     items = needles(tokenizer, args.lengths, args.depths, args.seed, args.tasks)
     configs = ["none"] + [f"{policy}:{ratio}" for policy in args.policies for ratio in args.ratios]
     answers: list[Answer] = []
-    with offline_engine(model, kv_space_gb=4, max_model_len=8192, max_num_batched_tokens=2048) as llm:
+    dtype = cpu_dtype() if args.dtype == "auto" else args.dtype
+    engine_settings = {"max_model_len": 8192, "max_num_batched_tokens": 2048, "dtype": dtype}
+    with offline_engine(model, kv_space_gb=4, **engine_settings) as llm:
         for config in tqdm(configs, desc="configs"):
             policy, _, ratio = config.partition(":")
             params = greedy(24) if config == "none" else greedy(24, policy, float(ratio))
@@ -197,7 +206,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     table = summary(answers)
     (args.out / "compression_sweep.json").write_text(
-        json.dumps({"summary": table, "answers": [asdict(a) for a in answers]}, indent=1)
+        json.dumps({"dtype": dtype, "summary": table, "answers": [asdict(a) for a in answers]}, indent=1)
     )
     (args.out / "compression_sweep.md").write_text(markdown(table) + "\n")
     plot(table, args.out / "compression_sweep.png")

@@ -28,7 +28,12 @@ adapters_app = typer.Typer(
 app.add_typer(adapters_app, name="adapters")
 
 DataDirOption = Annotated[
-    Path | None, typer.Option("--data-dir", help="Data folder (models, collections). Env: LCRAG_DATA_DIR.")
+    Path | None,
+    typer.Option("--data-dir", help="Data folder (collections, adapters). Env: LCRAG_DATA_DIR."),
+]
+ModelCacheOption = Annotated[
+    Path | None,
+    typer.Option(help="Folder of prepared models, shared by every data dir. Env: LCRAG_MODEL_CACHE."),
 ]
 EmbedderOption = Annotated[
     Path | None, typer.Option(help="Local sentence-transformers model folder. Env: LCRAG_EMBEDDER.")
@@ -51,13 +56,13 @@ def _fail(message: str) -> None:
 
 @model_app.command("prepare")
 def model_prepare(
-    data_dir: DataDirOption = None,
+    model_cache: ModelCacheOption = None,
     force: Annotated[bool, typer.Option(help="Convert again even if already prepared.")] = False,
 ) -> None:
-    """Convert the bundled SmolLM2-135M-Instruct GGUF into a checkpoint vLLM serves (once)."""
+    """Convert the bundled SmolLM2-135M-Instruct GGUF into a checkpoint vLLM serves (once per model cache)."""
     from lcrag.default_model import ModelPrepareError, default_model_dir, is_prepared, prepare_default_model
 
-    settings = _settings(data_dir=data_dir)
+    settings = _settings(model_cache=model_cache)
     target = default_model_dir(settings.models_dir)
     if is_prepared(target) and not force:
         typer.echo(f"Default model ready: {target}")
@@ -69,10 +74,26 @@ def model_prepare(
     typer.echo(f"Default model prepared: {path}")
 
 
+@model_app.command("list")
+def model_list(model_cache: ModelCacheOption = None) -> None:
+    """The models in the model cache, each servable as `lcrag serve --model NAME`."""
+    from lcrag.model_cache import cached_models, models_table
+
+    settings = _settings(model_cache=model_cache)
+    models = cached_models(settings.models_dir)
+    if not models:
+        typer.echo(f"No models in {settings.models_dir}; `lcrag model prepare` converts the bundled one.")
+        return
+    typer.echo(models_table(models))
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def serve(
     ctx: typer.Context,
-    model: Annotated[str | None, typer.Option(help="Local HF model directory. Env: LCRAG_MODEL.")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="HF model folder, a name from `lcrag model list`, or a hub id. Env: LCRAG_MODEL."),
+    ] = None,
     host: Annotated[str | None, typer.Option(help="Listen address. Env: LCRAG_HOST.")] = None,
     port: Annotated[int | None, typer.Option(help="Listen port. Env: LCRAG_PORT.")] = None,
     api_key: Annotated[
@@ -110,6 +131,7 @@ def serve(
     ] = None,
     embedder: EmbedderOption = None,
     data_dir: DataDirOption = None,
+    model_cache: ModelCacheOption = None,
 ) -> None:
     """Start the OpenAI-compatible server. Flags after the known ones are passed to vLLM as they are."""
     settings = _settings(
@@ -127,6 +149,7 @@ def serve(
         kv_ratio=kv_ratio,
         embedder=embedder,
         data_dir=data_dir,
+        model_cache=model_cache,
     )
     configure_logging(settings.log_level)
     model_path, served_name = _resolve_model(settings)
@@ -135,11 +158,13 @@ def serve(
     import uvloop
 
     from rag.errors import RagError
+    from server.app import bind_cpu_threads, vllm_args
     from server.app import serve as serve_app
-    from server.app import vllm_args
 
+    args = vllm_args(settings, model_path, served_name, ctx.args)
+    bind_cpu_threads(args)
     try:
-        uvloop.run(serve_app(settings, vllm_args(settings, model_path, served_name, ctx.args)))
+        uvloop.run(serve_app(settings, args))
     except RagError as error:  # the collection store is in use or unreadable
         _fail(str(error))
 
@@ -466,6 +491,9 @@ def _resolve_model(settings: Settings) -> tuple[str, str]:
             _fail(str(error))
         return str(path), settings.served_model_name or DEFAULT_MODEL_NAME
     local = Path(settings.model).expanduser()
+    cached = settings.models_dir / settings.model
+    if not local.is_dir() and "/" not in settings.model and (cached / "config.json").is_file():
+        local = cached  # a name from `lcrag model list`
     if local.is_dir():
         if not (local / "config.json").is_file():
             _fail(f"--model {local} has no config.json: pass a Hugging Face model directory.")

@@ -27,11 +27,16 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(
         default=Path("~/.cache/lcrag"),
-        description="Where models, collections and caches live.",
+        description="Where collections, adapters and caches live.",
+    )
+    model_cache: Path = Field(
+        default=Path("~/.cache/lcrag/models"),
+        description="Where prepared models live, shared by every data dir (`lcrag model list`).",
     )
     model: str | None = Field(
         default=None,
-        description="Local HF model directory to serve; empty means the bundled SmolLM2-135M-Instruct.",
+        description="Model to serve: a local HF model directory, the name of one in the model cache, or a "
+        "hub id where a hub is reachable; empty means the bundled SmolLM2-135M-Instruct.",
     )
     served_model_name: str | None = Field(
         default=None, description="Model name clients use; defaults to the model directory's name."
@@ -64,7 +69,9 @@ class Settings(BaseSettings):
         default=0.0, ge=0.0, lt=1.0, description="Fraction of prompt K/V evicted for requests that name none."
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        default="auto", description="Model dtype; 'auto' is float32 on CPU and the model's own on GPU."
+        default="auto",
+        description="Model dtype; 'auto' is bfloat16 on CPUs with AMX, float32 on other CPUs and the "
+        "model's own on GPU.",
     )
     chroma_url: str | None = Field(
         default=None,
@@ -112,7 +119,7 @@ class Settings(BaseSettings):
             raise ValueError(str(error)) from None
         return value
 
-    @field_validator("data_dir")
+    @field_validator("data_dir", "model_cache")
     @classmethod
     def _expand_user(cls, value: Path) -> Path:
         return value.expanduser()
@@ -153,7 +160,7 @@ class Settings(BaseSettings):
 
     @property
     def models_dir(self) -> Path:
-        return self.data_dir / "models"
+        return self.model_cache
 
     @property
     def adapters_dir(self) -> Path:

@@ -11,11 +11,13 @@ import json
 import logging
 from argparse import Namespace
 from collections.abc import Sequence
+from pathlib import Path
 
 from fastapi import FastAPI
 
 from compression.vllm_integration import SCHEDULER_CLS
 from compression.vllm_integration import engine_flags as kv_engine_flags
+from compression.vllm_integration.cache_io import cpu_dtype
 from lcrag.logs import vllm_logging_config_file
 from lcrag.settings import Settings
 from server.body_limit import BodyLimitMiddleware
@@ -49,8 +51,7 @@ def vllm_args(settings: Settings, model: str, served_name: str, extra: Sequence[
         "--logging-config", json.dumps({"pylogging_config_file": str(log_config)}),
     ]  # fmt: skip
     on_cpu = current_platform.is_cpu()
-    dtype = "float32" if settings.dtype == "auto" and on_cpu else settings.dtype
-    argv += ["--dtype", dtype]
+    argv += ["--dtype", cpu_dtype() if settings.dtype == "auto" and on_cpu else settings.dtype]
     if on_cpu:
         # float32 SSM state: what vLLM resets it to on CPUs with AVX-512 BF16 anyway, with a warning
         argv += ["--enforce-eager", "--mamba-ssm-cache-dtype", "float32"]
@@ -67,6 +68,35 @@ def vllm_args(settings: Settings, model: str, served_name: str, extra: Sequence[
     validate_parsed_serve_args(args)
     configure_logging_from_args(args)  # as vLLM's own `main` does; the engine process gets it from args
     return args
+
+
+def cpu_thread_binding(world_size: int, cpus: Sequence[int], numa_nodes: int) -> str | None:
+    """`VLLM_CPU_OMP_THREADS_BIND` for `world_size` CPU workers (tensor x pipeline parallel) when vLLM's
+    automatic binding cannot serve them — it wants one NUMA node per worker — as the usable CPUs split into
+    equal runs ("0-7|8-15"); None when the automatic binding will do or there are too few CPUs."""
+    if world_size <= 1 or numa_nodes >= world_size or len(cpus) < world_size:
+        return None
+    per_rank = len(cpus) // world_size
+    ordered = sorted(cpus)
+    runs = [ordered[rank * per_rank : (rank + 1) * per_rank] for rank in range(world_size)]
+    return "|".join(",".join(str(cpu) for cpu in run) for run in runs)
+
+
+def bind_cpu_threads(args: Namespace) -> None:
+    """Set the per-worker CPU binding vLLM needs for tensor/pipeline parallelism on a one-NUMA-node machine
+    (unless the user set one)."""
+    import os
+
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        return
+    world_size = args.tensor_parallel_size * args.pipeline_parallel_size
+    numa_nodes = len(list(Path("/sys/devices/system/node").glob("node[0-9]*"))) or 1
+    binding = cpu_thread_binding(world_size, sorted(os.sched_getaffinity(0)), numa_nodes)
+    if binding is not None and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
+        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = binding
+        log.info("%d CPU workers, one NUMA node: worker threads bound to CPUs %s", world_size, binding)
 
 
 def extend_app(
@@ -144,7 +174,10 @@ async def serve(settings: Settings, args: Namespace) -> None:
         extend_app(app, settings, services, stopping, args.allowed_origins)
         signals = install_signal_handlers(stopping, app.state)
         log.info(
-            "lcrag is serving %s at %s (OpenAI API under /v1)", args.served_model_name[0], listen_address
+            "lcrag is serving %s (%s) at %s (OpenAI API under /v1)",
+            args.served_model_name[0],
+            str(model_config.dtype).removeprefix("torch."),
+            listen_address,
         )
         shutdown_task = await serve_http(
             app,

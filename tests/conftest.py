@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import time
@@ -17,10 +16,10 @@ from lcrag import local_server
 from lcrag.default_model import prepare_default_model
 from lcrag.local_server import free_port
 from lcrag.settings import Settings
+from tests.architectures import copy_tokenizer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LCRAG = Path(sys.executable).with_name("lcrag")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
 
 
 @dataclass(frozen=True)
@@ -61,8 +60,7 @@ def save_tiny_llama(out: Path, tokenizer_source: Path, **config: object) -> Path
     )
     torch.manual_seed(0)
     LlamaForCausalLM(LlamaConfig(**{**defaults, **config})).save_pretrained(out)
-    for name in TOKENIZER_FILES:
-        shutil.copy(tokenizer_source / name, out / name)
+    copy_tokenizer(tokenizer_source, out)
     return out
 
 

@@ -54,12 +54,17 @@ class LayerView:
     queries: [q_heads, w, head_dim] after RoPE, the prompt's last `w` queries (all n for policies whose
     `query_window` is None); q_heads is a multiple of kv_heads (grouped-query attention).
     rotary: the model's RoPE, for policies that reason about positions (None when unknown).
+    Tensors are held in float32 whatever the cache's dtype, so a bfloat16 cache scores like a float32 one.
     """
 
     keys: torch.Tensor
     values: torch.Tensor
     queries: torch.Tensor
     rotary: Rotary | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("keys", "values", "queries"):
+            object.__setattr__(self, name, getattr(self, name).float())
 
     @property
     def kv_heads(self) -> int:

@@ -21,12 +21,17 @@ class ReconstructionView:
 
     keys: [kv_heads, length, head_dim] every key of the pass prompt, after RoPE (as cached).
     queries: [q_heads, length - repeat_start, head_dim] the repeat input's queries, after RoPE.
+    Held in float32 whatever the cache's dtype.
     """
 
     keys: torch.Tensor
     queries: torch.Tensor
     span: tuple[int, int]
     repeat_start: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "keys", self.keys.float())
+        object.__setattr__(self, "queries", self.queries.float())
 
     @property
     def group(self) -> int:

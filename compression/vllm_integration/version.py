@@ -31,8 +31,8 @@ def check_readable_cache(layer_isas: dict[str, str | None], readable: tuple[str,
     if unreadable:
         raise UnsupportedEngineError(
             f"KV eviction cannot read vLLM's CPU attention cache in layout {', '.join(unreadable)} (it reads "
-            f"{', '.join(readable)}). On AMX CPUs serve in float32 (LCRAG_DTYPE=float32, vLLM's "
-            "--dtype float32); ARM (NEON) is not supported. Or start without KV eviction (--no-kv-eviction)."
+            f"{', '.join(readable)}); ARM (NEON), PowerPC, s390x and RISC-V layouts are not supported. "
+            "Start without KV eviction (--no-kv-eviction)."
         )
 
 
@@ -44,8 +44,10 @@ def check_supported_config(vllm_config: Any, kv_cache_config: Any) -> None:
     problems = []
     groups = kv_cache_config.kv_cache_groups
     if len(groups) != 1 or type(groups[0].kv_cache_spec) is not FullAttentionSpec:
+        found = ", ".join(sorted({type(group.kv_cache_spec).__name__ for group in groups}))
         problems.append(
-            "the model must use full attention in a single KV cache group (no sliding window/hybrid)"
+            "the model must use full attention in a single KV cache group (no sliding window, hybrid or MLA "
+            f"attention; found {found})"
         )
     if vllm_config.speculative_config is not None:
         problems.append("speculative decoding must be off")
@@ -61,5 +63,7 @@ def check_supported_config(vllm_config: Any, kv_cache_config: Any) -> None:
         )
     if problems:
         raise UnsupportedEngineError(
-            "KV eviction cannot run with this engine configuration: " + "; ".join(problems)
+            "KV eviction cannot run with this engine configuration: "
+            + "; ".join(problems)
+            + ". Change that, or serve without KV eviction (--no-kv-eviction)."
         )

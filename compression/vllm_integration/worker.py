@@ -13,7 +13,10 @@ vLLM 0.32 pieces extended (v1/worker/cpu_worker.py, cpu_model_runner.py, gpu_mod
   `execute_model`, `load_model`, `initialize_kv_cache`, `requests[req_id].block_ids`,
   `input_batch.block_table`;
 - each attention layer's `impl.forward(layer, query, key, value, kv_cache, attn_metadata, output, ...)`
-  (layers in `compilation_config.static_forward_context`), wrapped to run after the original.
+  (layers in `compilation_config.static_forward_context`), wrapped to run after the original;
+- under tensor parallelism, `vllm.distributed.get_tp_group()` (`all_gather`, `rank_in_group`,
+  `world_size`): each rank holds a contiguous slice of the query and KV heads, so policies score with every
+  rank's heads gathered (several pool over heads) and each rank keeps its own slice of the scores.
 What to do each step comes from the scheduler as `SchedulerOutput.lcrag_kv` (a `StepPlan`).
 """
 
@@ -81,6 +84,7 @@ class KVCompactRunner(CPUModelRunner):
     kvc_caches: dict[int, tuple[torch.Tensor, str]]  # layer -> (KV cache, layout)
     kvc_pass_scores: OrderedDict[PassKey, dict[int, torch.Tensor]]  # -> layer -> [kv_heads, context]
     kvc_rotary: Rotary | None
+    kvc_tp: Any  # vLLM's tensor-parallel group coordinator
 
     def kvc_init(self) -> None:
         self.kvc_offsets = {}
@@ -90,9 +94,19 @@ class KVCompactRunner(CPUModelRunner):
         self.kvc_caches = {}
         self.kvc_pass_scores = OrderedDict()
         self.kvc_rotary = None
+        from vllm.distributed import get_tp_group
+
+        self.kvc_tp = get_tp_group()
 
     def load_model(self, *args: Any, **kwargs: Any) -> None:
         super().load_model(*args, **kwargs)
+        kv_heads, ranks = self.model_config.get_total_num_kv_heads(), self.kvc_tp.world_size
+        if kv_heads % ranks:
+            raise UnsupportedEngineError(
+                f"KV eviction needs the model's {kv_heads} KV heads split evenly over --tensor-parallel-size "
+                f"{ranks} (vLLM would replicate them); choose a size that divides {kv_heads}, or serve "
+                "without KV eviction (--no-kv-eviction)."
+            )
         self.kvc_rotary = self._kvc_find_rotary()
         wrapped = self._kvc_wrap_attention_layers()
         if not wrapped:
@@ -265,7 +279,7 @@ class KVCompactRunner(CPUModelRunner):
         queries = self._kvc_captured(work.request_id, layer)
         if queries is None:
             queries = keys.new_zeros(query_heads, 0, keys.shape[-1])
-        view = LayerView(keys, values, queries, self.kvc_rotary)
+        view = LayerView(*self._kvc_every_rank(keys, values, queries), self.kvc_rotary)
         self.kvc_scores.setdefault(work.request_id, {})[layer] = self._kvc_own_scores(work.policy, view)
 
     @staticmethod
@@ -283,6 +297,7 @@ class KVCompactRunner(CPUModelRunner):
         keys, _ = read_kv(kv_cache, state.block_ids[0], state.num_prompt_tokens, isa)
         queries = self._kvc_captured(work.request_id, layer)
         assert queries is not None, f"{work.request_id}: no repeat queries captured"
+        keys, queries = self._kvc_every_rank(keys, queries)
         view = ReconstructionView(keys, queries, score_pass.span, score_pass.context)
         span_scores = work.policy.pass_scores(view)  # type: ignore[attr-defined]
         if key not in self.kvc_pass_scores:
@@ -310,8 +325,25 @@ class KVCompactRunner(CPUModelRunner):
         for layer, scores in zip(layers, final, strict=True):
             kv_cache, isa = self.kvc_caches[layer]
             keys, values = read_kv(kv_cache, block_ids, compaction.length, isa)
-            keep = keep_indices(scores, compaction.keep, must_keep)
+            keep = keep_indices(self._kvc_this_rank(scores), compaction.keep, must_keep)
             compact_kv(kv_cache, destination, keys, values, keep, isa)
+
+    def _kvc_every_rank(self, *per_head: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """`[heads, ...]` tensors of this rank's heads, as every tensor-parallel rank's heads in order."""
+        ranks = self.kvc_tp.world_size
+        if ranks == 1:
+            return per_head
+        return tuple(
+            self.kvc_tp.all_gather(tensor.contiguous(), dim=0)
+            if tensor.numel()  # vLLM's CPU all-gather dies on empty tensors (no queries: knorm, say)
+            else tensor.new_zeros(tensor.shape[0] * ranks, *tensor.shape[1:])
+            for tensor in per_head
+        )
+
+    def _kvc_this_rank(self, scores: torch.Tensor) -> torch.Tensor:
+        """This rank's KV heads' rows of `[all kv heads, n]` scores."""
+        heads = scores.shape[0] // self.kvc_tp.world_size
+        return scores[self.kvc_tp.rank_in_group * heads : (self.kvc_tp.rank_in_group + 1) * heads]
 
     @staticmethod
     def _kvc_own_scores(policy: Policy, view: LayerView) -> torch.Tensor:

@@ -106,6 +106,53 @@ def test_cli_prepare_reports_a_ready_model_without_converting(
 ) -> None:
     monkeypatch.setattr(default_model, "_convert", fake_convert)
     target = prepare_default_model(tmp_path / "models")
-    result = CliRunner().invoke(app, ["model", "prepare", "--data-dir", str(tmp_path)])
+    result = CliRunner().invoke(app, ["model", "prepare", "--model-cache", str(tmp_path / "models")])
     assert result.exit_code == 0, result.output
     assert f"Default model ready: {target}" in result.output
+
+
+def test_the_model_cache_does_not_depend_on_the_data_dir(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from lcrag.settings import Settings
+
+    monkeypatch.delenv("LCRAG_MODEL_CACHE", raising=False)
+    default = Settings().models_dir
+    assert (
+        Settings(data_dir=tmp_path / "fresh").models_dir == default
+    )  # a new data dir converts nothing again
+    assert Settings(model_cache=tmp_path / "models").models_dir == tmp_path / "models"
+
+
+def test_model_list_shows_prepared_models_and_serve_takes_their_names(tmp_path: Path) -> None:
+    import json
+
+    from lcrag.cli import _resolve_model
+    from lcrag.settings import Settings
+
+    cache = tmp_path / "models"
+    for name, config in [
+        (
+            "smollm2-135m-instruct",
+            {"model_type": "llama", "dtype": "float32", "max_position_embeddings": 8192},
+        ),
+        ("tiny-qwen3", {"model_type": "qwen3", "torch_dtype": "bfloat16", "max_position_embeddings": 32768}),
+        (f"{TEMP_PREFIX}half-converted", {"model_type": "llama"}),
+    ]:
+        (cache / name).mkdir(parents=True)
+        (cache / name / "config.json").write_text(json.dumps(config))
+    (cache / "not-a-model").mkdir()
+    result = CliRunner().invoke(app, ["model", "list", "--model-cache", str(cache)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split()[:5] == ["NAME", "ARCHITECTURE", "DTYPE", "CONTEXT", "SIZE"]
+    assert lines[1].split()[:5] == ["smollm2-135m-instruct", "(default)", "llama", "float32", "8192"]
+    assert lines[2].split()[:4] == ["tiny-qwen3", "qwen3", "bfloat16", "32768"] and len(lines) == 3
+    path, served = _resolve_model(Settings(model="tiny-qwen3", model_cache=cache))
+    assert (path, served) == (str((cache / "tiny-qwen3").resolve()), "tiny-qwen3")
+    assert _resolve_model(Settings(model="org/some-model", model_cache=cache)) == (
+        "org/some-model",
+        "org/some-model",
+    )
+    empty = CliRunner().invoke(app, ["model", "list", "--model-cache", str(tmp_path / "none")])
+    assert empty.exit_code == 0 and "lcrag model prepare" in empty.output

@@ -75,9 +75,13 @@ def test_unreadable_cache_layouts_are_refused_with_what_to_do() -> None:
     from compression.vllm_integration.cache_io import READABLE_ISAS
     from compression.vllm_integration.version import check_readable_cache
 
-    check_readable_cache({"layers.0.attn": "vec", "layers.1.attn": "vec16"}, READABLE_ISAS)
-    with pytest.raises(UnsupportedEngineError, match=r"layout amx \(it reads vec, vec16\).*--dtype float32"):
-        check_readable_cache({"layers.0.attn": "vec", "layers.1.attn": "amx"}, READABLE_ISAS)
+    check_readable_cache(
+        {"layers.0.attn": "vec", "layers.1.attn": "vec16", "layers.2.attn": "amx"}, READABLE_ISAS
+    )
+    with pytest.raises(
+        UnsupportedEngineError, match=r"layout neon \(it reads vec, vec16, amx\).*no-kv-eviction"
+    ):
+        check_readable_cache({"layers.0.attn": "vec", "layers.1.attn": "neon"}, READABLE_ISAS)
     with pytest.raises(UnsupportedEngineError, match="layout None"):  # a layer vLLM never gave a layout
         check_readable_cache({"layers.0.attn": None}, READABLE_ISAS)
 

@@ -111,3 +111,13 @@ def test_the_api_key_can_come_from_a_file_and_only_from_one_place(
     (tmp_path / "empty").write_text("\n")
     with pytest.raises(SettingsError, match="is empty; write the key into it"):
         load_settings(api_key_file=str(tmp_path / "empty"))
+
+
+def test_cpu_workers_get_equal_runs_of_cpus_only_where_vllm_cannot_bind_them() -> None:
+    from server.app import cpu_thread_binding
+
+    assert cpu_thread_binding(2, [0, 1], numa_nodes=1) == "0|1"
+    assert cpu_thread_binding(2, [3, 0, 1, 2, 4], numa_nodes=1) == "0,1|2,3"  # equal runs, the rest unused
+    assert cpu_thread_binding(2, list(range(8)), numa_nodes=2) is None  # one NUMA node each: vLLM's own
+    assert cpu_thread_binding(1, [0, 1], numa_nodes=1) is None
+    assert cpu_thread_binding(4, [0, 1], numa_nodes=1) is None  # too few CPUs: vLLM says why
