@@ -171,6 +171,12 @@ def main() -> None:
         default="float32",
         help="Model and KV-cache dtype; auto is what `lcrag serve` picks (bfloat16 on CPUs with AMX).",
     )
+    parser.add_argument(
+        "--context-extension",
+        default=None,
+        metavar="yarn:FACTOR",
+        help="Serve the model past its window with YaRN RoPE scaling, as `lcrag serve --context-extension`.",
+    )
     args = parser.parse_args()
 
     from tqdm import tqdm
@@ -178,6 +184,7 @@ def main() -> None:
 
     from compression.vllm_integration.cache_io import cpu_dtype
     from compression.vllm_integration.offline import greedy, offline_engine
+    from lcrag.context_extension import ContextExtension
     from lcrag.default_model import prepare_default_model
     from lcrag.settings import Settings
 
@@ -187,7 +194,14 @@ def main() -> None:
     configs = ["none"] + [f"{policy}:{ratio}" for policy in args.policies for ratio in args.ratios]
     answers: list[Answer] = []
     dtype = cpu_dtype() if args.dtype == "auto" else args.dtype
-    engine_settings = {"max_model_len": 8192, "max_num_batched_tokens": 2048, "dtype": dtype}
+    engine_settings: dict[str, Any] = {"max_model_len": 8192, "max_num_batched_tokens": 2048, "dtype": dtype}
+    if args.context_extension:
+        extension = ContextExtension.parse(args.context_extension)
+        config = json.loads((Path(model) / "config.json").read_text())
+        engine_settings |= {
+            "max_model_len": extension.window(config),
+            "hf_overrides": extension.overrides(config),
+        }
     with offline_engine(model, kv_space_gb=4, **engine_settings) as llm:
         for config in tqdm(configs, desc="configs"):
             policy, _, ratio = config.partition(":")
@@ -206,7 +220,15 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     table = summary(answers)
     (args.out / "compression_sweep.json").write_text(
-        json.dumps({"dtype": dtype, "summary": table, "answers": [asdict(a) for a in answers]}, indent=1)
+        json.dumps(
+            {
+                "dtype": dtype,
+                "context_extension": args.context_extension,
+                "summary": table,
+                "answers": [asdict(a) for a in answers],
+            },
+            indent=1,
+        )
     )
     (args.out / "compression_sweep.md").write_text(markdown(table) + "\n")
     plot(table, args.out / "compression_sweep.png")

@@ -58,20 +58,31 @@ def _fail(message: str) -> None:
 def model_prepare(
     model_cache: ModelCacheOption = None,
     force: Annotated[bool, typer.Option(help="Convert again even if already prepared.")] = False,
+    context: Annotated[
+        int | None,
+        typer.Option(help="Also prepare a YaRN-extended copy for this many tokens (16384, 32768)."),
+    ] = None,
 ) -> None:
     """Convert the bundled SmolLM2-135M-Instruct GGUF into a checkpoint vLLM serves (once per model cache)."""
+    from lcrag.context_extension import ContextExtensionError, prepare_extended_model
     from lcrag.default_model import ModelPrepareError, default_model_dir, is_prepared, prepare_default_model
 
     settings = _settings(model_cache=model_cache)
     target = default_model_dir(settings.models_dir)
     if is_prepared(target) and not force:
         typer.echo(f"Default model ready: {target}")
-        return
-    try:
-        path = prepare_default_model(settings.models_dir, force=force)
-    except ModelPrepareError as error:
-        _fail(str(error))
-    typer.echo(f"Default model prepared: {path}")
+    else:
+        try:
+            target = prepare_default_model(settings.models_dir, force=force)
+        except ModelPrepareError as error:
+            _fail(str(error))
+        typer.echo(f"Default model prepared: {target}")
+    if context is not None:
+        try:
+            extended = prepare_extended_model(target, context)
+        except ContextExtensionError as error:
+            _fail(str(error))
+        typer.echo(f"{context}-token model ready: {extended} (lcrag serve --model {extended.name})")
 
 
 @model_app.command("list")
@@ -129,6 +140,13 @@ def serve(
     kv_ratio: Annotated[
         float | None, typer.Option(help="Default fraction of prompt K/V to evict. Env: LCRAG_KV_RATIO.")
     ] = None,
+    context_extension: Annotated[
+        str | None,
+        typer.Option(
+            metavar="yarn:FACTOR",
+            help="Serve past the window with YaRN RoPE scaling (yarn:2). Env: LCRAG_CONTEXT_EXTENSION.",
+        ),
+    ] = None,
     embedder: EmbedderOption = None,
     data_dir: DataDirOption = None,
     model_cache: ModelCacheOption = None,
@@ -150,10 +168,21 @@ def serve(
         embedder=embedder,
         data_dir=data_dir,
         model_cache=model_cache,
+        context_extension=context_extension,
     )
     configure_logging(settings.log_level)
     model_path, served_name = _resolve_model(settings)
     _prepare_vllm_environment(settings, local_model=Path(model_path).is_dir())
+    extra = list(ctx.args)
+    if settings.context_extension:
+        from lcrag.context_extension import ContextExtensionError, extension_args
+
+        if not Path(model_path).is_dir():
+            _fail("--context-extension needs a local model folder (its config.json says the window)")
+        try:
+            extra += extension_args(settings.context_extension, Path(model_path), settings.max_model_len)
+        except ContextExtensionError as error:
+            _fail(str(error))
 
     import uvloop
 
@@ -161,7 +190,7 @@ def serve(
     from server.app import bind_cpu_threads, vllm_args
     from server.app import serve as serve_app
 
-    args = vllm_args(settings, model_path, served_name, ctx.args)
+    args = vllm_args(settings, model_path, served_name, extra)
     bind_cpu_threads(args)
     try:
         uvloop.run(serve_app(settings, args))

@@ -73,6 +73,11 @@ class Settings(BaseSettings):
         description="Model dtype; 'auto' is bfloat16 on CPUs with AMX, float32 on other CPUs and the "
         "model's own on GPU.",
     )
+    context_extension: str | None = Field(
+        default=None,
+        pattern=r"^yarn:\d+(\.\d+)?$",
+        description="Serve past the model's window with YaRN RoPE scaling: yarn:FACTOR (e.g. yarn:2).",
+    )
     chroma_url: str | None = Field(
         default=None,
         pattern=r"^https?://[^/\s]+/?$",

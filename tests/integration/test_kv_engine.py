@@ -206,14 +206,14 @@ def test_must_keep_tokens_survive_a_ratio_near_one(llm: Any, hf_model: Any) -> N
 def test_an_unreadable_cache_layout_is_refused_at_engine_start(
     peaky_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """vLLM picks the CPU cache layout from dtype and CPU (AMX with bfloat16, NEON on ARM); eviction reads
-    only 'vec'/'vec16', so any other must stop the engine before it serves, saying what to change."""
+    """vLLM picks the CPU cache layout from dtype and CPU (NEON on ARM, VSX on PowerPC, ...); eviction reads
+    only 'vec', 'vec16' and 'amx', so any other must stop the engine before it serves, saying what to do."""
     from vllm.v1.attention.backends import cpu_attn
 
     from compression.vllm_integration.version import UnsupportedEngineError
 
     monkeypatch.setattr(cpu_attn, "_get_attn_isa", lambda *args, **kwargs: "neon")
-    refused = pytest.raises(UnsupportedEngineError, match=r"layout neon .*--dtype float32")
+    refused = pytest.raises(UnsupportedEngineError, match=r"layout neon .*--no-kv-eviction")
     with refused, engine(peaky_model_dir):
         pass
     monkeypatch.undo()
