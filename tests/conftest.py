@@ -70,19 +70,21 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, default_model_path:
     return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), default_model_path)
 
 
+# large random weights: peaked attention, so greedy tokens depend on which K/V is kept
+PEAKY_LLAMA: dict[str, object] = dict(
+    hidden_size=256,
+    intermediate_size=512,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    initializer_range=0.2,
+)
+
+
 @pytest.fixture(scope="session")
 def peaky_model_dir(tmp_path_factory: pytest.TempPathFactory, default_model_path: Path) -> Path:
     """A tiny model for eviction tests: 2 KV heads (per-head keep sets differ) and large random weights, so
     attention is peaked and greedy tokens depend on which K/V is kept (the default init repeats one token)."""
-    return save_tiny_llama(
-        tmp_path_factory.mktemp("peaky-llama"),
-        default_model_path,
-        hidden_size=256,
-        intermediate_size=512,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        initializer_range=0.2,
-    )
+    return save_tiny_llama(tmp_path_factory.mktemp("peaky-llama"), default_model_path, **PEAKY_LLAMA)
 
 
 def start_server(

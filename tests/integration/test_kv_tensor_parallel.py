@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from server.app import cpu_thread_binding
-from tests.conftest import save_tiny_llama
+from tests.conftest import PEAKY_LLAMA, save_tiny_llama
 from tests.kv_engine import engine, generate, random_prompt, sampling
 
 pytestmark = pytest.mark.integration
@@ -22,15 +22,8 @@ LOGPROB_TOLERANCE = 1e-3  # the all-reduce sums in another order
 
 @pytest.fixture(scope="module")
 def four_kv_head_model(tmp_path_factory: pytest.TempPathFactory, default_model_path: Path) -> Path:
-    return save_tiny_llama(
-        tmp_path_factory.mktemp("tp-llama"),
-        default_model_path,
-        hidden_size=256,
-        intermediate_size=512,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        initializer_range=0.2,
-    )
+    config = {**PEAKY_LLAMA, "num_key_value_heads": 4}  # two per rank
+    return save_tiny_llama(tmp_path_factory.mktemp("tp-llama"), default_model_path, **config)
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="two CPU workers need two CPUs")
