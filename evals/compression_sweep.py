@@ -184,7 +184,7 @@ def main() -> None:
 
     from compression.vllm_integration.cache_io import cpu_dtype
     from compression.vllm_integration.offline import greedy, offline_engine
-    from lcrag.context_extension import ContextExtension
+    from lcrag.context_extension import engine_settings as extension_settings
     from lcrag.default_model import prepare_default_model
     from lcrag.settings import Settings
 
@@ -196,12 +196,7 @@ def main() -> None:
     dtype = cpu_dtype() if args.dtype == "auto" else args.dtype
     engine_settings: dict[str, Any] = {"max_model_len": 8192, "max_num_batched_tokens": 2048, "dtype": dtype}
     if args.context_extension:
-        extension = ContextExtension.parse(args.context_extension)
-        config = json.loads((Path(model) / "config.json").read_text())
-        engine_settings |= {
-            "max_model_len": extension.window(config),
-            "hf_overrides": extension.overrides(config),
-        }
+        engine_settings |= extension_settings(args.context_extension, Path(model))
     with offline_engine(model, kv_space_gb=4, **engine_settings) as llm:
         for config in tqdm(configs, desc="configs"):
             policy, _, ratio = config.partition(":")

@@ -51,20 +51,26 @@ class ContextExtension:
                 "factor": self.factor,
                 "original_max_position_embeddings": window,
             },
-            "max_position_embeddings": int(window * self.factor),
+            "max_position_embeddings": self.window(config),
         }
 
     def window(self, config: dict[str, Any]) -> int:
         return int(int(config["max_position_embeddings"]) * self.factor)
 
 
-def extension_args(spec: str, model_dir: Path, max_model_len: int | None = None) -> list[str]:
-    """vLLM flags serving `model_dir` extended by `spec`: the overrides and, unless a context length was
-    asked for, the longer `--max-model-len`."""
+def engine_settings(spec: str, model_dir: Path) -> dict[str, Any]:
+    """vLLM engine arguments serving `model_dir` extended by `spec`: `hf_overrides` and the longer
+    `max_model_len`."""
     extension = ContextExtension.parse(spec)
     config = json.loads((model_dir / "config.json").read_text())
-    flags = ["--hf-overrides", json.dumps(extension.overrides(config))]
-    return flags if max_model_len else [*flags, "--max-model-len", str(extension.window(config))]
+    return {"hf_overrides": extension.overrides(config), "max_model_len": extension.window(config)}
+
+
+def extension_args(spec: str, model_dir: Path, max_model_len: int | None = None) -> list[str]:
+    """`engine_settings` as `lcrag serve` passes them to vLLM, keeping a context length that was asked for."""
+    settings = engine_settings(spec, model_dir)
+    flags = ["--hf-overrides", json.dumps(settings["hf_overrides"])]
+    return flags if max_model_len else [*flags, "--max-model-len", str(settings["max_model_len"])]
 
 
 def prepare_extended_model(base: Path, context: int) -> Path:

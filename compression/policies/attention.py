@@ -148,7 +148,7 @@ class ExpectedAttention(Policy):
 
     def score(self, view: LayerView) -> torch.Tensor:
         n, d = view.length, view.keys.shape[-1]
-        queries = view.queries.float()
+        queries = view.queries
         rotation = torch.eye(d)
         if view.rotary is not None:
             positions = torch.arange(n - queries.shape[1], n)
@@ -161,11 +161,11 @@ class ExpectedAttention(Policy):
         centred = queries - mean.unsqueeze(1)
         covariance = centred.transpose(1, 2) @ centred / max(1, queries.shape[1])  # [q_heads, d, d]
         mean, covariance = mean @ rotation.T, rotation @ covariance @ rotation.T
-        keys = view.keys.float().repeat_interleave(view.group, dim=0)  # [q_heads, n, d]
+        keys = view.keys.repeat_interleave(view.group, dim=0)  # [q_heads, n, d]
         logits = (keys @ mean.unsqueeze(-1)).squeeze(-1) / math.sqrt(d)
         logits = logits + ((keys @ covariance) * keys).sum(dim=-1) / (2 * d)
         expected = view.per_kv_head(logits.softmax(dim=-1))
-        return expected * view.values.float().norm(dim=-1)
+        return expected * view.values.norm(dim=-1)
 
 
 def check_layer_vote(policy: str, layers: str, vote_from: float) -> None:

@@ -83,8 +83,8 @@ class LayerView:
         causal: [q_heads, end - start, n] in float32."""
         w, n = self.queries.shape[1], self.length
         end = w if end is None else end
-        q = self.queries[:, start:end].float()
-        k = self.keys.float().repeat_interleave(self.group, dim=0)
+        q = self.queries[:, start:end]
+        k = self.keys.repeat_interleave(self.group, dim=0)
         logits = q @ k.transpose(1, 2) / math.sqrt(q.shape[-1])
         query_positions = torch.arange(n - w + start, n - w + end).unsqueeze(1)
         future = torch.arange(n).unsqueeze(0) > query_positions

@@ -74,9 +74,9 @@ class KVzip(Policy):
         start, end = view.span
         sinks = min(self.sinks, start)
         repeat = view.keys[:, view.repeat_start :]
-        keys = torch.cat([view.keys[:, :sinks], view.keys[:, start:end], repeat], dim=1).float()
+        keys = torch.cat([view.keys[:, :sinks], view.keys[:, start:end], repeat], dim=1)
         keys = keys.repeat_interleave(view.group, dim=0)  # [q_heads, sinks + span + repeat, d]
-        queries = view.queries.float()
+        queries = view.queries
         logits = queries @ keys.transpose(1, 2) / math.sqrt(queries.shape[-1])
         length = repeat.shape[1]
         future = torch.ones(length, length, dtype=torch.bool).triu(diagonal=1)

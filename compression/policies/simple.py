@@ -44,7 +44,7 @@ class KeyNorm(Policy):
     query_agnostic = True
 
     def score(self, view: LayerView) -> torch.Tensor:
-        return -view.keys.float().norm(dim=-1)
+        return -view.keys.norm(dim=-1)
 
 
 @dataclass(frozen=True)
