@@ -13,20 +13,30 @@ from typing import Any
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
 HEAD_DIM = 64
-COMMON: dict[str, Any] = dict(
+# the test servers' tiny Llama: two layers, the bundled model's vocabulary and special tokens
+TINY_LLAMA: dict[str, Any] = dict(
     vocab_size=49152,
-    hidden_size=256,
-    intermediate_size=512,
+    hidden_size=128,
+    intermediate_size=256,
     num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    head_dim=HEAD_DIM,
     max_position_embeddings=2048,
-    initializer_range=0.2,
     bos_token_id=1,
     eos_token_id=2,
     pad_token_id=2,
     tie_word_embeddings=True,
 )
+# large random weights: peaked attention, so greedy tokens depend on which K/V is kept
+PEAKY_LLAMA: dict[str, Any] = dict(
+    hidden_size=256,
+    intermediate_size=512,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    initializer_range=0.2,
+)
+COMMON = {**TINY_LLAMA, **PEAKY_LLAMA}  # head_dim 64 = 256 / 4
 LONGROPE_ORIGINAL_WINDOW = 128  # Phi-3's short-factor window; the tests' prompts are longer (long factors)
 
 
@@ -39,13 +49,13 @@ def qwen2() -> Any:
 def qwen3() -> Any:
     from transformers import Qwen3Config
 
-    return Qwen3Config(**COMMON, head_dim=HEAD_DIM, use_sliding_window=False)
+    return Qwen3Config(**COMMON, use_sliding_window=False)
 
 
 def mistral(sliding_window: int | None = None) -> Any:
     from transformers import MistralConfig
 
-    return MistralConfig(**COMMON, head_dim=HEAD_DIM, sliding_window=sliding_window)
+    return MistralConfig(**COMMON, sliding_window=sliding_window)
 
 
 def phi3_longrope() -> Any:
@@ -74,7 +84,7 @@ def llama3_rope() -> Any:
         "high_freq_factor": 4.0,
         "original_max_position_embeddings": 256,
     }
-    return LlamaConfig(**COMMON, head_dim=HEAD_DIM, rope_parameters=rope)
+    return LlamaConfig(**COMMON, rope_parameters=rope)
 
 
 ARCHITECTURES: dict[str, Callable[[], Any]] = {

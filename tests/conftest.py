@@ -16,7 +16,7 @@ from lcrag import local_server
 from lcrag.default_model import prepare_default_model
 from lcrag.local_server import free_port
 from lcrag.settings import Settings
-from tests.architectures import copy_tokenizer
+from tests.architectures import PEAKY_LLAMA, TINY_LLAMA, copy_tokenizer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LCRAG = Path(sys.executable).with_name("lcrag")
@@ -44,22 +44,8 @@ def save_tiny_llama(out: Path, tokenizer_source: Path, **config: object) -> Path
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    defaults: dict[str, object] = dict(
-        vocab_size=49152,
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=64,
-        max_position_embeddings=2048,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=2,
-        tie_word_embeddings=True,
-    )
     torch.manual_seed(0)
-    LlamaForCausalLM(LlamaConfig(**{**defaults, **config})).save_pretrained(out)
+    LlamaForCausalLM(LlamaConfig(**{**TINY_LLAMA, **config})).save_pretrained(out)
     copy_tokenizer(tokenizer_source, out)
     return out
 
@@ -68,16 +54,6 @@ def save_tiny_llama(out: Path, tokenizer_source: Path, **config: object) -> Path
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, default_model_path: Path) -> Path:
     """The tiny model the test servers run."""
     return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), default_model_path)
-
-
-# large random weights: peaked attention, so greedy tokens depend on which K/V is kept
-PEAKY_LLAMA: dict[str, object] = dict(
-    hidden_size=256,
-    intermediate_size=512,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    initializer_range=0.2,
-)
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from server.app import cpu_thread_binding
-from tests.conftest import PEAKY_LLAMA, save_tiny_llama
+from tests.architectures import PEAKY_LLAMA
+from tests.conftest import save_tiny_llama
 from tests.kv_engine import engine, generate, random_prompt, sampling
 
 pytestmark = pytest.mark.integration
