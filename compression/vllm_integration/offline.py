@@ -15,6 +15,9 @@ from compression.vllm_integration.options import STATS_KEY, to_extra_args
 
 # Scheduler and worker in this process (so callers can inspect the block pool), and a KV space in GiB.
 IN_PROCESS_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_KVCACHE_SPACE": "1"}
+# Set by `CPUWorker.init_device` in the process it runs in; a server started later would inherit it and
+# warn that it is an unknown vLLM variable.
+VLLM_WRITES = ("VLLM_DIST_IDENT",)
 
 
 @contextmanager
@@ -43,8 +46,9 @@ def offline_engine(
 
 @contextmanager
 def _environment(env: dict[str, str]) -> Iterator[None]:
-    """`env` set inside the block, the previous values back after it (also when the engine fails to start)."""
-    saved = {name: os.environ.get(name) for name in env}
+    """`env` set inside the block, the previous values back after it (also when the engine fails to start),
+    and those vLLM writes into this process itself (`VLLM_WRITES`) as they were before."""
+    saved = {name: os.environ.get(name) for name in [*env, *VLLM_WRITES]}
     os.environ.update(env)
     try:
         yield
