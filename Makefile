@@ -42,7 +42,7 @@ lint: $(INSTALLED)
 
 # Recompile the full lock from pyproject.toml (CPU path); commit the result.
 lock: $(UV)
-	$(UV) pip compile pyproject.toml --extra cpu --extra dev --find-links /opt/wheels --excludes excludes.txt \
+	$(UV) pip compile pyproject.toml --extra cpu --extra dev --extra langchain --find-links /opt/wheels --excludes excludes.txt \
 		--python-version 3.11 --python-platform x86_64-manylinux_2_28 --no-header --emit-find-links \
 		-o requirements.lock
 

@@ -82,7 +82,7 @@ class LcragClient:
             with self.http.stream("POST", "/v1/compare", json=body) as response:
                 if response.status_code != 200:
                     response.read()
-                    raise _failure(response)
+                    raise failure_of(response)
                 for line in response.iter_lines():
                     if line.startswith("data: ") and line != "data: [DONE]":
                         yield json.loads(line[len("data: ") :])
@@ -95,11 +95,11 @@ class LcragClient:
         except httpx.HTTPError as error:
             raise ApiFailure(f"The server did not answer: {error}") from None
         if response.status_code >= 400:
-            raise _failure(response)
+            raise failure_of(response)
         return response.json()
 
 
-def _failure(response: httpx.Response) -> ApiFailure:
+def failure_of(response: httpx.Response) -> ApiFailure:
     try:
         message = response.json()["error"]["message"]
     except (ValueError, KeyError, TypeError):

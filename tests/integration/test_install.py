@@ -14,6 +14,8 @@ STACK = [
     "gradio",
     "langchain_text_splitters",
     "langchain_core",
+    "langchain_openai",
+    "langchain_chroma",
     "sentence_transformers",
     "peft",
     "trl",
