@@ -148,6 +148,10 @@ def serve(
         ),
     ] = None,
     embedder: EmbedderOption = None,
+    reranker: Annotated[
+        Path | None,
+        typer.Option(help="Local cross-encoder folder: rerank rag mode's chunks. Env: LCRAG_RERANKER."),
+    ] = None,
     data_dir: DataDirOption = None,
     model_cache: ModelCacheOption = None,
 ) -> None:
@@ -166,6 +170,7 @@ def serve(
         kv_policy=kv_policy,
         kv_ratio=kv_ratio,
         embedder=embedder,
+        reranker=reranker,
         data_dir=data_dir,
         model_cache=model_cache,
         context_extension=context_extension,

@@ -8,10 +8,11 @@ that open lcrag's Chroma collections directly.
     llm = ChatOpenAI(base_url="http://127.0.0.1:8000/v1", api_key="-", model="smollm2-135m-instruct")
 
 `LcragRetriever` sends `POST /v1/collections/{collection}/query` with the same kinds and filters as a chat
-request's `lcrag` options (`retrieval`, `order`, `min_score`, `mmr_lambda`, `doc_id`), so a chain's RAG
-sees what lcrag's own `rag` mode sees. Each `Document` carries the citation as metadata: `doc_id`, `title`,
-`chunk_index`, `start` / `end` (character offsets in the document), `page`, `score` (cosine similarity) and
-`number` (rank, from 1). Needs the `langchain` extra (`pip install 'lcrag[langchain]'`).
+request's `lcrag` options (`retrieval`, `order`, `min_score`, `mmr_lambda`, `doc_id`, `rerank`), so a
+chain's RAG sees what lcrag's own `rag` mode sees. Each `Document` carries the citation as metadata:
+`doc_id`, `title`, `chunk_index`, `start` / `end` (character offsets in the document), `page`, `score`
+(cosine similarity), `rerank_score` and `number` (rank, from 1). Needs the `langchain` extra
+(`pip install 'lcrag[langchain]'`).
 
 `LcragEmbeddings` is the embedder lcrag's collections were written with (LangChain's `Embeddings`), for
 `langchain_chroma.Chroma(collection_name=..., persist_directory=<data dir>/chroma, embedding_function=...)`
@@ -50,6 +51,9 @@ class LcragRetriever(BaseRetriever):
     min_score: float | None = Field(default=None, description="Drop chunks below this cosine similarity.")
     mmr_lambda: float | None = Field(default=None, description="Dense only: MMR diversity, 1 = relevance.")
     doc_id: str | None = Field(default=None, description="Only search this document.")
+    rerank: bool | None = Field(
+        default=None, description="Cross-encoder reranking; None: if the server has one."
+    )
     timeout: float = TIMEOUT_S
     _headers: dict[str, str] = PrivateAttr(default_factory=dict)
 
@@ -90,6 +94,7 @@ class LcragRetriever(BaseRetriever):
             "min_score": self.min_score,
             "mmr_lambda": self.mmr_lambda,
             "doc_id": self.doc_id,
+            "rerank": self.rerank,
         }
         return {key: value for key, value in body.items() if value is not None}
 

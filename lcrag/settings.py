@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     embedder: Path | None = Field(
         default=None, description="Local sentence-transformers model folder; empty means the bundled MiniLM."
     )
+    reranker: Path | None = Field(
+        default=None, description="Local sentence-transformers CrossEncoder folder: rerank rag mode's chunks."
+    )
     max_upload_mb: int = Field(default=50, ge=1, le=4096, description="Largest accepted upload file, in MB.")
     max_request_mb: int = Field(
         default=200, ge=1, le=16384, description="Largest request body (all of an upload's files), in MB."
@@ -151,14 +154,16 @@ class Settings(BaseSettings):
             self.api_key = SecretStr(self.api_key_file.read_text().strip())
         return self
 
-    @field_validator("model", "served_model_name", "api_key", "chroma_url", "embedder", mode="before")
+    @field_validator(
+        "model", "served_model_name", "api_key", "chroma_url", "embedder", "reranker", mode="before"
+    )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if value == "" else value
 
-    @field_validator("embedder")
+    @field_validator("embedder", "reranker")
     @classmethod
-    def _embedder_is_a_model_folder(cls, value: Path | None) -> Path | None:
+    def _a_model_folder(cls, value: Path | None) -> Path | None:
         if value is not None and not (value.expanduser() / "config.json").is_file():
             raise ValueError(f"{value} is not a sentence-transformers model folder (no config.json)")
         return value.expanduser() if value is not None else None

@@ -8,7 +8,9 @@ Three kinds (`retrieval`):
   1 / (60 + rank)), so a chunk either ranking puts high comes out high.
 Every hit's `score` is its cosine similarity to the question, whichever ranking found it, so `min_score`
 (drop hits below it) means the same for every kind. `order="document"` returns the kept chunks in the
-collection's order instead of by rank (order-preserving RAG, Yu et al., 2024).
+collection's order instead of by rank (order-preserving RAG, Yu et al., 2024). With `rerank`, the kind's
+first `RERANK_CANDIDATES_PER_RESULT` x k candidates are re-scored by a cross-encoder (`rag.rerank`) and its
+best k kept; the hits then carry its `rerank_score` too.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 
 from rag.embeddings import Embedder
 from rag.lexical import LexicalIndexes
+from rag.rerank import RERANK_CANDIDATES_PER_RESULT, Reranker
 from rag.store import Store, StoredChunk
 
 MMR_CANDIDATES_PER_RESULT = 4
@@ -44,6 +47,7 @@ class Citation:
     page: int | None
     score: float  # cosine similarity of the chunk to the question
     text: str
+    rerank_score: float | None = None  # the cross-encoder's relevance, when the hits were reranked
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,7 @@ class RetrievalOptions:
     order: Order = "score"
     min_score: float | None = None
     mmr_lambda: float | None = None  # dense only: 0..1, 1 = pure relevance
+    rerank: bool = False  # re-score the candidates with the server's cross-encoder
 
 
 def retrieve(
@@ -65,29 +70,53 @@ def retrieve(
     doc_id: str | None = None,
     options: RetrievalOptions | None = None,
     lexical: LexicalIndexes | None = None,
+    reranker: Reranker | None = None,
 ) -> list[Citation]:
     """The top-`k` chunks for `question` as `options` ask (dense by default; `options.mmr_lambda` diversifies
-    dense retrieval); bm25 and hybrid need `lexical`, the collections' BM25 indexes."""
+    dense retrieval); bm25 and hybrid need `lexical`, the collections' BM25 indexes, and `options.rerank`
+    needs `reranker`."""
     options = options or RetrievalOptions()
-    query = embedder.embed([question])[0]
-    if options.retrieval == "dense":
-        hits = _dense(store, collection, query, k, doc_id, options.mmr_lambda)
+    if options.rerank and reranker is None:
+        raise ValueError("reranking needs a cross-encoder: start the server with --reranker PATH")
+    wanted = k * RERANK_CANDIDATES_PER_RESULT if options.rerank else k
+    ranked = _ranked(store, embedder, collection, question, wanted, doc_id, options, lexical)
+    if reranker is not None and options.rerank:
+        relevance = reranker.scores(question, [chunk.chunk.text for chunk, _ in ranked])
+        best = sorted(range(len(ranked)), key=lambda i: -relevance[i])[:k]
+        hits = [(*ranked[i], relevance[i]) for i in best]
     else:
-        if lexical is None:
-            raise ValueError(f"{options.retrieval} retrieval needs the collections' BM25 indexes")
-        candidates = k * FUSION_CANDIDATES_PER_RESULT
-        lexical_ranking = [chunk for chunk, _ in lexical.get(collection).search(question, candidates, doc_id)]
-        if options.retrieval == "bm25":
-            ranked = lexical_ranking[:k]
-        else:
-            dense_ranking = [chunk for chunk, _, _ in store.query(collection, query, candidates, doc_id)]
-            ranked = reciprocal_rank_fusion([dense_ranking, lexical_ranking])[:k]
-        hits = list(zip(ranked, _similarities(store, collection, query, ranked), strict=True))
+        hits = [(chunk, score, None) for chunk, score in ranked]
     if options.min_score is not None:
-        hits = [(chunk, score) for chunk, score in hits if score >= options.min_score]
+        hits = [hit for hit in hits if hit[1] >= options.min_score]
     if options.order == "document":
         hits.sort(key=lambda hit: (hit[0].doc_order, hit[0].doc_id, hit[0].chunk.index))
-    return [_citation(number, chunk, score) for number, (chunk, score) in enumerate(hits, start=1)]
+    return [_citation(number, *hit) for number, hit in enumerate(hits, start=1)]
+
+
+def _ranked(
+    store: Store,
+    embedder: Embedder,
+    collection: str,
+    question: str,
+    k: int,
+    doc_id: str | None,
+    options: RetrievalOptions,
+    lexical: LexicalIndexes | None,
+) -> list[tuple[StoredChunk, float]]:
+    """The kind's top `k` chunks, best first, each with its cosine similarity to the question."""
+    query = embedder.embed([question])[0]
+    if options.retrieval == "dense":
+        return _dense(store, collection, query, k, doc_id, options.mmr_lambda)
+    if lexical is None:
+        raise ValueError(f"{options.retrieval} retrieval needs the collections' BM25 indexes")
+    candidates = k * FUSION_CANDIDATES_PER_RESULT
+    lexical_ranking = [chunk for chunk, _ in lexical.get(collection).search(question, candidates, doc_id)]
+    if options.retrieval == "bm25":
+        ranked = lexical_ranking[:k]
+    else:
+        dense_ranking = [chunk for chunk, _, _ in store.query(collection, query, candidates, doc_id)]
+        ranked = reciprocal_rank_fusion([dense_ranking, lexical_ranking])[:k]
+    return list(zip(ranked, _similarities(store, collection, query, ranked), strict=True))
 
 
 def reciprocal_rank_fusion(rankings: Sequence[Sequence[StoredChunk]]) -> list[StoredChunk]:
@@ -140,7 +169,7 @@ def maximal_marginal_relevance(
     return [(candidates[i][0], candidates[i][1]) for i in picked]
 
 
-def _citation(number: int, stored: StoredChunk, score: float) -> Citation:
+def _citation(number: int, stored: StoredChunk, score: float, rerank_score: float | None) -> Citation:
     chunk = stored.chunk
     return Citation(
         number,
@@ -152,4 +181,5 @@ def _citation(number: int, stored: StoredChunk, score: float) -> Citation:
         chunk.page,
         score,
         chunk.text,
+        rerank_score,
     )

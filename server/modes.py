@@ -212,10 +212,12 @@ def prepare(
     client = client_instructions(messages)
     started = time.perf_counter()
     if mode == "rag":
-        how = services.retrieval_options(options.retrieval, options.order, options.min_score)
+        how = services.retrieval_options(
+            options.retrieval, options.order, options.min_score, rerank=options.rerank
+        )
         citations = retrieve(
             services.store, services.embedder, options.collection, question, options.top_k or DEFAULT_TOP_K,
-            options=how, lexical=services.lexical,
+            options=how, lexical=services.lexical, reranker=services.reranker,
         )  # fmt: skip
         shown = [prompt_citation(services, citation) for citation in citations]
         built = rag_messages(question, shown, with_client_instructions(rag_instructions, client))

@@ -76,11 +76,14 @@ class LcragOptions(StrictModel):
         le=1.0,
         description="rag mode: drop chunks whose cosine similarity is below this.",
     )
+    rerank: bool | None = Field(
+        default=None, description="rag mode: rerank with the server's cross-encoder (default: if it has one)."
+    )
     kv: KVOptions | None = Field(default=None, description="KV-cache eviction for this request.")
 
     @model_validator(mode="after")
     def _collection_named_for_mode_and_top_k(self) -> LcragOptions:
-        for name in ("mode", "top_k", "retrieval", "order", "min_score"):
+        for name in ("mode", "top_k", "retrieval", "order", "min_score", "rerank"):
             if getattr(self, name) is not None and self.collection is None:
                 raise ValueError(f"'{name}' needs 'collection' (the collection to answer from)")
         return self
@@ -157,6 +160,9 @@ class QueryRequest(StrictModel):
     retrieval: Retrieval | None = Field(default=None, description="'dense', 'bm25' or 'hybrid'.")
     order: Order | None = Field(default=None, description="'score' (best first) or 'document' order.")
     min_score: float | None = Field(default=None, ge=-1.0, le=1.0, description="Cosine similarity floor.")
+    rerank: bool | None = Field(
+        default=None, description="Rerank with the server's cross-encoder (default: when it has one)."
+    )
 
 
 class QueryResponse(BaseModel):

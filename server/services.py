@@ -14,8 +14,10 @@ from rag.control_text import ControlStrings
 from rag.embeddings import Embedder
 from rag.ingest import Ingestor
 from rag.lexical import LexicalIndexes
+from rag.rerank import Reranker
 from rag.retrieve import RetrievalOptions
 from rag.store import Store
+from server.errors import BadRequestError
 from server.schemas import KVOptions
 
 if TYPE_CHECKING:
@@ -77,19 +79,32 @@ class Services:
         """The collections' BM25 indexes (bm25 and hybrid retrieval), built on first use."""
         return LexicalIndexes(self.store)
 
+    @cached_property
+    def reranker(self) -> Reranker | None:
+        """The cross-encoder of `--reranker`, None without one (it loads on first use)."""
+        return Reranker(self.settings.reranker) if self.settings.reranker else None
+
     def retrieval_options(
         self,
         retrieval: str | None,
         order: str | None,
         min_score: float | None,
         mmr_lambda: float | None = None,
+        rerank: bool | None = None,
     ) -> RetrievalOptions:
-        """A request's retrieval choices, the server's defaults where it names none."""
+        """A request's retrieval choices, the server's defaults where it names none (reranking whenever
+        the server has a reranker); raises BadRequestError for a rerank the server cannot do."""
+        if rerank and self.reranker is None:
+            raise BadRequestError(
+                "'rerank' needs a cross-encoder: start the server with --reranker PATH (LCRAG_RERANKER).",
+                param="rerank",
+            )
         return RetrievalOptions(
             retrieval or self.settings.retrieval,  # type: ignore[arg-type]
             order or self.settings.retrieval_order,  # type: ignore[arg-type]
             min_score,
             mmr_lambda,
+            self.reranker is not None if rerank is None else rerank,
         )
 
     @cached_property

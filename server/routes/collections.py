@@ -167,12 +167,12 @@ def query_collection(name: str, body: QueryRequest, request: Request) -> QueryRe
     try:
         dense_for_mmr = "dense" if body.mmr_lambda is not None else None  # MMR diversifies dense hits
         how = svc.retrieval_options(
-            body.retrieval or dense_for_mmr, body.order, body.min_score, body.mmr_lambda
+            body.retrieval or dense_for_mmr, body.order, body.min_score, body.mmr_lambda, body.rerank
         )
         if how.mmr_lambda is not None and how.retrieval != "dense":
             raise BadRequestError("mmr_lambda works with dense retrieval only.", param="mmr_lambda")
         hits = retrieve(svc.store, svc.embedder, name, body.query, body.top_k, body.doc_id,
-                        options=how, lexical=svc.lexical)  # fmt: skip
+                        options=how, lexical=svc.lexical, reranker=svc.reranker)  # fmt: skip
     except RagError as error:
         raise from_rag_error(error) from None
     return QueryResponse(data=hits)
