@@ -53,6 +53,7 @@ class DocumentInfo:
     order: int  # upload time in ns: LC mode lays documents out in this order
     chunks: int
     tokens: int  # of the whole text, by the tokenizer that chunked it (the served model's)
+    characters: int | None = None  # of the whole text (None for documents stored before it was recorded)
 
 
 @dataclass(frozen=True)
@@ -207,9 +208,15 @@ class Store:
         )
         previous = [_document_info(meta) for meta in same_name["metadatas"] or []]
         order = previous[0].order if previous else time.time_ns()
-        head_meta = {"doc_name": document.name, "doc_title": document.title, "doc_order": order,
-                     "doc_chunks": len(chunks), "doc_tokens": doc_tokens,
-                     WRITTEN_AT: int(time.time())}  # fmt: skip
+        head_meta = {
+            "doc_name": document.name,
+            "doc_title": document.title,
+            "doc_order": order,
+            "doc_chunks": len(chunks),
+            "doc_tokens": doc_tokens,
+            "doc_characters": len(document.text),
+            WRITTEN_AT: int(time.time()),
+        }
         records = [_record(doc_id, head_meta, chunk) for chunk in chunks]
         head, tail = 0, list(range(1, len(chunks)))
         for batch in _batches(tail, self.client.get_max_batch_size()):
@@ -357,4 +364,5 @@ def _document_info(head: Any) -> DocumentInfo:
         order=head["doc_order"],
         chunks=head["doc_chunks"],
         tokens=head["doc_tokens"],
+        characters=head.get("doc_characters"),
     )

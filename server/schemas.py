@@ -99,6 +99,9 @@ class DocumentOut(BaseModel):
     title: str
     chunks: int
     tokens: int
+    characters: int | None = Field(
+        default=None, description="Length of the text (None if stored before 0.1)."
+    )
 
 
 class ChunkOut(BaseModel):
@@ -198,7 +201,16 @@ class CompareRequest(StrictModel):
         default=None, ge=1, description="Answer tokens per mode; default LCRAG_ANSWER_TOKENS."
     )
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    repetition_penalty: float | None = Field(
+        default=None, gt=0.0, le=2.0, description="vLLM's repetition penalty (> 1 discourages repeats)."
+    )
+    system_prompt: str | None = Field(
+        default=None, max_length=4000, description="Your instructions, after lcrag's own, in every mode."
+    )
     top_k: int | None = Field(default=None, ge=1, le=100, description="Chunks to retrieve in rag mode.")
+    retrieval: Retrieval | None = Field(
+        default=None, description="rag and auto modes: 'dense', 'bm25' or 'hybrid' (default LCRAG_RETRIEVAL)."
+    )
     history: list[ChatTurn] = Field(default=[], description="Earlier turns, sent with every mode.")
     stream: bool = Field(default=False, description="Server-sent events, each tagged with its mode.")
     timing: Literal["concurrent", "isolated"] = Field(

@@ -42,14 +42,16 @@ class ColumnAnswer:
     """One column's answer as it streams: its chat, costs line, citations and (once finished) result."""
 
     chat: list[dict[str, Any]]
+    column: str = "a"
     metrics: str = ANSWERING
     citations: str = ""
     result: dict[str, Any] | None = None
     finished: bool = False
 
     @classmethod
-    def open(cls, chat: Sequence[dict[str, Any]], question: str) -> ColumnAnswer:
-        return cls([*chat, {"role": "user", "content": question}, {"role": "assistant", "content": ""}])
+    def open(cls, chat: Sequence[dict[str, Any]], question: str, column: str = "a") -> ColumnAnswer:
+        turns = [*chat, {"role": "user", "content": question}, {"role": "assistant", "content": ""}]
+        return cls(turns, column)
 
     def absorb(self, event: Event) -> None:
         """Take one event of this column's stream: `delta`, `result`, `failure` or `end`."""
@@ -72,7 +74,11 @@ class ColumnAnswer:
             self.chat[-1]["content"] = views.error_note(result["error"]["message"])
         elif not self.chat[-1]["content"].strip():
             self.chat[-1]["content"] = views.BLANK_ANSWER
-        self.metrics, self.citations = views.metrics_markdown(result), views.citations_html(result)
+        else:
+            numbers = [citation["number"] for citation in result.get("citations") or []]
+            self.chat[-1]["content"] = views.link_citations(self.chat[-1]["content"], self.column, numbers)
+        self.metrics = views.metrics_markdown(result)
+        self.citations = views.citations_html(result, self.column)
         self.result, self.finished = result, True
 
     def _fail(self, message: str) -> None:
@@ -88,6 +94,22 @@ class Question:
     collection: str
     model: str | None
     max_tokens: int
+    temperature: float = 0.0
+    repetition_penalty: float | None = None
+    top_k: int | None = None
+    retrieval: str | None = None
+    system_prompt: str | None = None
+
+    def settings(self) -> dict[str, Any]:
+        """The page's answer settings as `/v1/compare` fields (those left unset are not sent)."""
+        chosen = {
+            "temperature": self.temperature,
+            "repetition_penalty": self.repetition_penalty,
+            "top_k": self.top_k,
+            "retrieval": self.retrieval,
+            "system_prompt": self.system_prompt or None,
+        }
+        return {key: value for key, value in chosen.items() if value is not None}
 
 
 def merged_events(
@@ -107,7 +129,13 @@ def merged_events(
         try:
             history = views.history_of(ask.chat)
             for event in client.compare_stream(
-                question.text, question.collection, [ask.mode], question.model, question.max_tokens, history
+                question.text,
+                question.collection,
+                [ask.mode],
+                question.model,
+                question.max_tokens,
+                history,
+                question.settings(),
             ):
                 if stop.is_set():
                     return

@@ -18,9 +18,17 @@ from typing import Any
 
 import gradio as gr
 
-from ui import views
+from ui import history, views
 from ui.answers import ColumnAnswer, ColumnAsk, Question, merged_events
 from ui.client import ApiFailure, LcragClient
+from ui.documents import (
+    DocumentsView,
+    ask_to_delete,
+    confirm_deletion,
+    documents_view,
+    list_documents,
+    preview_document,
+)
 from ui.evaluate import evaluate
 
 MODE_CHOICES = [
@@ -28,13 +36,38 @@ MODE_CHOICES = [
     ("LC (whole collection)", "lc"),
     ("Auto (Self-Route)", "auto"),
 ]
+RETRIEVAL_CHOICES = [
+    ("Server default", ""),
+    ("Dense (embeddings)", "dense"),
+    ("BM25 (words)", "bm25"),
+    ("Hybrid (both)", "hybrid"),
+]
+# chosen by measurement (`evals/sampling.py`, docs/benchmarks.md "Sampling defaults for the UI")
+DEFAULT_TEMPERATURE = 0.0
+DEFAULT_REPETITION_PENALTY = 1.0
+DEFAULT_TOP_K = 5
 DEFAULT_POLICY = "snapkv"
 QUEUE_CONCURRENCY = 16
 CACHE_SWEEP_S = 3600
 CSS = """
 .citations details { border-bottom: 1px solid var(--border-color-primary); padding: 2px 0; }
 .citations .chunk { white-space: pre-wrap; font-size: 0.9em; padding: 4px 8px; }
+.citations details:target { outline: 2px solid var(--color-accent); }
 """
+# `[n]` in an answer links to `#cite-<column>-<n>`: open that citation and scroll to it, in this page
+HEAD = """<script>
+document.addEventListener("click", (event) => {
+  const link = event.target.closest && event.target.closest('a[href*="#cite-"]');
+  if (!link) return;
+  const target = document.getElementById(link.getAttribute("href").split("#")[1]);
+  if (!target) return;
+  event.preventDefault();
+  event.stopPropagation();
+  target.open = true;
+  target.scrollIntoView({block: "center"});
+  target.classList.add("cited");
+}, true);
+</script>"""
 THEME = gr.themes.Default(
     font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
 )
@@ -101,6 +134,29 @@ def describe_collection(client: LcragClient, name: str | None) -> str:
         return views.error_note(error.message)
 
 
+def budget(client: LcragClient, name: str | None, top_k: float, compressed_on: bool, ratio: float) -> str:
+    """The budget line for `name`: LC tokens against the window, KV memory of LC, compressed LC and RAG."""
+    if not name:
+        return ""
+    try:
+        info = client.collection(name)
+    except ApiFailure as error:
+        return views.error_note(error.message)
+    ratio_shown = ratio if compressed_on else None
+    return views.budget_markdown(info, client.kv_bytes_per_token(), int(top_k), ratio_shown)
+
+
+def collection_views(
+    client: LcragClient, name: str | None, top_k: float, compressed_on: bool, ratio: float
+) -> tuple[Any, ...]:
+    """Everything that shows the chosen collection: its summary, the documents view and the budget line."""
+    return (
+        describe_collection(client, name),
+        *list_documents(client, name),
+        budget(client, name, top_k, compressed_on, ratio),
+    )
+
+
 def forget_upload(path: Path) -> None:
     """Delete Gradio's temporary copy of an uploaded file (and its folder, once empty): the server has it."""
     path.unlink(missing_ok=True)
@@ -149,6 +205,11 @@ def ask(
     collection: str | None,
     model: str | None,
     max_tokens: int,
+    temperature: float,
+    repetition_penalty: float,
+    top_k: float,
+    retrieval: str | None,
+    system_prompt: str | None,
     mode_a: str | None,
     mode_b: str | None,
     compressed_on: bool,
@@ -176,7 +237,7 @@ def ask(
         for key, mode, chat in zip(COLUMN_KEYS, modes, chats, strict=True)
         if mode
     ]
-    answers = {a.key: ColumnAnswer.open(a.chat, question) for a in asks}
+    answers = {a.key: ColumnAnswer.open(a.chat, question, a.key) for a in asks}
 
     def page() -> list[Any]:
         left_alone = [gr.skip()] * OUTPUTS_PER_COLUMN
@@ -184,7 +245,17 @@ def ask(
         return ["", *(value for column in columns for value in column)]
 
     yield page()
-    shared = Question(question, collection or "", model, max_tokens)
+    shared = Question(
+        question,
+        collection or "",
+        model,
+        max_tokens,
+        temperature,
+        repetition_penalty if repetition_penalty != 1.0 else None,
+        int(top_k),
+        retrieval or None,
+        (system_prompt or "").strip() or None,
+    )
     for key, event in merged_events(client, shared, asks, one_at_a_time):
         answers[key].absorb(event)
         yield page()
@@ -250,8 +321,57 @@ def _evaluate_view() -> EvaluateView:
 
 
 @dataclass
+class Settings:
+    """How every column answers: sampling, retrieval and the user's own instructions."""
+
+    max_tokens: gr.Slider
+    temperature: gr.Slider
+    repetition_penalty: gr.Slider
+    top_k: gr.Slider
+    retrieval: gr.Dropdown
+    system_prompt: gr.Textbox
+
+    @property
+    def inputs(self) -> list[Any]:
+        """In `ask`'s order."""
+        return [
+            self.max_tokens,
+            self.temperature,
+            self.repetition_penalty,
+            self.top_k,
+            self.retrieval,
+            self.system_prompt,
+        ]
+
+
+def _settings() -> Settings:
+    with gr.Accordion("Settings", open=False, elem_id="settings"):
+        max_tokens = gr.Slider(16, 512, value=128, step=16, label="Answer tokens", elem_id="max-tokens")
+        temperature = gr.Slider(
+            0.0, 1.5, value=DEFAULT_TEMPERATURE, step=0.05, label="Temperature", elem_id="temperature"
+        )
+        repetition_penalty = gr.Slider(
+            1.0,
+            1.5,
+            value=DEFAULT_REPETITION_PENALTY,
+            step=0.05,
+            label="Repetition penalty (1 = off)",
+            elem_id="repetition-penalty",
+        )
+        top_k = gr.Slider(1, 20, value=DEFAULT_TOP_K, step=1, label="RAG chunks (top-k)", elem_id="top-k")
+        retrieval = gr.Dropdown(RETRIEVAL_CHOICES, value="", label="RAG retrieval", elem_id="retrieval")
+        system_prompt = gr.Textbox(
+            label="Your instructions (system prompt, after lcrag's own)",
+            lines=2,
+            max_length=4000,
+            elem_id="system-prompt",
+        )
+    return Settings(max_tokens, temperature, repetition_penalty, top_k, retrieval, system_prompt)
+
+
+@dataclass
 class Sidebar:
-    """Collection, documents, model and KV-compression pickers."""
+    """Collection, documents, model, settings and KV-compression pickers."""
 
     collection: gr.Dropdown
     collection_info: gr.Markdown
@@ -259,8 +379,9 @@ class Sidebar:
     create: gr.Button
     files: gr.File
     upload_report: gr.Markdown
+    documents: DocumentsView
     model: gr.Dropdown
-    max_tokens: gr.Slider
+    settings: Settings
     compressed_on: gr.Checkbox
     policy: gr.Dropdown
     ratio: gr.Slider
@@ -280,30 +401,58 @@ def _sidebar() -> Sidebar:
         elem_id="upload",
     )
     upload_report = gr.Markdown(elem_id="upload-report")
+    documents = documents_view()
     model = gr.Dropdown(label="Model / adapter", choices=[], elem_id="model", allow_custom_value=True)
-    max_tokens = gr.Slider(16, 512, value=128, step=16, label="Answer tokens", elem_id="max-tokens")
-    compressed_on = gr.Checkbox(label="Add an LC + KV compression column", value=False)
+    settings = _settings()
+    compressed_on = gr.Checkbox(
+        label="Add an LC + KV compression column", value=False, elem_id="compressed-on"
+    )
     policy = gr.Dropdown(label="Eviction policy", choices=[], visible=False, allow_custom_value=True)
     ratio = gr.Slider(0.05, 0.95, value=0.75, step=0.05, label="Evicted fraction", visible=False)
     one_at_a_time = gr.Checkbox(
         label="Time each mode alone (columns answer one after another)", value=True, elem_id="one-at-a-time"
     )
-    return Sidebar(collection, collection_info, new_name, create, files, upload_report, model, max_tokens,
-                   compressed_on, policy, ratio, one_at_a_time)  # fmt: skip
+    return Sidebar(
+        collection,
+        collection_info,
+        new_name,
+        create,
+        files,
+        upload_report,
+        documents,
+        model,
+        settings,
+        compressed_on,
+        policy,
+        ratio,
+        one_at_a_time,
+    )
 
 
-def _wire_sidebar(demo: gr.Blocks, client: LcragClient, side: Sidebar, status: gr.Markdown,
-                  compressed_box: gr.Column) -> None:  # fmt: skip
+def _wire_sidebar(
+    demo: gr.Blocks,
+    client: LcragClient,
+    side: Sidebar,
+    status: gr.Markdown,
+    compressed_box: gr.Column,
+    budget_line: gr.Markdown,
+) -> None:
+    docs = side.documents
+    shown = [side.collection_info, docs.table, docs.pick, docs.preview, docs.names, budget_line]
+    show_inputs = [side.collection, side.settings.top_k, side.compressed_on, side.ratio]
+    show_collection = partial(collection_views, client)
     demo.load(
         partial(refresh, client),
         [side.collection],
         [side.collection, side.model, side.policy, status],
         api_name="refresh",
     )
-    side.collection.change(
-        partial(describe_collection, client),
-        [side.collection],
-        [side.collection_info],
+    side.collection.change(show_collection, show_inputs, shown, api_visibility="private")
+    gr.on(
+        [side.settings.top_k.release, side.compressed_on.change, side.ratio.release],
+        partial(budget, client),
+        show_inputs,
+        [budget_line],
         api_visibility="private",
     )
     side.create.click(
@@ -317,7 +466,32 @@ def _wire_sidebar(demo: gr.Blocks, client: LcragClient, side: Sidebar, status: g
         [side.files, side.collection],
         [side.upload_report, side.collection_info, side.files],
         api_name="upload",
+    ).then(show_collection, show_inputs, shown, api_visibility="private")
+    docs.pick.change(
+        partial(preview_document, client), [side.collection, docs.pick], [docs.preview], api_name="document"
     )
+    confirm_outputs = [docs.pending, docs.confirm_row, docs.confirm_text]
+    for button, whole in ((docs.delete_document, False), (docs.delete_collection, True)):
+        button.click(
+            partial(ask_to_delete, whole),
+            [side.collection, docs.pick, docs.names],
+            confirm_outputs,
+            api_visibility="private",
+        )
+    docs.cancel.click(
+        lambda: (None, gr.Row(visible=False), ""), None, confirm_outputs, api_visibility="private"
+    )
+    docs.confirm.click(
+        partial(confirm_deletion, client),
+        [docs.pending],
+        [docs.pending, docs.confirm_row, status],
+        api_name="delete",
+    ).then(
+        partial(refresh, client),
+        [side.collection],
+        [side.collection, side.model, side.policy, status],
+        api_visibility="private",
+    ).then(show_collection, show_inputs, shown, api_visibility="private")
     side.compressed_on.change(
         lambda on: (gr.Column(visible=on), gr.Dropdown(visible=on), gr.Slider(visible=on)),
         [side.compressed_on],
@@ -326,10 +500,64 @@ def _wire_sidebar(demo: gr.Blocks, client: LcragClient, side: Sidebar, status: g
     )
 
 
+def _wire_chats(
+    client: LcragClient,
+    side: Sidebar,
+    columns: list[AnswerColumn],
+    saved: gr.BrowserState,
+    ask_button: gr.Button,
+    question: gr.Textbox,
+    stop: gr.Button,
+    new_chat: gr.Button,
+    status: gr.Markdown,
+    modes: tuple[gr.Dropdown, gr.Dropdown],
+) -> None:
+    """Asking, stopping, and the chats kept in the browser per collection (restored when it is chosen)."""
+    chats = [column.chat for column in columns]
+    column_outputs = [widget for column in columns for widget in column.outputs]
+
+    def restore(stored: history.SavedChats | None, collection: str | None) -> list[Any]:
+        restored = history.restore(stored, collection, COLUMN_KEYS)
+        return [value for chat in restored for value in (chat, "", "", None)]
+
+    def remember(stored: history.SavedChats | None, collection: str | None, *current: Any) -> Any:
+        return history.remember(stored, collection, COLUMN_KEYS, current)
+
+    def start_over(stored: history.SavedChats | None, collection: str | None) -> list[Any]:
+        return [history.forget(stored, collection), *([[], "", "", None] * len(columns))]
+
+    side.collection.change(restore, [saved, side.collection], column_outputs, api_visibility="private")
+    # One listener for all columns (see ui.answers): the page reads the inputs once per ask.
+    asking = gr.on(
+        [ask_button.click, question.submit],
+        partial(ask, client),
+        [
+            question,
+            side.collection,
+            side.model,
+            *side.settings.inputs,
+            *modes,
+            side.compressed_on,
+            side.policy,
+            side.ratio,
+            side.one_at_a_time,
+            *chats,
+        ],
+        [status, *column_outputs],
+        api_name="ask",
+    )
+    asking.then(remember, [saved, side.collection, *chats], [saved], api_visibility="private")
+    stop.click(
+        remember, [saved, side.collection, *chats], [saved], cancels=[asking], api_visibility="private"
+    )
+    new_chat.click(start_over, [saved, side.collection], [saved, *column_outputs], api_visibility="private")
+
+
 def build(client: LcragClient) -> gr.Blocks:
     """The Blocks app, its handlers bound to `client` (queue configured; mount with `ui.mount`)."""
     # uploads are deleted once stored (`upload_files`); anything else the UI caches goes after an hour
     with gr.Blocks(title="lcrag: RAG vs long context", delete_cache=(CACHE_SWEEP_S, CACHE_SWEEP_S)) as demo:
+        saved = history.browser_chats()
         gr.Markdown("## lcrag: RAG vs long context, side by side")
         with gr.Row():
             with gr.Column(scale=1, min_width=280):
@@ -338,43 +566,33 @@ def build(client: LcragClient) -> gr.Blocks:
                 question = gr.Textbox(
                     label="Question", placeholder="Ask about your documents", elem_id="question", lines=1
                 )
-                ask_button = gr.Button("Ask", variant="primary", elem_id="ask")
+                with gr.Row():
+                    ask_button = gr.Button("Ask", variant="primary", elem_id="ask", scale=3)
+                    stop = gr.Button("Stop", variant="stop", elem_id="stop", scale=1)
+                    new_chat = gr.Button("New chat", elem_id="new-chat", scale=1)
+                budget_line = gr.Markdown(elem_id="budget")
                 status = gr.Markdown(elem_id="status")
                 with gr.Row(equal_height=False):
-                    with gr.Column():
+                    with gr.Column(min_width=300):
                         mode_a = gr.Dropdown(MODE_CHOICES, value="rag", label="Column 1", elem_id="mode-a")
                         column_a = _answer_column("a", "Answer 1")
-                    with gr.Column():
+                    with gr.Column(min_width=300):
                         mode_b = gr.Dropdown(MODE_CHOICES, value="lc", label="Column 2", elem_id="mode-b")
                         column_b = _answer_column("b", "Answer 2")
-                    with gr.Column(visible=False) as compressed_box:
+                    with gr.Column(visible=False, min_width=300) as compressed_box:
                         gr.Markdown("**LC + KV compression**")
                         column_c = _answer_column("c", "Answer 3")
                 with gr.Row():
                     plots = [_bar_plot(title) for title in views.CHART_METRICS.values()]
-                clear = gr.Button("Clear chats", size="sm")
                 evaluation = _evaluate_view()
 
-        _wire_sidebar(demo, client, side, status, compressed_box)
+        _wire_sidebar(demo, client, side, status, compressed_box, budget_line)
         columns = [column_a, column_b, column_c]
-        # One listener for all columns (see ui.answers): the page reads the inputs once per ask.
-        gr.on(
-            [ask_button.click, question.submit],
-            partial(ask, client),
-            [question, side.collection, side.model, side.max_tokens, mode_a, mode_b,
-             side.compressed_on, side.policy, side.ratio, side.one_at_a_time,
-             *(column.chat for column in columns)],
-            [status, *(widget for column in columns for widget in column.outputs)],
-            api_name="ask",
-        )  # fmt: skip
+        _wire_chats(
+            client, side, columns, saved, ask_button, question, stop, new_chat, status, (mode_a, mode_b)
+        )
         results = [column.result for column in columns]
         gr.on([r.change for r in results], chart, results, plots, api_visibility="private")
-        clear.click(
-            lambda: [[], "", "", None] * len(columns),
-            None,
-            [widget for column in columns for widget in column.outputs],
-            api_visibility="private",
-        )
         evaluation.button.click(
             partial(evaluate, client),
             [side.collection, side.model, evaluation.questions, evaluation.top_k, side.policy, side.ratio],

@@ -52,6 +52,27 @@ class LcragClient:
                 "POST", f"/v1/collections/{collection}/documents", files=[("files", (path.name, file))]
             )
 
+    def delete_collection(self, name: str) -> None:
+        self._call("DELETE", f"/v1/collections/{name}")
+
+    def documents(self, collection: str) -> list[dict[str, Any]]:
+        return self._call("GET", f"/v1/collections/{collection}/documents")["data"]
+
+    def document(self, collection: str, doc_id: str) -> dict[str, Any]:
+        """One document with its text and `chunk_list`."""
+        return self._call("GET", f"/v1/collections/{collection}/documents/{doc_id}")
+
+    def delete_document(self, collection: str, doc_id: str) -> None:
+        self._call("DELETE", f"/v1/collections/{collection}/documents/{doc_id}")
+
+    def kv_bytes_per_token(self) -> float | None:
+        """KV-cache bytes one token holds, from the server's KV pool; None without lcrag's eviction."""
+        try:
+            pool = self._call("GET", "/v1/kv/caches")
+        except ApiFailure:
+            return None
+        return pool["block_bytes"] / pool["block_size"]
+
     def models(self) -> list[str]:
         """Served base models and LoRA adapters (not the `<collection>@<mode>` aliases)."""
         return [card["id"] for card in self._call("GET", "/v1/models")["data"] if "@" not in card["id"]]
@@ -67,9 +88,12 @@ class LcragClient:
         model: str | None = None,
         max_tokens: int | None = None,
         history: Sequence[dict[str, str]] = (),
+        settings: dict[str, Any] | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """POST /v1/compare with `stream: true`: its events (`delta`, `result`), tagged with their mode."""
+        """POST /v1/compare with `stream: true`: its events (`delta`, `result`), tagged with their mode;
+        `settings` adds fields of the request (temperature, top_k, retrieval, system_prompt, ...)."""
         body = {
+            **(settings or {}),
             "question": question,
             "collection": collection,
             "modes": list(modes),

@@ -15,7 +15,7 @@ def mount_ui(app: FastAPI, base_url: str, api_key: str | None, max_upload_mb: in
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline: no telemetry calls
     import gradio as gr
 
-    from ui.app import CSS, THEME, build
+    from ui.app import CSS, HEAD, THEME, build
     from ui.client import LcragClient
 
     gr.mount_gradio_app(
@@ -24,6 +24,7 @@ def mount_ui(app: FastAPI, base_url: str, api_key: str | None, max_upload_mb: in
         path=UI_PATH,
         theme=THEME,
         css=CSS,
+        head=HEAD,
         footer_links=["api"],
         max_file_size=max_upload_mb * 1_000_000,
         run_history=False,

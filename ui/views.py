@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,6 +16,8 @@ CACHE_NOTES = {
     "hit": "**answered from the collection's compressed cache** (only the question was prefilled)",
     "built": "**compressed the collection's context into a cache** that later questions reuse",
 }
+CITATION_MARK = re.compile(r"\[(\d{1,3})\]")
+CITATION_LINK = re.compile(r"\[\[(\d{1,3})\]\]\(#cite-[a-z]-\d{1,3}\)")
 CHART_METRICS = {"ttft": "Time to first token (ms)", "total": "Latency (ms)", "kv": "KV cache (tokens)"}
 
 
@@ -29,7 +32,7 @@ def text_of(content: Any) -> str:
 
 def history_of(chat: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
     """Earlier turns of a column as chat messages, leaving out failed turns (question and error)."""
-    turns = [{"role": m["role"], "content": text_of(m.get("content"))} for m in chat]
+    turns = [{"role": m["role"], "content": unlink_citations(text_of(m.get("content")))} for m in chat]
     kept: list[dict[str, str]] = []
     for turn in turns:
         if turn["role"] == "assistant" and turn["content"].startswith(WARNING):
@@ -71,8 +74,30 @@ def metrics_markdown(result: dict[str, Any]) -> str:
     return line
 
 
-def citations_html(result: dict[str, Any]) -> str:
-    """Each cited chunk as an expandable entry: number, title, score; the chunk text when opened."""
+def citation_id(column: str, number: int) -> str:
+    """The element id of citation `number` in answer column `column` (what a `[n]` link opens)."""
+    return f"cite-{column}-{number}"
+
+
+def link_citations(answer: str, column: str, numbers: Sequence[int]) -> str:
+    """`answer` with each `[n]` that names one of `numbers` turned into a link to that citation."""
+    cited = set(numbers)
+
+    def link(match: re.Match[str]) -> str:
+        number = int(match.group(1))
+        return f"[[{number}]](#{citation_id(column, number)})" if number in cited else match.group(0)
+
+    return CITATION_MARK.sub(link, answer)
+
+
+def unlink_citations(text: str) -> str:
+    """What `link_citations` made back into plain `[n]` (the history the model sees)."""
+    return CITATION_LINK.sub(r"[\1]", text)
+
+
+def citations_html(result: dict[str, Any], column: str = "a") -> str:
+    """Each cited chunk as an expandable entry (id `cite-<column>-<n>`, which `[n]` in the answer opens):
+    number, document, page, character offsets, score (and the reranker's); the chunk text when opened."""
     citations = result.get("citations") or []
     if result.get("error"):
         return ""
@@ -81,9 +106,14 @@ def citations_html(result: dict[str, Any]) -> str:
     items = []
     for c in citations:
         page = f", page {c['page']}" if c.get("page") else ""
-        summary = f"[{c['number']}] {c['title']}{page} · chunk {c['chunk_index']} · score {c['score']:.2f}"
+        rerank = f" · rerank {c['rerank_score']:.2f}" if c.get("rerank_score") is not None else ""
+        summary = (
+            f"[{c['number']}] {c['title']}{page} · chunk {c['chunk_index']} · "
+            f"characters {c['start']}-{c['end']} · score {c['score']:.2f}{rerank}"
+        )
         items.append(
-            f"<details class='citation'><summary>{html.escape(summary)}</summary>"
+            f"<details class='citation' id='{citation_id(column, c['number'])}'>"
+            f"<summary>{html.escape(summary)}</summary>"
             f"<div class='chunk'>{html.escape(c['text'])}</div></details>"
         )
     return "<div class='citations'>" + "".join(items) + "</div>"
@@ -134,3 +164,29 @@ def _ms(value: float | None) -> str:
     if value is None:
         return "n/a"
     return f"{value:.0f} ms" if value < 10_000 else f"{value / 1000:.1f} s"
+
+
+RAG_PROMPT_OVERHEAD_TOKENS = 120  # rag mode's instructions, citation headers and the question, about
+
+
+def budget_markdown(
+    info: dict[str, Any], bytes_per_token: float | None, top_k: int, ratio: float | None = None
+) -> str:
+    """Before asking: the collection's LC prompt against the window, and the KV memory an answer would hold
+    in LC (whole, and compressed at `ratio` when given) and in RAG with `top_k` chunks (estimated from the
+    collection's mean chunk size)."""
+    lc, available = info["lc_prompt_tokens"], info["lc_available_tokens"]
+    fits = "fits" if info["fits_lc"] else "**does not fit**: RAG or auto"
+    line = f"**Budget** · LC prompt {lc:,} of {available:,} tokens ({fits})"
+    chunk_tokens = info["tokens"] / info["chunks"] if info["chunks"] else 0
+    rag = min(top_k, info["chunks"]) * chunk_tokens + RAG_PROMPT_OVERHEAD_TOKENS
+    if bytes_per_token is None:
+        return line + f" · RAG top-{top_k} ≈ {rag:,.0f} tokens · KV memory: n/a (server without KV eviction)"
+    line += f" · KV held: LC {_mib(lc * bytes_per_token)}"
+    if ratio is not None:
+        line += f", LC evicting {ratio:g} {_mib(lc * (1 - ratio) * bytes_per_token)}"
+    return line + f", RAG top-{top_k} ≈ {_mib(rag * bytes_per_token)}"
+
+
+def _mib(value: float) -> str:
+    return f"{value / 2**20:,.1f} MiB"

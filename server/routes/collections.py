@@ -128,7 +128,14 @@ def list_documents(name: str, request: Request) -> DocumentList:
         raise from_rag_error(error) from None
     return DocumentList(
         data=[
-            DocumentOut(doc_id=d.doc_id, name=d.name, title=d.title, chunks=d.chunks, tokens=d.tokens)
+            DocumentOut(
+                doc_id=d.doc_id,
+                name=d.name,
+                title=d.title,
+                chunks=d.chunks,
+                tokens=d.tokens,
+                characters=d.characters,
+            )
             for d in documents
         ]
     )
@@ -144,7 +151,7 @@ def get_document(name: str, doc_id: str, request: Request) -> DocumentDetail:
     chunks = [s.chunk for s in stored]
     return DocumentDetail(
         doc_id=info.doc_id, name=info.name, title=info.title, chunks=info.chunks, tokens=info.tokens,
-        text=join_chunks(chunks),
+        characters=info.characters, text=join_chunks(chunks),
         chunk_list=[ChunkOut(index=c.index, start=c.start, end=c.end, page=c.page, tokens=c.tokens,
                              text=c.text) for c in chunks],
     )  # fmt: skip

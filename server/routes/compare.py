@@ -101,13 +101,16 @@ def plan(body: CompareRequest, services: Services) -> list[ModeRun]:
 
 def chat_request(body: CompareRequest, mode: str, kv: KVOptions | None, services: Services) -> dict[str, Any]:
     lcrag: dict[str, Any] = {"collection": body.collection, "mode": mode}
-    if body.top_k is not None and mode != "lc":
-        lcrag["top_k"] = body.top_k
+    if mode != "lc":
+        chosen = {"top_k": body.top_k, "retrieval": body.retrieval}
+        lcrag.update({key: value for key, value in chosen.items() if value is not None})
     if kv is not None:
         lcrag["kv"] = kv.model_dump(exclude_none=True)
-    return {
+    system = [{"role": "system", "content": body.system_prompt}] if body.system_prompt else []
+    chat = {
         "model": body.model or services.served_model,
         "messages": [
+            *system,
             *(turn.model_dump() for turn in body.history),
             {"role": "user", "content": body.question},
         ],
@@ -117,6 +120,9 @@ def chat_request(body: CompareRequest, mode: str, kv: KVOptions | None, services
         "stream_options": {"include_usage": True},
         "lcrag": lcrag,
     }
+    if body.repetition_penalty is not None:
+        chat["repetition_penalty"] = body.repetition_penalty
+    return chat
 
 
 def _check_policy(kv: KVOptions, param: str) -> None:

@@ -54,6 +54,8 @@ def collection(ui: Client, tiny_server: RunningServer, town_file: Path) -> Itera
 
 Column = tuple[Any, Any, Any, Any]  # chat, metrics, citations, result
 COMPRESSION_OFF = (False, "snapkv", 0.75)
+# answer tokens, temperature, repetition penalty, top-k, retrieval ("" = the server's), system prompt
+SETTINGS = (16, 0.0, 1.0, 5, "", "")
 
 
 def ask_args(
@@ -63,10 +65,11 @@ def ask_args(
     compression: tuple[bool, str, float] = COMPRESSION_OFF,
     chats: tuple[list[Any], list[Any], list[Any]] = ([], [], []),
     one_at_a_time: bool = True,
+    settings: tuple[Any, ...] = SETTINGS,
 ) -> tuple[Any, ...]:
-    """The `/ask` inputs: question, collection, model, answer tokens, the two modes, the compression column's
+    """The `/ask` inputs: question, collection, model, the settings, the two modes, the compression column's
     switch, policy and ratio, whether the columns answer one after another, then each column's chat."""
-    return (question, collection, None, 16, *modes, *compression, one_at_a_time, *chats)
+    return (question, collection, None, *settings, *modes, *compression, one_at_a_time, *chats)
 
 
 def by_column(outputs: tuple[Any, ...]) -> tuple[str, dict[str, Column]]:
@@ -120,6 +123,41 @@ def test_a_column_keeps_its_history_for_the_next_question(ui: Client, collection
     chat, _, _, result = columns["a"]
     assert [text_of(m["content"]) for m in chat[::2]] == ["What is Brisk known for?", "And its festival?"]
     assert result["error"] is None
+
+
+def test_the_settings_reach_every_columns_request(
+    ui: Client, collection: str, tiny_server: RunningServer
+) -> None:
+    corvale = [("files", ("corvale.txt", town_paragraph(*TOWNS[2]).encode(), "text/plain"))]
+    with api(tiny_server) as client:
+        doc_id = client.post(f"/v1/collections/{collection}/documents", files=corvale).json()["files"][0][
+            "doc_id"
+        ]
+    try:
+        plain = ask(ui, "pear cider", collection, settings=(16, 0.0, 1.0, 2, "", ""))[1]
+        instructions = "Answer in French, in one short sentence."
+        tuned = ask(ui, "pear cider", collection, settings=(16, 0.8, 1.3, 1, "bm25", instructions))[1]
+    finally:
+        with api(tiny_server) as client:
+            client.delete(f"/v1/collections/{collection}/documents/{doc_id}")
+    assert len(plain["a"][3]["citations"]) == 2 and len(tuned["a"][3]["citations"]) == 1
+    assert "pear cider" in tuned["a"][3]["citations"][0]["text"]  # BM25's first hit for the words
+    assert tuned["a"][3]["error"] is None and tuned["b"][3]["error"] is None
+    assert tuned["b"][3]["prompt_tokens"] > plain["b"][3]["prompt_tokens"] + 5  # the system prompt is in it
+    assert "id='cite-a-1'" in tuned["a"][2]
+
+
+def test_the_documents_view_lists_and_previews_a_collections_documents(
+    ui: Client, collection: str, tiny_server: RunningServer
+) -> None:
+    with api(tiny_server) as client:
+        listed = client.get(f"/v1/collections/{collection}/documents").json()["data"]
+    brisk = next(d for d in listed if d["name"] == "brisk.txt")
+    assert brisk["characters"] == len(town_paragraph(*TOWNS[1]))
+    preview = ui.predict(collection, brisk["doc_id"], api_name="/document")
+    assert "chunk 0 · characters 0-" in preview and "blue wool" in preview
+    missing = ui.predict(collection, "0123456789abcdef", api_name="/document")
+    assert missing.startswith(WARNING)
 
 
 def test_an_unsupported_file_is_reported_in_the_page(ui: Client, collection: str, tmp_path: Path) -> None:

@@ -32,12 +32,16 @@ def browser() -> Iterator[object]:
         launched.close()
 
 
+DESKTOP = {"width": 1600, "height": 1300}
+PHONE = {"width": 390, "height": 844}
+
+
 @contextmanager
-def ui_page(browser, server: RunningServer) -> Iterator[object]:  # type: ignore[no-untyped-def]
+def ui_page(browser, server: RunningServer, viewport: dict[str, int] = DESKTOP) -> Iterator[object]:  # type: ignore[no-untyped-def]
     """The UI in a fresh browser context; with an API key, /ui sends it to the login form first."""
     from playwright.sync_api import expect
 
-    context = browser.new_context(viewport={"width": 1600, "height": 1300})
+    context = browser.new_context(viewport=viewport)
     tab = context.new_page()
     tab.goto(f"{server.base_url}/ui/")
     if server.api_key:
@@ -163,6 +167,97 @@ def test_evaluate_runs_the_collection_suite_in_the_page(
     page.screenshot(path=str(ARTIFACTS / "ui_evaluate.png"), full_page=True)
 
 
+def choose(page, dropdown: str, option: str) -> None:  # type: ignore[no-untyped-def]
+    page.locator(f"{dropdown} input").click()
+    page.get_by_role("option", name=option).click()
+
+
+def test_documents_view_deletes_after_confirmation_and_chats_survive_a_reload(
+    page,
+    tmp_path: Path,
+    cleanup: list[str],  # type: ignore[no-untyped-def]
+) -> None:
+    from playwright.sync_api import expect
+
+    brisk, corvale = tmp_path / "brisk.txt", tmp_path / "corvale.txt"
+    brisk.write_text(town_paragraph(*TOWNS[1]))
+    corvale.write_text(town_paragraph(*TOWNS[2]))
+    cleanup.append("browser-docs")
+    create_and_upload(page, "browser-docs", brisk)
+    page.set_input_files("#upload input[type=file]", str(corvale))
+    expect(page.locator("#collection-info")).to_contain_text("2 documents", timeout=60_000)
+    expect(page.locator("#budget")).to_contain_text("LC prompt")
+    expect(page.locator("#budget")).to_contain_text("RAG top-5")
+
+    page.get_by_text("Documents", exact=True).click()
+    table = page.locator("#documents-table")
+    expect(table).to_contain_text("brisk.txt")
+    expect(table).to_contain_text("corvale.txt")
+    choose(page, "#document-pick", "brisk.txt")
+    expect(page.locator("#document-preview")).to_contain_text("chunk 0 · characters 0-")
+    page.locator("#document-preview summary").first.click()
+    expect(page.locator("#document-preview .chunk")).to_contain_text("blue wool")
+    page.click("#delete-document")
+    expect(page.locator("#confirm-text")).to_contain_text("Delete brisk.txt from browser-docs?")
+    page.click("#cancel-delete")
+    expect(page.locator("#confirm-row")).to_be_hidden()
+    expect(page.locator("#collection-info")).to_contain_text("2 documents")  # cancel deleted nothing
+    page.click("#delete-document")
+    page.click("#confirm-delete")
+    expect(page.locator("#status")).to_contain_text("Deleted brisk.txt from browser-docs.")
+    expect(page.locator("#collection-info")).to_contain_text("1 documents")
+    expect(table).not_to_contain_text("brisk.txt")
+
+    ask_and_wait(page, "Which town makes pear cider?")
+    # `[n]` links open their citation: a link as the answer renders it, clicked in the real page
+    expect(page.locator("#cite-a-1")).not_to_have_attribute("open", "")
+    page.evaluate(
+        "document.querySelector('#answer-a').insertAdjacentHTML('beforeend', "
+        '\'<a id="test-link" href="#cite-a-1">[1]</a>\')'
+    )
+    page.click("#test-link")
+    expect(page.locator("#cite-a-1")).to_have_attribute("open", "")
+    expect(page.locator("#cite-a-1 .chunk")).to_contain_text("pear cider")
+
+    page.reload()
+    expect(page.locator("#collection input")).to_have_value("browser-docs", timeout=60_000)
+    expect(page.locator("#answer-a")).to_contain_text("Which town makes pear cider?", timeout=30_000)
+    expect(page.locator("#answer-b")).to_contain_text("Which town makes pear cider?")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "ui_desktop.png"), full_page=True)
+    page.click("#new-chat")
+    expect(page.locator("#answer-a")).not_to_contain_text("Which town makes pear cider?")
+    page.reload()
+    expect(page.locator("#collection input")).to_have_value("browser-docs", timeout=60_000)
+    expect(page.locator("#ask")).to_be_visible()
+    page.wait_for_timeout(1000)  # give a restore the time it would take
+    expect(page.locator("#answer-a")).not_to_contain_text("Which town makes pear cider?")
+    assert "Traceback" not in page.content()
+
+
+def test_the_page_fits_a_phone_screen(browser, tiny_server: RunningServer, cleanup: list[str]) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    with api(tiny_server) as client:
+        client.post("/v1/collections", json={"name": "browser-phone"}).raise_for_status()
+        files = [("files", ("arlen.txt", town_paragraph(*TOWNS[0]).encode(), "text/plain"))]
+        client.post("/v1/collections/browser-phone/documents", files=files).raise_for_status()
+    cleanup.append("browser-phone")
+    with ui_page(browser, tiny_server, PHONE) as page:
+        choose(page, "#collection", "browser-phone")
+        ask_and_wait(page, "What is Arlen known for?")
+        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 1, f"the page is {overflow} px wider than the phone's screen"
+        for element in ("#question", "#ask", "#stop", "#answer-a", "#answer-b", "#budget"):
+            box = page.locator(element).bounding_box()
+            assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"] + 1, (
+                element
+            )
+        expect(page.locator("#citations-a details")).to_have_count(1)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "ui_phone.png"), full_page=True)
+
+
 @pytest.mark.real_model
 def test_the_default_model_answers_from_the_uploaded_document_in_both_columns(
     browser,
@@ -178,6 +273,7 @@ def test_the_default_model_answers_from_the_uploaded_document_in_both_columns(
     try:
         with ui_page(browser, real_server) as page:
             create_and_upload(page, "browser-codes", document)
+            page.get_by_text("Settings", exact=True).click()
             page.locator("#max-tokens input[type=number]").fill("16")
             page.locator("#max-tokens input[type=number]").press("Enter")
             ask_and_wait(page, "What is the access code? Answer with the number only.")

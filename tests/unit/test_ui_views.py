@@ -9,6 +9,7 @@ RESULT = {
     "mode": "auto", "answer": "Seven arches.", "prompt_tokens": 120, "ttft_ms": 85.4, "total_ms": 12_345.0,
     "kv_tokens": None, "kv_blocks": None, "route": "rag", "reason": "the retrieved chunks answered it",
     "citations": [{"number": 1, "title": "brisk <b>", "chunk_index": 2, "page": 3, "score": 0.6543,
+                   "start": 120, "end": 480,
                    "text": "A bridge <script>x</script>"}],
     "error": None,
 }  # fmt: skip
@@ -50,10 +51,24 @@ def test_a_collection_lists_its_compressed_caches() -> None:
 
 
 def test_citations_expand_to_their_escaped_chunk_text() -> None:
-    markup = views.citations_html(RESULT)
-    assert markup.count("<details") == 1
-    assert "[1] brisk &lt;b&gt;, page 3 · chunk 2 · score 0.65" in markup
+    markup = views.citations_html(RESULT, "b")
+    assert markup.count("<details") == 1 and "id='cite-b-1'" in markup
+    assert "[1] brisk &lt;b&gt;, page 3 · chunk 2 · characters 120-480 · score 0.65" in markup
     assert "A bridge &lt;script&gt;" in markup and "<script>" not in markup
+    reranked = {**RESULT, "citations": [{**RESULT["citations"][0], "rerank_score": 0.912}]}
+    assert "score 0.65 · rerank 0.91" in views.citations_html(reranked)
+
+
+def test_citation_marks_link_to_their_citation_and_back_to_plain_text_for_history() -> None:
+    answer = "Seven arches [1], a mill [2][3] and [7] (not cited), see [1]."
+    linked = views.link_citations(answer, "a", [1, 2, 3])
+    assert linked == (
+        "Seven arches [[1]](#cite-a-1), a mill [[2]](#cite-a-2)[[3]](#cite-a-3) and [7] (not cited), "
+        "see [[1]](#cite-a-1)."
+    )
+    assert views.unlink_citations(linked) == answer
+    chat = [{"role": "user", "content": "q"}, {"role": "assistant", "content": linked}]
+    assert views.history_of(chat)[1]["content"] == answer
 
 
 def test_lc_answers_say_there_are_no_citations() -> None:
@@ -97,3 +112,16 @@ def test_mode_specs_name_a_mode_and_optional_eviction(
 def test_bad_mode_specs_are_refused(spec: str) -> None:
     with pytest.raises(ValueError):
         parse_mode_spec(spec)
+
+
+def test_the_budget_line_compares_lc_compressed_lc_and_rag_memory() -> None:
+    info = {"documents": 3, "chunks": 10, "tokens": 2000, "fits_lc": True, "lc_prompt_tokens": 2300,
+            "lc_available_tokens": 7680}  # fmt: skip
+    bytes_per_token = 46_080.0  # SmolLM2-135M in float32: 30 layers x 3 KV heads x 64 x 2 x 4 bytes
+    line = views.budget_markdown(info, bytes_per_token, top_k=5, ratio=0.75)
+    assert "LC prompt 2,300 of 7,680 tokens (fits)" in line
+    assert "LC 101.1 MiB" in line  # 2300 x 46080 / 2**20
+    assert "LC evicting 0.75 25.3 MiB" in line
+    assert "RAG top-5 ≈ 49.2 MiB" in line  # (5 x 200 + 120) x 46080 / 2**20
+    too_big = views.budget_markdown({**info, "fits_lc": False}, None, top_k=20)
+    assert "does not fit" in too_big and "RAG top-20 ≈ 2,120 tokens" in too_big and "n/a" in too_big
