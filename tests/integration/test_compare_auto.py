@@ -132,6 +132,9 @@ def test_isolated_timing_runs_the_modes_one_after_another(tiny_server: RunningSe
         ({"question": "   "}, 400, None, "question"),
         ({"collection": "nope-nope"}, 404, "collection", "nope-nope"),
         ({"timing": "fair"}, 400, None, "isolated"),
+        ({"repetition_penalty": 0}, 400, None, "repetition_penalty"),
+        ({"retrieval": "sparse"}, 400, None, "retrieval"),
+        ({"system_prompt": "x" * 4001}, 400, None, "system_prompt"),
     ],
 )
 def test_bad_compare_requests_are_openai_style_errors(
@@ -143,6 +146,24 @@ def test_bad_compare_requests_are_openai_style_errors(
     assert phrase in error["message"]
     if param is not None:
         assert error["param"] == param and error["code"] == status
+
+
+def test_compare_passes_retrieval_system_prompt_and_repetition_penalty_to_every_mode(
+    tiny_server: RunningServer, towns: str
+) -> None:
+    question = {"question": "blue wool", "collection": towns, "modes": ["rag", "lc"], "top_k": 1}
+    plain = compare(tiny_server, **question).json()["results"]
+    instructions = "Answer in one short sentence, in French, and name the town first."
+    tuned = compare(tiny_server, **question, retrieval="bm25", system_prompt=instructions,
+                    repetition_penalty=1.3).json()["results"]  # fmt: skip
+    assert all(r["error"] is None for r in tuned)
+    assert "blue wool" in tuned[0]["citations"][0]["text"]  # BM25's first hit
+    for before, after in zip(plain, tuned, strict=True):  # the instructions are in both modes' prompts
+        assert after["prompt_tokens"] - before["prompt_tokens"] >= len(instructions.split())
+    repeated = {**question, "modes": ["lc"], "max_tokens": 24}
+    greedy = compare(tiny_server, **repeated).json()["results"][0]["answer"]
+    penalised = compare(tiny_server, **repeated, repetition_penalty=1.8).json()["results"][0]["answer"]
+    assert greedy != penalised  # the penalty reached vLLM's sampler
 
 
 def test_compare_needs_the_api_key(tiny_server: RunningServer, towns: str) -> None:
