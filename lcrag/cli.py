@@ -291,6 +291,7 @@ EVAL_SUITES = {
     "reproduce": "evals.reproduce",  # the fine-tuning papers' findings in miniature: train, then evaluate
     "retrieval": "evals.retrieval",  # recall@k of the gold paragraphs: dense, BM25 and hybrid retrieval
     "ruler": "evals.ruler",  # RULER's 13 tasks per policy and ratio, question inside/outside
+    "sampling": "evals.sampling",  # the UI's sampling defaults: answer accuracy and looping per setting
     "val": "evals.val",  # IN2's VaL probes: document, code and table retrieval by depth, base vs adapters
 }
 

@@ -19,6 +19,7 @@ from typing import Any
 import gradio as gr
 
 from ui import history, views
+from ui.answer_settings import Settings, answer_settings
 from ui.answers import ColumnAnswer, ColumnAsk, Question, merged_events
 from ui.client import ApiFailure, LcragClient
 from ui.documents import (
@@ -36,16 +37,6 @@ MODE_CHOICES = [
     ("LC (whole collection)", "lc"),
     ("Auto (Self-Route)", "auto"),
 ]
-RETRIEVAL_CHOICES = [
-    ("Server default", ""),
-    ("Dense (embeddings)", "dense"),
-    ("BM25 (words)", "bm25"),
-    ("Hybrid (both)", "hybrid"),
-]
-# chosen by measurement (`evals/sampling.py`, docs/benchmarks.md "Sampling defaults for the UI")
-DEFAULT_TEMPERATURE = 0.0
-DEFAULT_REPETITION_PENALTY = 1.0
-DEFAULT_TOP_K = 5
 DEFAULT_POLICY = "snapkv"
 QUEUE_CONCURRENCY = 16
 CACHE_SWEEP_S = 3600
@@ -321,55 +312,6 @@ def _evaluate_view() -> EvaluateView:
 
 
 @dataclass
-class Settings:
-    """How every column answers: sampling, retrieval and the user's own instructions."""
-
-    max_tokens: gr.Slider
-    temperature: gr.Slider
-    repetition_penalty: gr.Slider
-    top_k: gr.Slider
-    retrieval: gr.Dropdown
-    system_prompt: gr.Textbox
-
-    @property
-    def inputs(self) -> list[Any]:
-        """In `ask`'s order."""
-        return [
-            self.max_tokens,
-            self.temperature,
-            self.repetition_penalty,
-            self.top_k,
-            self.retrieval,
-            self.system_prompt,
-        ]
-
-
-def _settings() -> Settings:
-    with gr.Accordion("Settings", open=False, elem_id="settings"):
-        max_tokens = gr.Slider(16, 512, value=128, step=16, label="Answer tokens", elem_id="max-tokens")
-        temperature = gr.Slider(
-            0.0, 1.5, value=DEFAULT_TEMPERATURE, step=0.05, label="Temperature", elem_id="temperature"
-        )
-        repetition_penalty = gr.Slider(
-            1.0,
-            1.5,
-            value=DEFAULT_REPETITION_PENALTY,
-            step=0.05,
-            label="Repetition penalty (1 = off)",
-            elem_id="repetition-penalty",
-        )
-        top_k = gr.Slider(1, 20, value=DEFAULT_TOP_K, step=1, label="RAG chunks (top-k)", elem_id="top-k")
-        retrieval = gr.Dropdown(RETRIEVAL_CHOICES, value="", label="RAG retrieval", elem_id="retrieval")
-        system_prompt = gr.Textbox(
-            label="Your instructions (system prompt, after lcrag's own)",
-            lines=2,
-            max_length=4000,
-            elem_id="system-prompt",
-        )
-    return Settings(max_tokens, temperature, repetition_penalty, top_k, retrieval, system_prompt)
-
-
-@dataclass
 class Sidebar:
     """Collection, documents, model, settings and KV-compression pickers."""
 
@@ -403,7 +345,7 @@ def _sidebar() -> Sidebar:
     upload_report = gr.Markdown(elem_id="upload-report")
     documents = documents_view()
     model = gr.Dropdown(label="Model / adapter", choices=[], elem_id="model", allow_custom_value=True)
-    settings = _settings()
+    settings = answer_settings()
     compressed_on = gr.Checkbox(
         label="Add an LC + KV compression column", value=False, elem_id="compressed-on"
     )

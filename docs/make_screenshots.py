@@ -1,0 +1,53 @@
+"""The README's UI screenshots: the bundled model answers one question over six short documents in RAG and
+LC, shown at a desktop and at a phone-sized viewport (Debian chromium via Playwright).
+
+    .venv/bin/python docs/make_screenshots.py        # ~2 minutes on 2 cores; writes docs/img/ui_*.png
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import httpx
+
+from lcrag import local_server
+from tests.documents_text import TOWNS, town_paragraph
+
+IMAGES = Path(__file__).resolve().parent / "img"
+QUESTION = "Which town makes pear cider, and when is its festival?"
+VIEWPORTS = {"desktop": {"width": 1440, "height": 1000}, "phone": {"width": 390, "height": 844}}
+
+
+def main() -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    data_dir = Path(tempfile.mkdtemp(prefix="lcrag-screens-"))
+    args = ["--max-model-len", "4096", "--kv-cache-gb", "2", "--data-dir", str(data_dir)]
+    process, base_url = local_server.start(args, data_dir / "server.log")
+    try:
+        files = [("files", (f"{name.lower()}.txt", town_paragraph(name, *rest).encode(), "text/plain"))
+                 for name, *rest in TOWNS]  # fmt: skip
+        httpx.post(f"{base_url}/v1/collections", json={"name": "towns"}, timeout=60).raise_for_status()
+        httpx.post(f"{base_url}/v1/collections/towns/documents", files=files, timeout=600).raise_for_status()
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+            for name, viewport in VIEWPORTS.items():
+                page = browser.new_context(viewport=viewport).new_page()
+                page.goto(f"{base_url}/ui/")
+                expect(page.locator("#budget")).to_contain_text("LC prompt", timeout=60_000)
+                page.locator("#question textarea").fill(QUESTION)
+                page.click("#ask")
+                for column in ("a", "b"):
+                    expect(page.locator(f"#metrics-{column}")).to_contain_text("TTFT", timeout=300_000)
+                page.locator("#citations-a summary").first.click()
+                page.screenshot(path=str(IMAGES / f"ui_{name}.png"), full_page=name == "phone")
+                page.context.close()
+            browser.close()
+    finally:
+        local_server.stop(process)
+    print(f"Wrote {IMAGES}/ui_desktop.png and ui_phone.png")
+
+
+if __name__ == "__main__":
+    main()
