@@ -1,7 +1,7 @@
 """The README's UI screenshots: the bundled model answers one question over six short documents in RAG and
 LC, shown at a desktop and at a phone-sized viewport (Debian chromium via Playwright).
 
-    .venv/bin/python docs/make_screenshots.py        # ~2 minutes on 2 cores; writes docs/img/ui_*.png
+    .venv/bin/python -m docs.make_screenshots        # ~2 minutes on 2 cores; writes docs/img/ui_*.png
 """
 
 from __future__ import annotations
