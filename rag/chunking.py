@@ -86,13 +86,24 @@ def piece_length(tokenizer: PreTrainedTokenizerBase) -> Callable[[str], int]:
 
 def join_chunks(chunks: list[Chunk]) -> str:
     """The document text rebuilt from its chunks in order, overlaps counted once."""
+    return joined(chunks)[0]
+
+
+def joined(chunks: list[Chunk]) -> tuple[str, list[tuple[Chunk, int, int]]]:
+    """`join_chunks`'s text, and where each chunk lies in it: (chunk, start, end) in position order."""
     parts: list[str] = []
-    covered = 0
+    spans: list[tuple[Chunk, int, int]] = []
+    covered = length = 0
     for chunk in sorted(chunks, key=lambda c: c.start):
         if chunk.end <= covered:
+            spans.append((chunk, length - (covered - chunk.start), length - (covered - chunk.end)))
             continue
         if chunk.start > covered and parts:
             parts.append("\n")  # the separator the splitter dropped between chunks
-        parts.append(chunk.text[max(0, covered - chunk.start) :])
+            length += 1
+        overlap = max(0, covered - chunk.start)
+        spans.append((chunk, length - overlap, length - overlap + len(chunk.text)))
+        parts.append(chunk.text[overlap:])
+        length += len(chunk.text) - overlap
         covered = chunk.end
-    return "".join(parts)
+    return "".join(parts), spans

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from itertools import groupby
 from typing import TYPE_CHECKING
 
-from rag.chunking import join_chunks
+from rag.chunking import joined
 from rag.errors import ContextTooLongError
 from rag.retrieve import Citation
 from rag.store import Store
@@ -50,6 +50,7 @@ class LcDocument:
     doc_id: str
     title: str
     text: str
+    chunks: tuple[tuple[int, int, int], ...] = ()  # (chunk index, start, end) of each chunk in `text`
 
 
 def rag_messages(
@@ -70,7 +71,9 @@ def lc_documents(store: Store, collection: str) -> list[LcDocument]:
     documents = []
     for doc_id, group in groupby(stored, key=lambda s: s.doc_id):
         members = list(group)
-        documents.append(LcDocument(doc_id, members[0].doc_title, join_chunks([s.chunk for s in members])))
+        text, spans = joined([s.chunk for s in members])
+        chunks = tuple((chunk.index, start, end) for chunk, start, end in spans)
+        documents.append(LcDocument(doc_id, members[0].doc_title, text, chunks))
     return documents
 
 

@@ -16,9 +16,12 @@ from typing import Any
 
 from starlette.types import Message, Send
 
-from compression.vllm_integration.options import STATS_KEY
-from server.modes import PreparedPrompt
-from server.schemas import KVOptions
+from compression import retention
+from compression.vllm_integration.options import RETENTION_KEY, STATS_KEY
+from rag.retrieve import retrieve
+from server.modes import DEFAULT_TOP_K, PreparedPrompt
+from server.retention import retention_report
+from server.schemas import KVOptions, LcragOptions
 from server.services import Services
 
 EVENT_END = b"\n\n"
@@ -34,6 +37,7 @@ class ResponseExtras:
     kv: KVOptions | None
     started: float
     services: Services | None
+    options: LcragOptions | None = None
 
     def head_fields(self) -> dict[str, Any]:
         if self.prepared is None:
@@ -70,7 +74,28 @@ class ResponseExtras:
         assert self.kv is not None
         # "hit": answered from a resident compressed context; "built": compressed it for later questions
         cache = (stats or {}).get("cache") or "none"
-        return {"policy": self.kv.policy, "ratio": self.kv.ratio, **counts, "cache": cache}
+        fields = {"policy": self.kv.policy, "ratio": self.kv.ratio, **counts, "cache": cache}
+        if self.kv.retention and ledger is not None and response_id:
+            fields["retention"] = self._retention(ledger.take_retention(response_id))
+        return fields
+
+    def _retention(self, encoded: str | None) -> dict[str, Any] | None:
+        """The retention view of an lc answer (`server.retention`); None when nothing was compacted, or
+        for a prompt that is not an lc prompt over a collection (only the kept fraction then)."""
+        if encoded is None or self.services is None:
+            return None
+        fractions = retention.decode(encoded)
+        prepared, services = self.prepared, self.services
+        if prepared is None or prepared.mode != "lc":
+            return {"tokens": len(fractions), "kept": round(sum(fractions) / len(fractions), 4)}
+        options = self.options or LcragOptions()
+        how = services.retrieval_options(options.retrieval, options.order, options.min_score)
+        retrieved = retrieve(
+            services.store, services.embedder, prepared.collection, prepared.question,
+            options.top_k or DEFAULT_TOP_K, options=how, lexical=services.lexical,
+        )  # fmt: skip
+        tokenizer = services.tokenizer
+        return retention_report(tokenizer, prepared.messages, prepared.documents, fractions, retrieved)
 
 
 def augmenting_send(send: Send, extras: ResponseExtras, stream: bool) -> Send:
@@ -96,7 +121,7 @@ class _JsonAugmenter:
         body = bytes(self.body)
         if self.start["status"] == 200:
             payload = json.loads(body)
-            if set(payload.get("kv_transfer_params") or {}) == {STATS_KEY}:
+            if set(payload.get("kv_transfer_params") or {}) <= {STATS_KEY, RETENTION_KEY}:
                 del payload["kv_transfer_params"]  # our engine-to-server channel, reported below
             payload["lcrag"] = {
                 **self.extras.head_fields(),

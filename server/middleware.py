@@ -126,7 +126,7 @@ class LcragOptionsMiddleware:
                 return
             payload["vllm_xargs"] = {**(payload.get("vllm_xargs") or {}), **xargs}
         if prepared is not None or kv is not None:
-            extras = ResponseExtras(prepared, kv, started, self.services)
+            extras = ResponseExtras(prepared, kv, started, self.services, options)
             send = augmenting_send(send, extras, stream=payload.get("stream") is True)
         new_body = json.dumps(payload).encode()
         scope = _with_content_length(scope, len(new_body))

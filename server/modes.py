@@ -66,6 +66,8 @@ class PreparedPrompt:
     context_ids: list[int] | None = (
         None  # lc: the collection's part of the prompt, the same for every question
     )
+    question: str = ""
+    documents: list[LcDocument] = field(default_factory=list)  # lc: the documents as the prompt shows them
 
 
 def parse_model_name(model: str) -> ModelName | None:
@@ -211,6 +213,7 @@ def prepare(
     history, question = question_of(messages)
     client = client_instructions(messages)
     started = time.perf_counter()
+    documents: list[LcDocument] = []
     if mode == "rag":
         how = services.retrieval_options(
             options.retrieval, options.order, options.min_score, rerank=options.rerank
@@ -223,8 +226,7 @@ def prepare(
         built = rag_messages(question, shown, with_client_instructions(rag_instructions, client))
         prompt = [built[0], *history, built[-1]]
     else:
-        citations = []
-        documents = prompt_documents(services, options.collection)
+        citations, documents = [], prompt_documents(services, options.collection)
         instructions = with_client_instructions(LC_INSTRUCTIONS, client)
         prompt = lc_messages(question, documents, history, instructions)
     retrieval_ms = (time.perf_counter() - started) * 1000.0
@@ -234,5 +236,13 @@ def prepare(
         context_token_ids(services.tokenizer, prompt, lc_turn(question, history)) if mode == "lc" else None
     )
     return PreparedPrompt(
-        mode, options.collection, prompt, tokens, citations, retrieval_ms, context_ids=context
+        mode,
+        options.collection,
+        prompt,
+        tokens,
+        citations,
+        retrieval_ms,
+        context_ids=context,
+        question=question,
+        documents=documents,
     )

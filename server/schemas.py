@@ -38,6 +38,11 @@ class KVOptions(StrictModel):
         description="lc mode with a query-agnostic policy compresses the collection once, as a shared cache "
         "later questions reuse; false compresses each request's prompt instead.",
     )
+    retention: bool | None = Field(
+        default=None,
+        description="lc mode: report which spans of each document the eviction kept, and warn when a "
+        "passage retrieval ranks high was evicted (`lcrag.kv.retention`).",
+    )
 
     @property
     def evicts(self) -> bool:
@@ -212,6 +217,11 @@ class CompareRequest(StrictModel):
         default=None, description="rag and auto modes: 'dense', 'bm25' or 'hybrid' (default LCRAG_RETRIEVAL)."
     )
     history: list[ChatTurn] = Field(default=[], description="Earlier turns, sent with every mode.")
+    retention: bool = Field(
+        default=False,
+        description="Compressed lc modes: report which spans of the documents the eviction kept "
+        "(`kv.retention` of their results).",
+    )
     stream: bool = Field(default=False, description="Server-sent events, each tagged with its mode.")
     timing: Literal["concurrent", "isolated"] = Field(
         default="concurrent",

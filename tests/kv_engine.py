@@ -14,6 +14,7 @@ from compression.policies.base import kept_tokens
 from compression.vllm_integration.offline import (
     counted_preemptions,
     greedy,
+    kv_retention_of,
     kv_stats_of,
     offline_engine,
     scheduler_of,
@@ -29,6 +30,7 @@ __all__ = [
     "engine_kept",
     "generate",
     "random_prompt",
+    "reference_retention",
     "sampling",
     "scheduler_of",
 ]
@@ -40,6 +42,14 @@ class Generated:
     logprobs: list[float]
     kv_stats: dict[str, int] | None
     cached_tokens: int
+    kv_retention: list[float] | None = None  # the kept fraction per compressed position
+
+
+def reference_retention(kept: list[Any], length: int) -> list[float]:
+    """Per position, the fraction of a reference's keep sets (one [kv_heads, kept] tensor per layer) that
+    hold it, counted from plain sets."""
+    keep_sets = [set(head.tolist()) for layer in kept for head in layer]
+    return [sum(position in heads for heads in keep_sets) / len(keep_sets) for position in range(length)]
 
 
 def engine_kept(length: int, policy: Policy, ratio: float, block_size: int = BLOCK_SIZE) -> int:
@@ -70,6 +80,7 @@ def generate(llm: Any, prompts: list[list[int]], params: Any) -> list[Generated]
             logprobs=[next(iter(step.values())).logprob for step in output.outputs[0].logprobs],
             kv_stats=kv_stats_of(output),
             cached_tokens=output.num_cached_tokens or 0,
+            kv_retention=kv_retention_of(output),
         )
         for output in outputs
     ]

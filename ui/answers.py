@@ -108,6 +108,7 @@ class Question:
             "top_k": self.top_k,
             "retrieval": self.retrieval,
             "system_prompt": self.system_prompt or None,
+            "retention": True,  # compressed LC columns show what the eviction kept
         }
         return {key: value for key, value in chosen.items() if value is not None}
 

@@ -10,6 +10,8 @@ from typing import Any
 
 import pandas as pd
 
+from ui.retention_view import retention_html
+
 WARNING = "⚠️"
 BLANK_ANSWER = "*(the model answered with whitespace only)*"
 CACHE_NOTES = {
@@ -97,11 +99,15 @@ def unlink_citations(text: str) -> str:
 
 def citations_html(result: dict[str, Any], column: str = "a") -> str:
     """Each cited chunk as an expandable entry (id `cite-<column>-<n>`, which `[n]` in the answer opens):
-    number, document, page, character offsets, score (and the reranker's); the chunk text when opened."""
+    number, document, page, character offsets, score (and the reranker's); the chunk text when opened. A
+    compressed LC answer shows its retention view instead (`ui.retention_view`)."""
     citations = result.get("citations") or []
     if result.get("error"):
         return ""
     if not citations:
+        retention = (result.get("kv") or {}).get("retention")
+        if retention and retention.get("documents") is not None:
+            return retention_html(retention)
         return "<p class='no-citations'>No citations: the whole collection was in the context.</p>"
     items = []
     for c in citations:

@@ -41,6 +41,7 @@ class ContextCache:
     created_at: float = field(default_factory=time.time)
     last_used_at: float = field(default_factory=time.time)
     hits: int = 0
+    retention: str | None = None  # what the compaction kept per context position (`compression.retention`)
 
     def idle(self) -> bool:
         """No request holds the cache's blocks but the cache itself."""

@@ -5,6 +5,9 @@ engine core runs between steps, on its own thread), which calls `KVCompactWorker
 worker. With one worker (vLLM's `UniProcExecutor`, the CPU default) the worker lives in the engine-core
 process, next to the scheduler, which registers itself here when it starts; the call is then handed to the
 scheduler, which owns the caches. Workers in other processes (tensor parallelism) cannot reach it and say so.
+
+The worker also hands the scheduler what each compaction kept (`report_retention`), the same way: the
+scheduler sends it with the request's stats. Under tensor parallelism no retention is reported.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ CONTROL_METHOD = "kvc_control"
 
 class ControlTarget(Protocol):
     def kvc_control(self, operation: str, arguments: dict[str, Any]) -> Any: ...
+
+    def kvc_retained(self, request_id: str, retention: str) -> None: ...
 
 
 _scheduler: ControlTarget | None = None
@@ -33,6 +38,13 @@ def dispatch(operation: str, arguments: dict[str, Any]) -> Any:
             "(it is with one worker per engine, tensor_parallel_size 1)"
         )
     return _scheduler.kvc_control(operation, arguments)
+
+
+def report_retention(request_id: str, retention: str) -> None:
+    """The worker compacted `request_id`, keeping `retention` (`compression.retention.encode`); nothing
+    happens when the scheduler is in another process."""
+    if _scheduler is not None:
+        _scheduler.kvc_retained(request_id, retention)
 
 
 def control(engine: Any, operation: str, **arguments: Any) -> Any:

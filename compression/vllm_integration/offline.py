@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from compression.vllm_integration import engine_kwargs
-from compression.vllm_integration.options import STATS_KEY, to_extra_args
+from compression.vllm_integration.options import RETENTION_KEY, STATS_KEY, to_extra_args
 
 # Scheduler and worker in this process (so callers can inspect the block pool), and a KV space in GiB.
 IN_PROCESS_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_KVCACHE_SPACE": "1"}
@@ -94,6 +94,14 @@ def greedy(max_tokens: int, policy: str | None = None, ratio: float = 0.0, **opt
 def kv_stats_of(output: Any) -> dict[str, int] | None:
     """The eviction stats the engine attached to a finished `RequestOutput`."""
     return (output.kv_transfer_params or {}).get(STATS_KEY)
+
+
+def kv_retention_of(output: Any) -> list[float] | None:
+    """What the engine's compaction of a finished `RequestOutput` kept per prompt position (or None)."""
+    from compression import retention
+
+    encoded = (output.kv_transfer_params or {}).get(RETENTION_KEY)
+    return retention.decode(encoded) if encoded is not None else None
 
 
 def build_context_cache(

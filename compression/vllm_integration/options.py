@@ -31,6 +31,7 @@ CONTEXT_KEY = "lcrag_kv_cache_context"  # int: the first N prompt tokens form a 
 LABEL_KEY = "lcrag_kv_cache_label"  # str: what the context is (a collection's name), for listing and dropping
 PASS_KEY = "lcrag_kv_pass"  # JSON {"context": N, "start": s, "end": e}: a reconstruction pass of span [s, e)
 STATS_KEY = "lcrag_kv"  # where the engine reports a compressed request's stats in `kv_transfer_params`
+RETENTION_KEY = "lcrag_kv_retention"  # ... and what its compaction kept (`compression.retention`)
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ vLLM 0.32 pieces extended (v1/core/sched/scheduler.py): `Scheduler.__init__` (th
 adopted as `KVCompactKVCacheManager`), `add_request`, `_update_after_schedule` (runs at the end of
 `schedule()`, on the very `SchedulerOutput` the worker receives), `update_from_output`, `_free_request`
 (its first return value becomes the finished output's `kv_transfer_params`, our channel for per-request
-stats). Admission itself is vLLM's: it asks the manager for computed blocks and allocates, preempting
-the newest running request when allocation fails.
+stats and retention). Admission itself is vLLM's: it asks the manager for computed blocks and
+allocates, preempting the newest running request when allocation fails.
 
 Per request:
 - per-request eviction: when the prompt's K/V is complete, `keep` tokens survive (into fresh blocks when
@@ -39,6 +39,7 @@ from compression.vllm_integration import control
 from compression.vllm_integration.context_cache import ContextCache, ContextKey
 from compression.vllm_integration.manager import KVCompactKVCacheManager
 from compression.vllm_integration.options import (
+    RETENTION_KEY,
     STATS_KEY,
     EvictionRequest,
     PassRequest,
@@ -76,6 +77,7 @@ class KVCompactScheduler(Scheduler):
         self.kvc_stats: dict[str, dict[str, Any]] = {}
         self.kvc_into: dict[str, list[KVCacheBlock]] = {}  # fresh blocks a planned compaction writes into
         self.kvc_started: dict[str, float] = {}
+        self.kvc_retention: dict[str, str] = {}  # what the runner's compaction kept (or the adopted cache's)
         control.register(self)
 
     @property
@@ -198,6 +200,12 @@ class KVCompactScheduler(Scheduler):
             cache.labels.add(eviction.label)
         stats = _stats(cache.key.context_tokens, cache.kept_tokens, manager.kvc_block_size, "hit")
         self.kvc_stats[request_id] = {**stats, "cache_hits": cache.hits}
+        if cache.retention is not None:
+            self.kvc_retention[request_id] = cache.retention
+
+    def kvc_retained(self, request_id: str, retention: str) -> None:
+        """The runner (in this process) compacted `request_id` this step, keeping `retention`."""
+        self.kvc_retention[request_id] = retention
 
     def update_from_output(self, scheduler_output: Any, model_runner_output: Any) -> dict[int, Any]:
         plan: StepPlan | None = getattr(scheduler_output, "lcrag_kv", None)
@@ -219,6 +227,7 @@ class KVCompactScheduler(Scheduler):
                 list(manager.kvc_blocks[request_id][:after]),
                 labels={eviction.label} if eviction.label else set(),
                 build_seconds=time.monotonic() - self.kvc_started[request_id],
+                retention=self.kvc_retention.get(request_id),
             )
             outcome = "built" if manager.kvc_caches.add(cache) else "none"  # another request built it first
         self.kvc_stats[request_id] = _stats(
@@ -232,8 +241,11 @@ class KVCompactScheduler(Scheduler):
             table.pop(request_id, None)
         self.kvc_manager.kvc_forget(request_id)
         stats = self.kvc_stats.pop(request_id, None)
+        retention = self.kvc_retention.pop(request_id, None)
         if stats is not None:
             kv_params = {**(kv_params or {}), STATS_KEY: {**stats, **self.kvc_manager.kvc_caches.totals()}}
+            if retention is not None:
+                kv_params[RETENTION_KEY] = retention
         return kv_params, ec_params
 
     def kvc_control(self, operation: str, arguments: dict[str, Any]) -> Any:

@@ -4,7 +4,8 @@ The scheduler (in the engine-core process) attaches each compressed request's st
 output's `kv_transfer_params` (see scheduler.py). vLLM's OpenAI server copies that field only into
 non-streamed chat responses, so `KVStatsLedger.watch` wraps the engine client's `generate` (an async
 generator of `RequestOutput`) and records the stats by request id for every endpoint and for streams;
-the HTTP layer then takes them by the response's id.
+the HTTP layer then takes them by the response's id. What each compaction kept per position
+(`compression.retention`) is kept too, for the last `RETENTIONS_KEPT` requests only (a byte per token).
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
-from compression.vllm_integration.options import STATS_KEY
+from compression.vllm_integration.options import RETENTION_KEY, STATS_KEY
 
 EVICTED_TOKENS = Counter("lcrag_kv_evicted_tokens", "Prompt tokens whose K/V was evicted.")
 FREED_BLOCKS = Counter("lcrag_kv_freed_blocks", "KV-cache blocks returned to vLLM's block pool by eviction.")
 COMPRESSED_REQUESTS = Counter("lcrag_kv_compressed_requests", "Requests whose KV cache was compacted.")
 CACHED_CONTEXTS = Gauge("lcrag_kv_cached_contexts", "Compressed context caches resident in the KV cache.")
 CACHE_BLOCKS = Gauge("lcrag_kv_cache_blocks", "KV-cache blocks held by compressed context caches.")
+RETENTIONS_KEPT = 64
 CACHE_HITS = Counter("lcrag_kv_cache_hits", "Requests answered from a resident compressed context cache.")
 
 
@@ -40,6 +42,7 @@ class KVStatsLedger:
     def __init__(self, capacity: int = 10_000) -> None:
         self.capacity = capacity
         self._stats: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._retentions: OrderedDict[str, str] = OrderedDict()
         self._lock = threading.Lock()
 
     def watch(self, engine_client: Any) -> None:
@@ -50,12 +53,12 @@ class KVStatsLedger:
             async for output in generate(*args, **kwargs):
                 params = getattr(output, "kv_transfer_params", None)
                 if params and STATS_KEY in params:
-                    self.record(output.request_id, params[STATS_KEY])
+                    self.record(output.request_id, params[STATS_KEY], params.get(RETENTION_KEY))
                 yield output
 
         engine_client.generate = generate_and_record
 
-    def record(self, request_id: str, stats: dict[str, Any]) -> None:
+    def record(self, request_id: str, stats: dict[str, Any], retention: str | None = None) -> None:
         if stats.get("cache") == "hit":  # the context was compressed by an earlier request
             CACHE_HITS.inc()
         else:
@@ -67,11 +70,22 @@ class KVStatsLedger:
             self._stats[request_id] = stats
             while len(self._stats) > self.capacity:
                 self._stats.popitem(last=False)
+            if retention is not None:
+                self._retentions[request_id] = retention
+                while len(self._retentions) > RETENTIONS_KEPT:
+                    self._retentions.popitem(last=False)
 
     def take(self, response_id: str) -> dict[str, Any] | None:
         """The stats of the response `response_id` (a completion's single choice is `<id>-0` inside)."""
+        return self._take(self._stats, response_id)
+
+    def take_retention(self, response_id: str) -> str | None:
+        """What the compaction of the response `response_id` kept (`compression.retention.encode`)."""
+        return self._take(self._retentions, response_id)
+
+    def _take(self, table: OrderedDict[str, Any], response_id: str) -> Any:
         with self._lock:
             for key in (response_id, f"{response_id}-0"):
-                if key in self._stats:
-                    return self._stats.pop(key)
+                if key in table:
+                    return table.pop(key)
         return None

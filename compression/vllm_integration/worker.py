@@ -3,7 +3,8 @@ computed, scores each layer's K/V right after that layer's attention in the step
 compressed span, and compacts every layer once the forward pass is done (so a policy can let the layers
 vote on one keep set), into fresh blocks or in place, as the scheduler planned; it scores reconstruction
 passes into per-context scores kept for a later cache build; and it maps compacted or adopting requests'
-logical positions (RoPE) to physical cache slots and sequence lengths.
+logical positions (RoPE) to physical cache slots and sequence lengths. What each compaction kept per
+position goes to the scheduler, in this process (`control.report_retention`).
 
 vLLM 0.32 pieces extended (v1/worker/cpu_worker.py, cpu_model_runner.py, gpu_model_runner.py):
 - `CPUWorker.init_device` builds the V1 `CPUModelRunner` (with `VLLM_USE_V2_MODEL_RUNNER=0`); we adopt
@@ -32,6 +33,7 @@ import torch
 from vllm.v1.worker.cpu_model_runner import CPUModelRunner
 from vllm.v1.worker.cpu_worker import CPUWorker
 
+from compression import retention
 from compression.policies import LayerView, Policy, keep_indices
 from compression.policies.base import Rotary
 from compression.policies.reconstruction import ReconstructionView
@@ -322,11 +324,18 @@ class KVCompactRunner(CPUModelRunner):
         block_ids = self.requests[work.request_id].block_ids[0]
         destination = list(compaction.into) if compaction.into is not None else block_ids
         must_keep = work.policy.must_keep(compaction.length)
+        kept = []
         for layer, scores in zip(layers, final, strict=True):
             kv_cache, isa = self.kvc_caches[layer]
             keys, values = read_kv(kv_cache, block_ids, compaction.length, isa)
             keep = keep_indices(self._kvc_this_rank(scores), compaction.keep, must_keep)
             compact_kv(kv_cache, destination, keys, values, keep, isa)
+            kept.append(keep)
+        if self.kvc_tp.world_size == 1 and kept:
+            caches = sum(keep.shape[0] for keep in kept)
+            control.report_retention(
+                work.request_id, retention.encode(retention.kept_counts(kept, compaction.length), caches)
+            )
 
     def _kvc_every_rank(self, *per_head: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """`[heads, ...]` tensors of this rank's heads, as every tensor-parallel rank's heads in order."""

@@ -101,11 +101,12 @@ def plan(body: CompareRequest, services: Services) -> list[ModeRun]:
 
 def chat_request(body: CompareRequest, mode: str, kv: KVOptions | None, services: Services) -> dict[str, Any]:
     lcrag: dict[str, Any] = {"collection": body.collection, "mode": mode}
-    if mode != "lc":
+    retention = body.retention and mode == "lc" and kv is not None and kv.evicts
+    if mode != "lc" or retention:  # a retention view checks the passages rag would retrieve
         chosen = {"top_k": body.top_k, "retrieval": body.retrieval}
         lcrag.update({key: value for key, value in chosen.items() if value is not None})
     if kv is not None:
-        lcrag["kv"] = kv.model_dump(exclude_none=True)
+        lcrag["kv"] = {**kv.model_dump(exclude_none=True), **({"retention": True} if retention else {})}
     system = [{"role": "system", "content": body.system_prompt}] if body.system_prompt else []
     chat = {
         "model": body.model or services.served_model,

@@ -166,3 +166,46 @@ def test_bad_cache_builds_are_4xx_naming_the_field(
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert error["param"] == param and phrase in error["message"]
+
+
+@pytest.mark.parametrize("policy", ["snapkv", "knorm"])  # per-request eviction; a context cache
+def test_an_lc_answer_reports_what_the_eviction_kept_of_each_document(
+    tiny_server: RunningServer, collection: str, policy: str
+) -> None:
+    kv_asked = {"policy": policy, "ratio": 0.5, "retention": True}
+    body = {
+        "messages": [{"role": "user", "content": "What did he count?"}],
+        "max_tokens": 4,
+        "lcrag": {"collection": collection, "mode": "lc", "kv": kv_asked, "top_k": 2},
+    }
+    response = api(tiny_server, "POST", "/v1/chat/completions", json=body)
+    assert response.status_code == 200, response.text
+    kv = response.json()["lcrag"]["kv"]
+    view = kv["retention"]
+    assert view["tokens"] == kv["tokens_before"] > kv["tokens_after"]
+    # every cache keeps the same number of tokens, so the kept fractions sum to the kept tokens
+    assert view["kept"] == pytest.approx(kv["tokens_after"] / kv["tokens_before"], abs=1 / 255)
+    (document,) = view["documents"]
+    assert document["title"] == "keeper" and 0.0 <= document["kept"] <= 1.0
+    assert document["spans"][0][0] == 0 and document["spans"][-1][1] == len(document["text"])
+    assert all(0.0 <= chunk["kept"] <= 1.0 for chunk in document["chunks"])
+    assert [row["number"] for row in view["retrieved"]] == [1, 2]
+    assert all(row["evicted"] == (row["kept"] < 0.5 * view["kept"]) for row in view["retrieved"])
+    assert len(view["warnings"]) == sum(row["evicted"] for row in view["retrieved"])
+
+
+def test_compare_reports_retention_for_compressed_lc_only(
+    tiny_server: RunningServer, collection: str
+) -> None:
+    body = {
+        "question": "What did he count?",
+        "collection": collection,
+        "modes": ["rag", "lc", "lc:snapkv-0.5"],
+        "max_tokens": 4,
+        "retention": True,
+    }
+    response = api(tiny_server, "POST", "/v1/compare", json=body)
+    assert response.status_code == 200, response.text
+    rag, lc, compressed = response.json()["results"]
+    assert rag["kv"] is None and lc["kv"] is None
+    assert compressed["kv"]["retention"]["documents"][0]["title"] == "keeper"

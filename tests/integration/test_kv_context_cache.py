@@ -21,7 +21,15 @@ from compression.reference import generate_with_context_cache
 from compression.registry import create
 from compression.vllm_integration.control import control
 from compression.vllm_integration.options import pass_extra_args, to_extra_args
-from tests.kv_engine import BLOCK_SIZE, counted_preemptions, engine, generate, random_prompt, scheduler_of
+from tests.kv_engine import (
+    BLOCK_SIZE,
+    counted_preemptions,
+    engine,
+    generate,
+    random_prompt,
+    reference_retention,
+    scheduler_of,
+)
 
 pytestmark = pytest.mark.integration
 NEW_TOKENS = 24
@@ -95,6 +103,9 @@ def test_questions_from_an_adopted_cache_equal_the_hf_reference(
         expected = generate_with_context_cache(hf_model, CONTEXT, suffix, scorer, keep, NEW_TOKENS, passes)
         assert got.tokens == expected.tokens
         assert max(abs(a - b) for a, b in zip(got.logprobs, expected.logprobs, strict=True)) < TOLERANCE
+        assert got.kv_retention is not None  # adopters report what the cache's compaction kept
+        wanted = reference_retention(expected.kept, len(CONTEXT))
+        assert max(abs(a - b) for a, b in zip(got.kv_retention, wanted, strict=True)) <= 0.5 / 255 + 1e-9
         full = generate_with_context_cache(
             hf_model, CONTEXT, suffix, create("knorm"), len(CONTEXT), NEW_TOKENS
         )

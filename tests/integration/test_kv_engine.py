@@ -17,11 +17,21 @@ import torch
 from compression.policies import LayerView, Policy, keep_indices
 from compression.reference import generate_with_eviction
 from compression.registry import create
-from tests.kv_engine import BLOCK_SIZE, engine, engine_kept, generate, random_prompt, sampling, scheduler_of
+from tests.kv_engine import (
+    BLOCK_SIZE,
+    engine,
+    engine_kept,
+    generate,
+    random_prompt,
+    reference_retention,
+    sampling,
+    scheduler_of,
+)
 
 pytestmark = pytest.mark.integration
 NEW_TOKENS = 32
 LOGPROB_TOLERANCE = 1e-3
+RETENTION_TOLERANCE = 0.5 / 255 + 1e-9  # the engine sends each kept fraction in 255 steps
 EQUIVALENCE_POLICIES = ["snapkv", "streaming_llm", "knorm", "tova", "h2o", "expected_attention", "chunkkv"]
 PROMPT_LENGTHS = [150, 233, 301]  # not multiples of the block size; several 64-token prefill chunks
 
@@ -81,6 +91,10 @@ def test_eviction_in_vllm_equals_the_hf_reference(llm: Any, hf_model: Any) -> No
                 "cached_contexts": 0,
                 "cache_blocks": 0,
             }
+            assert got.kv_retention is not None and len(got.kv_retention) == len(prompt)
+            wanted = reference_retention(expected.kept, len(prompt))
+            gaps = [abs(a - b) for a, b in zip(got.kv_retention, wanted, strict=True)]
+            assert max(gaps) <= RETENTION_TOLERANCE, f"{policy}, prompt {offset}: retention"
             full = generate_with_eviction(hf_model, prompt, create("none"), 0.0, NEW_TOKENS)
             changed += full.tokens != got.tokens
         assert changed, f"{policy}: evicting half the prompt never changed the output; was anything evicted?"

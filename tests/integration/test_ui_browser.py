@@ -284,3 +284,25 @@ def test_the_default_model_answers_from_the_uploaded_document_in_both_columns(
     finally:
         with api(real_server) as client:
             client.delete("/v1/collections/browser-codes")
+
+
+def test_a_compressed_lc_column_shows_what_the_eviction_kept(
+    page,
+    tmp_path: Path,
+    cleanup: list[str],  # type: ignore[no-untyped-def]
+) -> None:
+    from playwright.sync_api import expect
+
+    towns = tmp_path / "towns.txt"  # LC: over two 128-token blocks, fits 512 - 128
+    towns.write_text("\n\n".join(town_paragraph(*town) for town in TOWNS[:3]))
+    cleanup.append("browser-kept")
+    create_and_upload(page, "browser-kept", towns)
+    page.locator("#compressed-on input").check()
+    ask_and_wait(page, "What is Brisk known for?")
+    expect(page.locator("#metrics-c")).to_contain_text("TTFT", timeout=ANSWER_TIMEOUT_MS)
+    view = page.locator("#citations-c .retention")
+    expect(view).to_contain_text("What the eviction kept")
+    expect(view.locator(".retention-document")).to_have_count(1)
+    view.locator(".retention-document summary").click()
+    expect(view.locator(".retention-text")).to_contain_text("Brisk")
+    assert view.locator(".retention-chunk").count() >= 1
