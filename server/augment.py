@@ -10,6 +10,7 @@ Error responses pass through untouched.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -18,12 +19,14 @@ from starlette.types import Message, Send
 
 from compression import retention
 from compression.vllm_integration.options import RETENTION_KEY, STATS_KEY
-from rag.retrieve import retrieve
-from server.modes import DEFAULT_TOP_K, PreparedPrompt
+from rag.errors import RagError
+from server.errors import ApiError
+from server.modes import PreparedPrompt, retrieve_for
 from server.retention import retention_report
 from server.schemas import KVOptions, LcragOptions
 from server.services import Services
 
+log = logging.getLogger("lcrag.server")
 EVENT_END = b"\n\n"
 DONE = b"data: [DONE]"
 KV_STAT_NAMES = ("tokens_before", "tokens_after", "blocks_before", "blocks_after")
@@ -88,12 +91,12 @@ class ResponseExtras:
         prepared, services = self.prepared, self.services
         if prepared is None or prepared.mode != "lc":
             return {"tokens": len(fractions), "kept": round(sum(fractions) / len(fractions), 4)}
-        options = self.options or LcragOptions()
-        how = services.retrieval_options(options.retrieval, options.order, options.min_score)
-        retrieved = retrieve(
-            services.store, services.embedder, prepared.collection, prepared.question,
-            options.top_k or DEFAULT_TOP_K, options=how, lexical=services.lexical,
-        )  # fmt: skip
+        try:  # the passages rag mode would cite, to warn when the eviction lost one
+            options = self.options or LcragOptions()
+            retrieved = retrieve_for(services, options, prepared.collection, prepared.question)
+        except (RagError, ApiError) as error:  # the collection changed meanwhile, say
+            log.warning("retention view without retrieved passages: %s", error)
+            retrieved = []
         tokenizer = services.tokenizer
         return retention_report(tokenizer, prepared.messages, prepared.documents, fractions, retrieved)
 

@@ -197,6 +197,17 @@ def collection_context(services: Services, collection: str) -> list[int]:
     return context
 
 
+def retrieve_for(services: Services, options: LcragOptions, collection: str, question: str) -> list[Citation]:
+    """The chunks rag mode cites for `question`, with the request's retrieval settings."""
+    how = services.retrieval_options(
+        options.retrieval, options.order, options.min_score, rerank=options.rerank
+    )
+    return retrieve(
+        services.store, services.embedder, collection, question, options.top_k or DEFAULT_TOP_K,
+        options=how, lexical=services.lexical, reranker=services.reranker,
+    )  # fmt: skip
+
+
 def prepare(
     services: Services,
     options: LcragOptions,
@@ -215,13 +226,7 @@ def prepare(
     started = time.perf_counter()
     documents: list[LcDocument] = []
     if mode == "rag":
-        how = services.retrieval_options(
-            options.retrieval, options.order, options.min_score, rerank=options.rerank
-        )
-        citations = retrieve(
-            services.store, services.embedder, options.collection, question, options.top_k or DEFAULT_TOP_K,
-            options=how, lexical=services.lexical, reranker=services.reranker,
-        )  # fmt: skip
+        citations = retrieve_for(services, options, options.collection, question)
         shown = [prompt_citation(services, citation) for citation in citations]
         built = rag_messages(question, shown, with_client_instructions(rag_instructions, client))
         prompt = [built[0], *history, built[-1]]

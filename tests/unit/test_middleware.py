@@ -39,7 +39,7 @@ def test_lcrag_field_is_validated_removed_and_handed_to_handlers() -> None:
     reply = echo_app().post(CHAT, json=body).json()
     assert "lcrag" not in reply["body"] and reply["body"]["model"] == "m"
     assert reply["content_length"] == reply["raw_length"]
-    unset = {"window": None, "sinks": None, "options": None, "cache": None}
+    unset = {"window": None, "sinks": None, "options": None, "cache": None, "retention": None}
     assert reply["lcrag"]["kv"] == {"policy": "none", "ratio": 0.0, **unset}
 
 
