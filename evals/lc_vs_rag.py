@@ -230,6 +230,12 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
             axes.scatter([], [], marker=marker, color="gray", label=dataset)
 
 
+def suite_modes(retrievals: list[str], top_k: list[int], kv: list[str], *, rag_only: bool) -> list[str]:
+    """Every mode the run asks, in report order: `rag[:<retrieval>]@k`, then `lc`, `lc:<kv>` and `auto`."""
+    rag = [f"rag{'' if r == 'dense' else ':' + r}@{k}" for r in retrievals for k in top_k]
+    return rag if rag_only else [*rag, "lc", *(f"lc:{setting}" for setting in kv), "auto"]
+
+
 def main() -> None:
     parser = eval_parser(__doc__)
     add_server_options(parser)
@@ -242,14 +248,17 @@ def main() -> None:
         "--retrievals", nargs="+", default=["dense"],
         help="rag's retrieval kinds: dense, bm25, hybrid, and any with '+document' (OP-RAG order).",
     )  # fmt: skip
+    parser.add_argument(
+        "--rag-only", action="store_true",
+        help="Ask only the rag modes: answer accuracy per retrieval kind, without lc, lc:<kv> and auto.",
+    )  # fmt: skip
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="4 questions per dataset, one KV setting.")
     args = parser.parse_args()
     if args.quick:
         args.questions, args.kv = min(args.questions, 4), args.kv[:1]
-    rag_modes = [f"rag{'' if r == 'dense' else ':' + r}@{k}" for r in args.retrievals for k in args.top_k]
-    modes = [*rag_modes, "lc", *(f"lc:{kv}" for kv in args.kv), "auto"]
+    modes = suite_modes(args.retrievals, args.top_k, args.kv, rag_only=args.rag_only)
 
     from tqdm import tqdm
 

@@ -4,7 +4,7 @@ scores and the KV memory an answer held, bootstrap intervals."""
 from evals.api import Reply
 from evals.common import bootstrap_ci
 from evals.datasets import Paragraph, QAItem
-from evals.lc_vs_rag import file_name, groups, mode_body, score, summary
+from evals.lc_vs_rag import file_name, groups, mode_body, score, suite_modes, summary
 
 ITEM = QAItem("q1", "Who built it?", ("Gustave Eiffel", "Eiffel"), (Paragraph("Tower", "Built by Eiffel."),),
               frozenset({"Tower"}))  # fmt: skip
@@ -34,6 +34,13 @@ def test_each_mode_is_one_streamed_chat_request_over_the_collection() -> None:
         "order": "document",
     }
     assert file_name("AC/DC: Back in Black") == "AC_DC_ Back in Black.txt"
+
+
+def test_the_run_asks_each_retrieval_kind_at_each_k_and_rag_only_drops_the_rest() -> None:
+    every = suite_modes(["dense", "hybrid+document"], [2, 5], ["kvzip-0.75"], rag_only=False)
+    rag = ["rag@2", "rag@5", "rag:hybrid+document@2", "rag:hybrid+document@5"]
+    assert every == [*rag, "lc", "lc:kvzip-0.75", "auto"]
+    assert suite_modes(["dense", "hybrid+document"], [2, 5], ["kvzip-0.75"], rag_only=True) == rag
 
 
 def test_an_answer_scores_against_every_gold_and_counts_the_kv_it_held() -> None:
