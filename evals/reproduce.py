@@ -11,8 +11,9 @@ lcrag command you could run yourself (all of them are written to report.md with 
 The training collection is ~`--context-tokens` of HotpotQA dev paragraphs (the last questions', which no
 other suite reads), so LC holds all of it; `lcrag finetune` trains without its held-out documents, which
 the `collection` suite then asks about. Everything lives in `--out`: the data dir (collection, adapters),
-each suite's output folder, the step logs and report.md. A rerun skips trained adapters and answered
-questions.
+each suite's output folder, the step logs and report.md. A rerun skips the ingest once done, trained
+adapters and answered questions, and starts no server at all when the evaluation already ran with the same
+budget, model, server flags and adapters.
 
 CPU budget on 2 cores (measured, `docs/benchmarks.md`): the defaults take about 3 hours (training ~70 min at
 ~80 tokens/s); `--quick` (a few training steps, each suite's --quick) about 30 minutes and shows the
@@ -150,8 +151,11 @@ def run_all(args: argparse.Namespace) -> Steps:
         for name, text in files:
             (data_dir / "corpus.partial" / name).write_text(text)
         (data_dir / "corpus.partial").rename(corpus)
-    steps.run("ingest", [str(LCRAG), "ingest", "--collection", COLLECTION, str(corpus), "--data-dir",
-                         str(data_dir), *model])  # fmt: skip
+    ingested = data_dir / "corpus.ingested"
+    if not ingested.is_file():
+        steps.run("ingest", [str(LCRAG), "ingest", "--collection", COLLECTION, str(corpus), "--data-dir",
+                             str(data_dir), *model])  # fmt: skip
+        ingested.touch()
     for adapter in ADAPTERS:
         if not (data_dir / "adapters" / adapter.name / "adapter_config.json").is_file():
             steps.run(f"train-{adapter.name}", adapter.train_command(budget, data_dir, args.model))
@@ -161,8 +165,23 @@ def run_all(args: argparse.Namespace) -> Steps:
         steps.run("kv-retrieval", suite("finetune_kv_retrieval", "--adapter", str(kv_adapter),
                   "--context-tokens", str(budget.kv_context), "--per-position", "2" if args.quick else "8",
                   "--out", str(args.out / "kv_retrieval"), *model))  # fmt: skip
-    _evaluate_served(args, steps, budget, data_dir)
+    evaluated = args.out / "reproduce.evaluated.json"
+    plan = evaluation_plan(args, budget, data_dir)
+    if _read(evaluated) != plan:
+        _evaluate_served(args, steps, budget, data_dir)
+        evaluated.write_text(json.dumps(plan))
     return steps
+
+
+def evaluation_plan(args: argparse.Namespace, budget: Budget, data_dir: Path) -> dict[str, Any]:
+    """What the served evaluation depends on: the same plan again means its outputs are current."""
+    adapters = data_dir / "adapters"
+    return {
+        "budget": repr(budget),
+        "model": str(args.model),
+        "serve_args": args.serve_args,
+        "adapters": {a.name: (adapters / a.name / "adapter_config.json").stat().st_mtime for a in ADAPTERS},
+    }
 
 
 def _evaluate_served(args: argparse.Namespace, steps: Steps, budget: Budget, data_dir: Path) -> None:
@@ -237,6 +256,9 @@ def findings(out: Path) -> list[str]:
 
 
 def write_report(out: Path, steps: Steps, budget: Budget) -> Path:
+    """report.md, and reproduce.steps.json: each step's latest time and command (this run's, else earlier)."""
+    earlier = _read(out / "reproduce.steps.json") or {"times_s": {}, "commands": {}}
+    times, commands = {**earlier["times_s"], **steps.times}, {**earlier["commands"], **steps.commands}
     sections = [
         "# lcrag eval reproduce",
         f"`{' '.join(['lcrag eval reproduce', *sys.argv[1:]])}` — budget: {budget}",
@@ -244,10 +266,10 @@ def write_report(out: Path, steps: Steps, budget: Budget) -> Path:
         *(f"- {line}" for line in findings(out)),
         "## Adapters (from their cards)",
         *adapter_table(out / "data" / "adapters"),
-        "## Steps run by this invocation (wall time on this machine)",
+        "## Steps (wall time of each one's last run on this machine)",
         "| step | seconds | command |",
         "|---|---:|---|",
-        *(f"| {name} | {steps.times[name]:.0f} | `{steps.commands[name]}` |" for name in steps.times),
+        *(f"| {name} | {times[name]:.0f} | `{commands[name]}` |" for name in times),
     ]
     for title, folder, stem in [
         ("(a) kv_retrieval: accuracy by gold position, short questions", "kv_retrieval",
@@ -264,9 +286,7 @@ def write_report(out: Path, steps: Steps, budget: Budget) -> Path:
                 sections.append(f"![{stem}]({folder}/{stem}.png)")
     path = out / "report.md"
     path.write_text("\n\n".join(sections) + "\n")
-    (out / "reproduce.steps.json").write_text(
-        json.dumps({"times_s": steps.times, "commands": steps.commands})
-    )
+    (out / "reproduce.steps.json").write_text(json.dumps({"times_s": times, "commands": commands}))
     return path
 
 

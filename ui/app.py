@@ -18,6 +18,7 @@ from typing import Any
 
 import gradio as gr
 
+from evals.collection_questions import KINDS
 from ui import history, views
 from ui.answer_settings import Settings, answer_settings
 from ui.answers import ColumnAnswer, ColumnAsk, Question, merged_events
@@ -288,9 +289,14 @@ class EvaluateView:
 
     questions: gr.Slider
     top_k: gr.Slider
+    kinds: gr.CheckboxGroup
     button: gr.Button
     report: gr.Markdown
     plot: gr.Image
+
+    def inputs(self) -> list[Any]:
+        """The view's own inputs, in `ui.evaluate.evaluate`'s order."""
+        return [self.questions, self.top_k, self.kinds]
 
 
 def _evaluate_view() -> EvaluateView:
@@ -303,12 +309,15 @@ def _evaluate_view() -> EvaluateView:
         with gr.Row():
             questions = gr.Slider(1, 10, value=3, step=1, label="Questions per kind", elem_id="evaluate-n")
             top_k = gr.Slider(1, 10, value=5, step=1, label="RAG top-k", elem_id="evaluate-top-k")
+            kinds = gr.CheckboxGroup(
+                list(KINDS), value=list(KINDS), label="Question kinds", elem_id="evaluate-kinds"
+            )
         button = gr.Button("Evaluate", elem_id="evaluate-run")
         report = gr.Markdown(elem_id="evaluate-report")
         plot = gr.Image(
             label="Accuracy vs KV memory held", type="pil", interactive=False, elem_id="evaluate-plot"
         )
-    return EvaluateView(questions, top_k, button, report, plot)
+    return EvaluateView(questions, top_k, kinds, button, report, plot)
 
 
 @dataclass
@@ -537,7 +546,7 @@ def build(client: LcragClient) -> gr.Blocks:
         gr.on([r.change for r in results], chart, results, plots, api_visibility="private")
         evaluation.button.click(
             partial(evaluate, client),
-            [side.collection, side.model, evaluation.questions, evaluation.top_k, side.policy, side.ratio],
+            [side.collection, side.model, *evaluation.inputs(), side.policy, side.ratio],
             [evaluation.report, evaluation.plot],
             api_name="evaluate",
             concurrency_limit=1,  # one evaluation at a time: they share the needle copy and the answer cache

@@ -24,6 +24,7 @@ def evaluate(
     model: str | None,
     questions: float,
     top_k: float,
+    kinds: list[str] | None,
     policy: str | None,
     ratio: float,
     progress: gr.Progress = PROGRESS,
@@ -36,9 +37,12 @@ def evaluate(
 
     if not collection:
         return views.error_note("Choose a collection to evaluate first."), None
+    if not kinds:
+        return views.error_note("Choose at least one question kind to evaluate."), None
     spec = CollectionEval(
         collection,
         questions=int(questions),
+        kinds=tuple(kinds),
         top_k=(int(top_k),),
         kv=(f"{policy}-{ratio:g}",) if policy else (),
     )

@@ -14,11 +14,11 @@ pytestmark = pytest.mark.integration
 
 
 def test_reproduce_trains_evaluates_and_reports(
-    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from evals import reproduce
 
-    argv = ["reproduce", "--quick", "--model", str(tiny_model_dir), "--context-tokens", "900",
+    argv = ["reproduce", "--quick", "--steps", "2", "--model", str(tiny_model_dir), "--context-tokens", "900",
             "--serve-args", "--max-model-len 2048 --kv-cache-gb 1", "--out", str(tmp_path)]  # fmt: skip
     monkeypatch.setattr(sys, "argv", argv)
     reproduce.main()
@@ -38,6 +38,8 @@ def test_reproduce_trains_evaluates_and_reports(
     steps = json.loads((tmp_path / "reproduce.steps.json").read_text())["times_s"]
     assert {"train-repro-in2", "position", "val", "collection-base"} <= set(steps)
 
-    reproduce.main()  # everything trained and answered: no training step runs again
-    again = json.loads((tmp_path / "reproduce.steps.json").read_text())["times_s"]
-    assert not any(name.startswith("train-") for name in again) and "kv-retrieval" not in again
+    capsys.readouterr()
+    reproduce.main()  # everything ingested, trained and answered: no step runs again, no server starts
+    assert "[reproduce]" not in capsys.readouterr().out
+    assert json.loads((tmp_path / "reproduce.steps.json").read_text())["times_s"] == steps
+    assert (tmp_path / "report.md").read_text() == report

@@ -79,51 +79,52 @@ def plant_leftovers(data_dir: Path, embedder, tokenizer, monkeypatch: pytest.Mon
     store.close()
 
 
-@pytest.mark.parametrize("killed_during", ["upload", "generation"])
-def test_kill_9_leaves_exactly_the_finished_uploads(
+def kill_while_busy(process, server, killed_during: str) -> None:
+    """Send a long upload or a long generation, and SIGKILL the server while it runs."""
+    if killed_during == "upload":
+        big = ("\n\n".join(town_paragraph(*TOWNS[i % len(TOWNS)]) for i in range(1500))).encode()
+        url, request = f"{server.base_url}/v1/collections/{COLLECTION}/documents", {
+            "files": [("files", ("big.txt", big, "text/plain"))]}  # fmt: skip
+    else:
+        url, request = f"{server.base_url}/v1/chat/completions", {"json": {
+            "model": server.model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1700,
+            "ignore_eos": True}}  # fmt: skip
+    outcome: list[object] = []
+    in_flight = threading.Thread(target=_send, args=(outcome, url), kwargs=request)
+    in_flight.start()
+    time.sleep(3.0)  # embedding hundreds of chunks, or 1,700 tokens, take far longer than this
+    kill_hard(process)
+    in_flight.join(timeout=30)
+    assert isinstance(outcome[0], httpx.TransportError), outcome  # killed while it ran
+
+
+def test_kill_9_during_an_upload_then_during_generation_leaves_exactly_the_finished_uploads(
     tmp_path: Path,
     tiny_model_dir: Path,
     embedder,
     tokenizer,
     monkeypatch: pytest.MonkeyPatch,
-    killed_during: str,
 ) -> None:
+    """Each restart finds only arlen.txt, whole; after the upload's kill it removes the leftover chunks."""
     process, server = serve(tmp_path, tiny_model_dir)
     try:
         with httpx.Client(base_url=server.base_url, timeout=120) as client:
             assert client.post("/v1/collections", json={"name": COLLECTION}).status_code == 201
             files = [("files", ("arlen.txt", town_paragraph(*TOWNS[0]).encode(), "text/plain"))]
             assert client.post(f"/v1/collections/{COLLECTION}/documents", files=files).status_code == 200
-        outcome: list[object] = []
-        if killed_during == "upload":
-            big = ("\n\n".join(town_paragraph(*TOWNS[i % len(TOWNS)]) for i in range(1500))).encode()
-            url, request = f"{server.base_url}/v1/collections/{COLLECTION}/documents", {
-                "files": [("files", ("big.txt", big, "text/plain"))]}  # fmt: skip
-        else:
-            url, request = f"{server.base_url}/v1/chat/completions", {"json": {
-                "model": server.model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1700,
-                "ignore_eos": True}}  # fmt: skip
-        in_flight = threading.Thread(target=_send, args=(outcome, url), kwargs=request)
-        in_flight.start()
-        time.sleep(3.0)  # embedding hundreds of chunks, or 1,700 tokens, take far longer than this
-        kill_hard(process)
-        in_flight.join(timeout=30)
-        assert isinstance(outcome[0], httpx.TransportError), outcome  # killed while it ran
+        for killed_during in ("upload", "generation"):
+            kill_while_busy(process, server, killed_during)
+            if killed_during == "upload":
+                plant_leftovers(tmp_path, embedder, tokenizer, monkeypatch)  # a kill between chunk writes
+            process, server = serve(tmp_path, tiny_model_dir)
+            removed = "chunks an interrupted ingest left in collection faults" in server.log_path.read_text()
+            assert removed == (killed_during == "upload"), killed_during
+            names, held, listed_chunks = state(server.base_url)
+            assert names == ["arlen.txt"] and held == listed_chunks  # no orphan chunk, no half document
+            assert answers(server.base_url)
     finally:
         if process.poll() is None:
             stop_server(process)
-
-    if killed_during == "upload":
-        plant_leftovers(tmp_path, embedder, tokenizer, monkeypatch)  # a kill between chunk writes, too
-    process, server = serve(tmp_path, tiny_model_dir)
-    try:
-        removed = "chunks an interrupted ingest left in collection faults" in server.log_path.read_text()
-        assert removed == (killed_during == "upload")
-        names, held, listed_chunks = state(server.base_url)
-        assert names == ["arlen.txt"] and held == listed_chunks  # no orphan chunk, no half document
-        assert answers(server.base_url)
-    finally:
-        stop_server(process)
 
 
 def _send(outcome: list[object], url: str, **request: object) -> None:

@@ -242,6 +242,9 @@ def test_creating_a_bad_collection_name_says_why(ui: Client) -> None:
     assert status.startswith(WARNING) and "'No'" in status
 
 
+KINDS_ASKED = ["cloze", "needle"]
+
+
 def test_evaluate_shows_the_collection_suite_table_and_plot(ui: Client, tiny_server: RunningServer) -> None:
     from tests.integration.test_eval_collection import town_file
 
@@ -250,17 +253,19 @@ def test_evaluate_shows_the_collection_suite_table_and_plot(ui: Client, tiny_ser
         files = [town_file(i, *town) for i, town in enumerate(TOWNS[:5])]
         client.post("/v1/collections/ui-eval/documents", files=files).raise_for_status()
     try:
-        report, plot = ui.predict("ui-eval", None, 1, 2, "knorm", 0.5, api_name="/evaluate")
+        report, plot = ui.predict("ui-eval", None, 1, 2, KINDS_ASKED, "knorm", 0.5, api_name="/evaluate")
+        nothing, no_plot = ui.predict("ui-eval", None, 1, 2, [], "knorm", 0.5, api_name="/evaluate")
     finally:
         with api(tiny_server) as client:
             client.delete("/v1/collections/ui-eval")
-    assert report.startswith("`lcrag eval collection ui-eval --questions 1 --kinds cloze quote needle")
-    for kind in ("cloze", "quote", "needle"):
+    assert report.startswith("`lcrag eval collection ui-eval --questions 1 --kinds cloze needle --top-k 2")
+    for kind in KINDS_ASKED:
         for mode in ("rag@2", "lc", "lc:knorm-0.5", "auto"):
             assert f"| {kind} | {mode} | 1 |" in report
-    assert Path(plot).stat().st_size > 0
+    assert "| quote |" not in report and Path(plot).stat().st_size > 0
+    assert nothing.startswith(WARNING) and "at least one question kind" in nothing and no_plot is None
 
 
 def test_evaluating_a_collection_too_small_says_why(ui: Client, collection: str) -> None:
-    report, plot = ui.predict(collection, None, 1, 2, "knorm", 0.5, api_name="/evaluate")
+    report, plot = ui.predict(collection, None, 1, 2, ["cloze"], "knorm", 0.5, api_name="/evaluate")
     assert report.startswith(WARNING) and "too small to hold questions out" in report and plot is None
