@@ -67,11 +67,12 @@ class LcragClient:
 
     def kv_bytes_per_token(self) -> float | None:
         """KV-cache bytes one token holds, from the server's KV pool; None without lcrag's eviction."""
+        from evals.api import kv_bytes_per_token
+
         try:
-            pool = self._call("GET", "/v1/kv/caches")
-        except ApiFailure:
+            return kv_bytes_per_token(self.http)
+        except httpx.HTTPError:  # the budget line then leaves the KV memory out
             return None
-        return pool["block_bytes"] / pool["block_size"]
 
     def models(self) -> list[str]:
         """Served base models and LoRA adapters (not the `<collection>@<mode>` aliases)."""
