@@ -191,11 +191,16 @@ def serve(
 
     import uvloop
 
+    from compression.vllm_integration.version import UnsupportedEngineError
     from rag.errors import RagError
-    from server.app import bind_cpu_threads, vllm_args
+    from server.app import bind_cpu_threads, check_eviction_parallelism, vllm_args
     from server.app import serve as serve_app
 
     args = vllm_args(settings, model_path, served_name, extra)
+    try:
+        check_eviction_parallelism(args)
+    except UnsupportedEngineError as error:
+        _fail(str(error))
     bind_cpu_threads(args)
     try:
         uvloop.run(serve_app(settings, args))

@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from compression.vllm_integration import SCHEDULER_CLS
 from compression.vllm_integration import engine_flags as kv_engine_flags
 from compression.vllm_integration.cache_io import cpu_dtype
+from compression.vllm_integration.version import check_kv_heads_split
 from lcrag.logs import vllm_logging_config_file
 from lcrag.settings import Settings
 from server.body_limit import BodyLimitMiddleware
@@ -97,6 +98,19 @@ def bind_cpu_threads(args: Namespace) -> None:
     if binding is not None and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
         os.environ["VLLM_CPU_OMP_THREADS_BIND"] = binding
         log.info("%d CPU workers, one NUMA node: worker threads bound to CPUs %s", world_size, binding)
+
+
+def check_eviction_parallelism(args: Namespace) -> None:
+    """Refuse a tensor-parallel size the local model's KV heads do not split over, before the engine and its
+    workers start (the worker checks again with vLLM's own head count); `UnsupportedEngineError` says so."""
+    config_file = Path(args.model) / "config.json"
+    if args.scheduler_cls != SCHEDULER_CLS or args.tensor_parallel_size <= 1 or not config_file.is_file():
+        return
+    config = json.loads(config_file.read_text())
+    config = config.get("text_config", config)
+    kv_heads = config.get("num_key_value_heads") or config.get("num_attention_heads")
+    if isinstance(kv_heads, int):
+        check_kv_heads_split(kv_heads, args.tensor_parallel_size)
 
 
 def extend_app(

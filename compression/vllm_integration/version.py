@@ -24,6 +24,17 @@ def check_vllm_version(installed: str | None = None) -> None:
         )
 
 
+def check_kv_heads_split(kv_heads: int, ranks: int) -> None:
+    """Each tensor-parallel rank scores and compacts its own KV heads, so they must split evenly; vLLM would
+    replicate a head on several ranks instead, and their evictions could differ."""
+    if ranks > 1 and kv_heads % ranks:
+        raise UnsupportedEngineError(
+            f"KV eviction needs the model's {kv_heads} KV heads split evenly over --tensor-parallel-size "
+            f"{ranks} (vLLM would replicate them); choose a size that divides {kv_heads}, or serve "
+            "without KV eviction (--no-kv-eviction)."
+        )
+
+
 def check_readable_cache(layer_isas: dict[str, str | None], readable: tuple[str, ...]) -> None:
     """Every attention layer's CPU cache layout ("ISA", chosen by vLLM from dtype, block size and CPU) must be
     one whose packing the eviction code reads; checked once the KV cache exists, before any request."""

@@ -46,7 +46,11 @@ from compression.vllm_integration.options import (
     policy_spec,
 )
 from compression.vllm_integration.plan import Compaction, ScorePass, StepPlan
-from compression.vllm_integration.version import UnsupportedEngineError, check_readable_cache
+from compression.vllm_integration.version import (
+    UnsupportedEngineError,
+    check_kv_heads_split,
+    check_readable_cache,
+)
 
 log = logging.getLogger("lcrag.kv")
 PASS_SCORES_KEPT = 16  # contexts whose reconstruction scores are kept for builds (at any ratio)
@@ -102,13 +106,7 @@ class KVCompactRunner(CPUModelRunner):
 
     def load_model(self, *args: Any, **kwargs: Any) -> None:
         super().load_model(*args, **kwargs)
-        kv_heads, ranks = self.model_config.get_total_num_kv_heads(), self.kvc_tp.world_size
-        if kv_heads % ranks:
-            raise UnsupportedEngineError(
-                f"KV eviction needs the model's {kv_heads} KV heads split evenly over --tensor-parallel-size "
-                f"{ranks} (vLLM would replicate them); choose a size that divides {kv_heads}, or serve "
-                "without KV eviction (--no-kv-eviction)."
-            )
+        check_kv_heads_split(self.model_config.get_total_num_kv_heads(), self.kvc_tp.world_size)
         self.kvc_rotary = self._kvc_find_rotary()
         wrapped = self._kvc_wrap_attention_layers()
         if not wrapped:

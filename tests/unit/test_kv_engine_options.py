@@ -109,3 +109,39 @@ def test_engine_configurations_the_eviction_cannot_serve_are_refused_with_what_t
         check_supported_config(config("fp8_e4m3"), kv_cache_config)
     with pytest.raises(UnsupportedEngineError, match="async scheduling must be off"):
         check_supported_config(config("auto", async_scheduling=True), kv_cache_config)
+
+
+def test_a_tensor_parallel_size_the_kv_heads_do_not_split_over_is_refused_before_the_engine_starts(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bundled model's shape (9 query heads, 3 KV heads): `lcrag serve` stops in seconds with the sizes
+    that work, instead of a worker process failing after the engine has started."""
+    import json
+    import os
+
+    from typer.testing import CliRunner
+
+    from lcrag.cli import app
+
+    model = tmp_path / "model"
+    model.mkdir()
+    shape = {"architectures": ["LlamaForCausalLM"], "num_attention_heads": 9, "num_key_value_heads": 3}
+    (model / "config.json").write_text(json.dumps(shape))
+    monkeypatch.setattr(os, "environ", dict(os.environ))  # the command sets vLLM's environment
+    serve = ["serve", "--model", str(model), "--data-dir", str(tmp_path / "data")]
+    refused = CliRunner().invoke(app, [*serve, "--tensor-parallel-size", "2"])
+    assert refused.exit_code == 1, refused.output
+    assert "3 KV heads split evenly over --tensor-parallel-size 2" in refused.output
+    assert "choose a size that divides 3" in refused.output and "--no-kv-eviction" in refused.output
+
+    from argparse import Namespace
+
+    from compression.vllm_integration.version import check_kv_heads_split
+    from server.app import check_eviction_parallelism
+
+    without_eviction = Namespace(model=str(model), scheduler_cls=None, tensor_parallel_size=2)
+    check_eviction_parallelism(without_eviction)  # stock vLLM may replicate heads
+    check_kv_heads_split(3, 3)  # one head per rank
+    check_kv_heads_split(3, 1)
+    with pytest.raises(UnsupportedEngineError, match="4 KV heads split evenly over --tensor-parallel-size 3"):
+        check_kv_heads_split(4, 3)
