@@ -48,20 +48,44 @@ def chunk_document(
         length_function=piece_length(tokenizer), chunk_size=chunk_tokens, chunk_overlap=overlap_tokens
     )
     texts = splitter.split_text(document.text)
-    token_counts = (
-        [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
-    )
-    chunks = []
-    previous_start = -1
-    for index, (text, tokens) in enumerate(zip(texts, token_counts, strict=True)):
-        # Chunks come in document order, each starting after the previous one; searching from there finds
-        # the right occurrence even when passages repeat (LangChain's own start_index guess does not).
-        start = document.text.find(text, previous_start + 1)
+    chunks: list[Chunk] = []
+    for index, (text, tokens) in enumerate(zip(texts, token_counts(tokenizer, texts), strict=True)):
+        start = chunk_start(document.text, text, chunks[-1] if chunks else None, overlap_tokens, tokenizer)
         if start < 0:
             raise ValueError(f"Chunk {index} of {document.name} is not a span of its text.")
         chunks.append(Chunk(index, text, start, start + len(text), document.page_at(start), tokens))
-        previous_start = start
     return chunks
+
+
+def token_counts(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[int]:
+    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
+
+
+OVERLAP_SLACK_TOKENS = 4  # a piece's tokens counted alone vs inside its chunk
+
+
+def chunk_start(
+    text: str, chunk: str, previous: Chunk | None, overlap_tokens: int, tokenizer: PreTrainedTokenizerBase
+) -> int:
+    """Where `chunk` lies in `text` (-1 if nowhere), given the chunk before it. Chunks come in order, each
+    starting after the previous one and at most `overlap_tokens` before its end. Searching from that earliest
+    start finds the right occurrence even in periodic text (repeated sentences, log lines, table rows),
+    where the chunk's text also occurs a few sentences after the previous chunk's start; LangChain's own
+    start_index guess, and a search from the previous start alone, take those and lose most of the text."""
+    if previous is None:
+        return text.find(chunk)
+    earliest = previous.start + overlap_start(previous.text, overlap_tokens + OVERLAP_SLACK_TOKENS, tokenizer)
+    start = text.find(chunk, max(previous.start + 1, earliest))
+    return start if start >= 0 else text.find(chunk, previous.start + 1)
+
+
+def overlap_start(chunk: str, tokens: int, tokenizer: PreTrainedTokenizerBase) -> int:
+    """The character offset in `chunk` where its last `tokens` tokens begin (0 if it has fewer)."""
+    if tokenizer.is_fast:
+        offsets = tokenizer(chunk, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        return offsets[-tokens][0] if len(offsets) > tokens else 0
+    ids = tokenizer.encode(chunk, add_special_tokens=False)  # a slow tokenizer: estimate from the mean
+    return max(0, len(chunk) - len(chunk) * tokens // max(len(ids), 1))
 
 
 _piece_lengths: WeakKeyDictionary[PreTrainedTokenizerBase, Callable[[str], int]] = WeakKeyDictionary()

@@ -36,6 +36,31 @@ def test_neighbouring_chunks_overlap_and_the_text_is_rebuilt_once(document, toke
     assert squash(join_chunks(list(reversed(chunks)))) == squash(document.text)
 
 
+NOISE = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
+FORM_LETTER = "A paragraph that a form letter repeats, word for word, on every page. " * 6
+PERIODIC = {
+    "sentences": NOISE * 300,
+    "log lines": "".join(f"INFO worker: heartbeat ok, queue {i % 3}\n" for i in range(900)),
+    "paragraphs": "\n\n".join([FORM_LETTER] * 30),
+}
+
+
+@pytest.mark.parametrize("kind", PERIODIC)
+@pytest.mark.parametrize(("chunk_tokens", "overlap_tokens"), [(256, 32), (64, 0)])
+def test_periodic_text_is_rebuilt_whole(tokenizer, kind: str, chunk_tokens: int, overlap_tokens: int) -> None:
+    """Text whose chunks also occur a sentence or a line later (RULER's noise haystack, logs, form letters):
+    each chunk is placed where it was cut, so LC mode gets the whole document, not its first chunks."""
+    document = load_bytes(f"{kind}.txt", PERIODIC[kind].encode())
+    chunks = chunk_document(document, tokenizer, chunk_tokens, overlap_tokens)
+    assert len(chunks) > 8
+    assert squash(join_chunks(chunks)) == squash(document.text)
+    assert chunks[-1].end == len(document.text.rstrip())
+    for earlier, later in pairwise(chunks):
+        assert document.text[later.start : later.end] == later.text
+        overlap = document.text[later.start : earlier.end] if later.start < earlier.end else ""
+        assert len(tokenizer.encode(overlap, add_special_tokens=False)) <= overlap_tokens + 2
+
+
 def test_pdf_chunks_know_their_page(tokenizer) -> None:
     pages = [
         [f"Page {p} line {i} talks about river {p} and its many bridges." for i in range(12)]
