@@ -68,11 +68,21 @@ def kv_bytes_per_token(http: httpx.Client) -> float | None:
 
 
 def replace_collection(http: httpx.Client, name: str, files: Sequence[tuple[str, str]]) -> None:
-    """The collection `name` made anew from (file name, text) pairs, uploaded in that order."""
+    """The collection `name` made anew from (file name, text) pairs, uploaded in that order; raises if LC
+    mode would not show a document's text whole."""
     http.delete(f"/v1/collections/{name}")
     http.post("/v1/collections", json={"name": name}).raise_for_status()
     uploads = [("files", (file_name, text.encode(), "text/plain")) for file_name, text in files]
-    http.post(f"/v1/collections/{name}/documents", files=uploads).raise_for_status()
+    reply = http.post(f"/v1/collections/{name}/documents", files=uploads)
+    reply.raise_for_status()
+    for (file_name, text), stored in zip(files, reply.json()["files"], strict=True):
+        shown = http.get(f"/v1/collections/{name}/documents/{stored['doc_id']}").json()["text"]
+        if " ".join(shown.split()) != " ".join(text.split()):  # what LC mode shows: the chunks joined
+            raise RuntimeError(
+                f"Collection {name}: LC mode shows {len(shown):,} of the {len(text):,} characters of "
+                f"{file_name}; its chunks do not rebuild the document, so the eval would measure another "
+                "context than it asks for."
+            )
 
 
 class AnswerCache(Generic[T]):
