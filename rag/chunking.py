@@ -76,7 +76,9 @@ def chunk_start(
         return text.find(chunk)
     earliest = previous.start + overlap_start(previous.text, overlap_tokens + OVERLAP_SLACK_TOKENS, tokenizer)
     start = text.find(chunk, max(previous.start + 1, earliest))
-    return start if start >= 0 else text.find(chunk, previous.start + 1)
+    if start >= 0 and (start <= previous.end or not text[previous.end : start].strip()):
+        return start  # overlapping the previous chunk, or after it with only whitespace between
+    return text.find(chunk, previous.start + 1)  # a longer overlap than the splitter's budget
 
 
 def overlap_start(chunk: str, tokens: int, tokenizer: PreTrainedTokenizerBase) -> int:

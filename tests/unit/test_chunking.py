@@ -5,7 +5,7 @@ from itertools import pairwise
 
 import pytest
 
-from rag.chunking import chunk_document, join_chunks
+from rag.chunking import Chunk, chunk_document, chunk_start, join_chunks
 from rag.loaders import load_bytes
 from tests.documents import make_pdf
 from tests.documents_text import towns_text
@@ -59,6 +59,16 @@ def test_periodic_text_is_rebuilt_whole(tokenizer, kind: str, chunk_tokens: int,
         assert document.text[later.start : later.end] == later.text
         overlap = document.text[later.start : earlier.end] if later.start < earlier.end else ""
         assert len(tokenizer.encode(overlap, add_special_tokens=False)) <= overlap_tokens + 2
+
+
+def test_a_chunk_is_never_placed_past_a_gap_of_text(tokenizer) -> None:
+    """A chunk overlapping its predecessor by more than the overlap budget is found where it was cut, not
+    in a later copy of the passage (which would leave text between them out of LC mode)."""
+    passage = towns_text()[:400]
+    text = passage + "\n\n" + passage
+    previous = Chunk(0, passage[:200], 0, 200, None, 0)
+    assert chunk_start(text, passage[150:350], previous, 0, tokenizer) == 150
+    assert chunk_start(text, passage[:100], None, 0, tokenizer) == 0
 
 
 def test_pdf_chunks_know_their_page(tokenizer) -> None:
