@@ -18,7 +18,7 @@ from tests.conftest import RunningServer
 
 pytestmark = pytest.mark.integration
 BLOCK = 128
-TEXT = "The old lighthouse keeper counted ships every night and wrote each one down. " * 30
+TEXT = "The old lighthouse keeper counted ships every night and wrote each one down. " * 18  # one chunk
 
 
 def api(server: RunningServer, method: str, path: str, **kwargs: object) -> httpx.Response:
