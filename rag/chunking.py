@@ -48,46 +48,47 @@ def chunk_document(
         length_function=piece_length(tokenizer), chunk_size=chunk_tokens, chunk_overlap=overlap_tokens
     )
     texts = splitter.split_text(document.text)
+    if not texts:
+        return []
+    encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=tokenizer.is_fast)
+    offsets = encoded["offset_mapping"] if tokenizer.is_fast else [None] * len(texts)
     chunks: list[Chunk] = []
-    for index, (text, tokens) in enumerate(zip(texts, token_counts(tokenizer, texts), strict=True)):
-        start = chunk_start(document.text, text, chunks[-1] if chunks else None, overlap_tokens, tokenizer)
+    previous_tail = 0
+    for index, (text, ids, spans) in enumerate(zip(texts, encoded["input_ids"], offsets, strict=True)):
+        start = chunk_start(document.text, text, chunks[-1] if chunks else None, previous_tail)
         if start < 0:
             raise ValueError(f"Chunk {index} of {document.name} is not a span of its text.")
-        chunks.append(Chunk(index, text, start, start + len(text), document.page_at(start), tokens))
+        chunks.append(Chunk(index, text, start, start + len(text), document.page_at(start), len(ids)))
+        previous_tail = tail_start(text, len(ids), spans, overlap_tokens + OVERLAP_SLACK_TOKENS)
     return chunks
-
-
-def token_counts(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[int]:
-    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
 
 
 OVERLAP_SLACK_TOKENS = 4  # a piece's tokens counted alone vs inside its chunk
 
 
-def chunk_start(
-    text: str, chunk: str, previous: Chunk | None, overlap_tokens: int, tokenizer: PreTrainedTokenizerBase
-) -> int:
-    """Where `chunk` lies in `text` (-1 if nowhere), given the chunk before it. Chunks come in order, each
-    starting after the previous one and at most `overlap_tokens` before its end. Searching from that earliest
-    start finds the right occurrence even in periodic text (repeated sentences, log lines, table rows),
-    where the chunk's text also occurs a few sentences after the previous chunk's start; LangChain's own
-    start_index guess, and a search from the previous start alone, take those and lose most of the text."""
+def chunk_start(text: str, chunk: str, previous: Chunk | None, previous_tail: int) -> int:
+    """Where `chunk` lies in `text` (-1 if nowhere), given the chunk before it and where that chunk's last
+    overlap-budget tokens begin in it (`previous_tail`, characters). Chunks come in order, each starting
+    after the previous one and no earlier than that tail. Searching from there finds the right occurrence
+    even in periodic text (repeated sentences, log lines, table rows), where the chunk's text also occurs a
+    few sentences after the previous chunk's start; LangChain's own start_index guess, and a search from the
+    previous start alone, take those and lose most of the text."""
     if previous is None:
         return text.find(chunk)
-    earliest = previous.start + overlap_start(previous.text, overlap_tokens + OVERLAP_SLACK_TOKENS, tokenizer)
-    start = text.find(chunk, max(previous.start + 1, earliest))
+    start = text.find(chunk, previous.start + max(1, previous_tail))
     if start >= 0 and (start <= previous.end or not text[previous.end : start].strip()):
         return start  # overlapping the previous chunk, or after it with only whitespace between
     return text.find(chunk, previous.start + 1)  # a longer overlap than the splitter's budget
 
 
-def overlap_start(chunk: str, tokens: int, tokenizer: PreTrainedTokenizerBase) -> int:
-    """The character offset in `chunk` where its last `tokens` tokens begin (0 if it has fewer)."""
-    if tokenizer.is_fast:
-        offsets = tokenizer(chunk, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-        return offsets[-tokens][0] if len(offsets) > tokens else 0
-    ids = tokenizer.encode(chunk, add_special_tokens=False)  # a slow tokenizer: estimate from the mean
-    return max(0, len(chunk) - len(chunk) * tokens // max(len(ids), 1))
+def tail_start(chunk: str, token_count: int, offsets: list[tuple[int, int]] | None, tokens: int) -> int:
+    """The character offset in `chunk` where its last `tokens` tokens begin (0 if it has fewer), from the
+    tokenizer's offsets, or estimated from the mean characters per token for a slow tokenizer."""
+    if token_count <= tokens:
+        return 0
+    if offsets is not None:
+        return offsets[-tokens][0]
+    return len(chunk) - len(chunk) * tokens // token_count
 
 
 _piece_lengths: WeakKeyDictionary[PreTrainedTokenizerBase, Callable[[str], int]] = WeakKeyDictionary()

@@ -61,14 +61,16 @@ def test_periodic_text_is_rebuilt_whole(tokenizer, kind: str, chunk_tokens: int,
         assert len(tokenizer.encode(overlap, add_special_tokens=False)) <= overlap_tokens + 2
 
 
-def test_a_chunk_is_never_placed_past_a_gap_of_text(tokenizer) -> None:
-    """A chunk overlapping its predecessor by more than the overlap budget is found where it was cut, not
-    in a later copy of the passage (which would leave text between them out of LC mode)."""
+def test_a_chunk_is_never_placed_past_a_gap_of_text() -> None:
+    """A chunk overlapping its predecessor by more than the overlap budget (here: from character 150 of a
+    chunk whose budgeted tail starts at 180) is found where it was cut, not in a later copy of the passage
+    (which would leave the text between them out of LC mode)."""
     passage = towns_text()[:400]
     text = passage + "\n\n" + passage
     previous = Chunk(0, passage[:200], 0, 200, None, 0)
-    assert chunk_start(text, passage[150:350], previous, 0, tokenizer) == 150
-    assert chunk_start(text, passage[:100], None, 0, tokenizer) == 0
+    assert chunk_start(text, passage[150:350], previous, previous_tail=180) == 150
+    assert chunk_start(text, passage[190:390], previous, previous_tail=180) == 190
+    assert chunk_start(text, passage[:100], None, previous_tail=0) == 0
 
 
 def test_pdf_chunks_know_their_page(tokenizer) -> None:
