@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from compression.vllm_integration import SCHEDULER_CLS
 from compression.vllm_integration import engine_flags as kv_engine_flags
 from compression.vllm_integration.cache_io import cpu_dtype
+from compression.vllm_integration.outputs import EngineTimings
 from compression.vllm_integration.version import check_kv_heads_split
 from lcrag.logs import vllm_logging_config_file
 from lcrag.settings import Settings
@@ -175,6 +176,8 @@ async def serve(settings: Settings, args: Namespace) -> None:
         services = Services.build(
             settings, store, args.model, args.served_model_name[0], model_config.max_model_len
         )
+        services.engine_timings = EngineTimings()
+        services.engine_timings.watch(engine_client)
         if args.scheduler_cls == SCHEDULER_CLS:
             from compression.vllm_integration.stats import KVStatsLedger
             from server.kv_cache import ContextCaches

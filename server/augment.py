@@ -63,10 +63,17 @@ class ResponseExtras:
             "retrieval_ms": round(self.prepared.retrieval_ms, 2) if self.prepared else 0.0,
             "ttft_ms": None if first_token_at is None else round((first_token_at - self.started) * 1000.0, 2),
             "total_ms": round((now - self.started) * 1000.0, 2),
+            "engine": self._engine_times(response_id),
         }
         if self.kv is not None:
             fields["kv"] = self._kv_fields(response_id)
         return fields
+
+    def _engine_times(self, response_id: str | None) -> dict[str, float] | None:
+        """The engine's own queue / prefill / decode milliseconds for this answer (vLLM's request stats):
+        what the answer cost the engine, apart from other requests' work and HTTP (null if unknown)."""
+        timings = self.services.engine_timings if self.services else None
+        return timings.take(response_id) if timings is not None and response_id else None
 
     def _kv_fields(self, response_id: str | None) -> dict[str, Any]:
         """Policy and ratio asked for, with the engine's real counts (null when nothing was compacted,

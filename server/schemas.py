@@ -258,6 +258,11 @@ class ModeResult(BaseModel):
         default=None, description="To the last token, from the compare request (or the mode's own start)."
     )
     retrieval_ms: float | None = None
+    queue_ms: float | None = Field(default=None, description="The engine's: waiting to be scheduled.")
+    prefill_ms: float | None = Field(
+        default=None, description="The engine's: first scheduled to first token (shared steps included)."
+    )
+    decode_ms: float | None = Field(default=None, description="The engine's: first to last token.")
     kv: dict[str, Any] | None = Field(default=None, description="The answer's `lcrag.kv` field, if any.")
     kv_tokens: int | None = Field(default=None, description="Prompt tokens kept in the KV cache (eviction).")
     kv_blocks: int | None = Field(default=None, description="KV-cache blocks kept (eviction).")

@@ -23,6 +23,7 @@ from server.schemas import KVOptions
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
+    from compression.vllm_integration.outputs import EngineTimings
     from compression.vllm_integration.stats import KVStatsLedger
     from server.kv_cache import ContextCaches
 
@@ -49,6 +50,7 @@ class Services:
     max_model_len: int
     kv_stats: KVStatsLedger | None = None  # set when vLLM runs with lcrag's eviction scheduler and worker
     context_caches: ContextCaches | None = None  # likewise
+    engine_timings: EngineTimings | None = None  # the engine's queue / prefill / decode times per request
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod

@@ -68,6 +68,11 @@ def metrics_markdown(result: dict[str, Any]) -> str:
         f"**TTFT** {_ms(result.get('ttft_ms'))} · **latency** {_ms(result.get('total_ms'))} · "
         f"**prompt** {result.get('prompt_tokens')} tokens · **KV** {kv_text}"
     )
+    if result.get("prefill_ms") is not None:  # the engine's own split of this answer's time
+        line += (
+            f"  \n**engine**: queued {_ms(result.get('queue_ms'))} · prefill {_ms(result['prefill_ms'])} · "
+            f"decode {_ms(result.get('decode_ms'))}"
+        )
     cache = (result.get("kv") or {}).get("cache")
     if cache in CACHE_NOTES:
         line += f"  \n{CACHE_NOTES[cache]}"

@@ -3,8 +3,10 @@ compacted, adopted or built (`scheduler.py`), a KV cache manager subclass that d
 (`manager.py`) with the resident context caches (`context_cache.py`), a worker/runner subclass that scores
 and compacts K/V (`worker.py`), the plan they exchange each step (`plan.py`), reads and writes of the CPU
 paged cache (`cache_io.py`), per-request settings (`options.py`), calls from the API server into the engine
-(`control.py`), the offline engine for tests and benchmarks (`offline.py`), the version and configuration
-checks (`version.py`) and a plugin that stops the engine process when its parent dies (`parent_death.py`).
+(`control.py`), what the API server reads from the engine's outputs (`outputs.py`: the engine's
+per-request timings; `stats.py`: eviction stats), the offline engine for tests and benchmarks
+(`offline.py`), the version and configuration checks (`version.py`) and a plugin that stops the engine
+process when its parent dies (`parent_death.py`).
 The patch points are described in docs/kv-integration-research.md."""
 
 from __future__ import annotations

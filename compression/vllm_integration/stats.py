@@ -2,22 +2,20 @@
 
 The scheduler (in the engine-core process) attaches each compressed request's stats to its finished
 output's `kv_transfer_params` (see scheduler.py). vLLM's OpenAI server copies that field only into
-non-streamed chat responses, so `KVStatsLedger.watch` wraps the engine client's `generate` (an async
-generator of `RequestOutput`) and records the stats by request id for every endpoint and for streams;
+non-streamed chat responses, so `KVStatsLedger.watch` reads every output the engine client's `generate`
+yields (`outputs.watch_outputs`) and records the stats by request id for every endpoint and for streams;
 the HTTP layer then takes them by the response's id. What each compaction kept per position
 (`compression.retention`) is kept too, for the last `RETENTIONS_KEPT` requests only (a byte per token).
 """
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from prometheus_client import Counter, Gauge
 
 from compression.vllm_integration.options import RETENTION_KEY, STATS_KEY
+from compression.vllm_integration.outputs import ByRequest, watch_outputs
 
 EVICTED_TOKENS = Counter("lcrag_kv_evicted_tokens", "Prompt tokens whose K/V was evicted.")
 FREED_BLOCKS = Counter("lcrag_kv_freed_blocks", "KV-cache blocks returned to vLLM's block pool by eviction.")
@@ -40,23 +38,17 @@ class KVStatsLedger:
     """Stats of finished compressed requests by request id, until taken (bounded: oldest dropped)."""
 
     def __init__(self, capacity: int = 10_000) -> None:
-        self.capacity = capacity
-        self._stats: OrderedDict[str, dict[str, Any]] = OrderedDict()
-        self._retentions: OrderedDict[str, str] = OrderedDict()
-        self._lock = threading.Lock()
+        self._stats = ByRequest(capacity)
+        self._retentions = ByRequest(RETENTIONS_KEPT)
 
     def watch(self, engine_client: Any) -> None:
         """Record the stats of every output `engine_client.generate` yields from now on."""
-        generate: Callable[..., AsyncIterator[Any]] = engine_client.generate
+        watch_outputs(engine_client, self.record_output)
 
-        async def generate_and_record(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-            async for output in generate(*args, **kwargs):
-                params = getattr(output, "kv_transfer_params", None)
-                if params and STATS_KEY in params:
-                    self.record(output.request_id, params[STATS_KEY], params.get(RETENTION_KEY))
-                yield output
-
-        engine_client.generate = generate_and_record
+    def record_output(self, output: Any) -> None:
+        params = getattr(output, "kv_transfer_params", None)
+        if params and STATS_KEY in params:
+            self.record(output.request_id, params[STATS_KEY], params.get(RETENTION_KEY))
 
     def record(self, request_id: str, stats: dict[str, Any], retention: str | None = None) -> None:
         if stats.get("cache") == "hit":  # the context was compressed by an earlier request
@@ -66,26 +58,14 @@ class KVStatsLedger:
             FREED_BLOCKS.inc(stats["blocks_before"] - stats["blocks_after"])
             COMPRESSED_REQUESTS.inc()
         record_totals(stats)
-        with self._lock:
-            self._stats[request_id] = stats
-            while len(self._stats) > self.capacity:
-                self._stats.popitem(last=False)
-            if retention is not None:
-                self._retentions[request_id] = retention
-                while len(self._retentions) > RETENTIONS_KEPT:
-                    self._retentions.popitem(last=False)
+        self._stats.put(request_id, stats)
+        if retention is not None:
+            self._retentions.put(request_id, retention)
 
     def take(self, response_id: str) -> dict[str, Any] | None:
         """The stats of the response `response_id` (a completion's single choice is `<id>-0` inside)."""
-        return self._take(self._stats, response_id)
+        return self._stats.take(response_id)
 
     def take_retention(self, response_id: str) -> str | None:
         """What the compaction of the response `response_id` kept (`compression.retention.encode`)."""
-        return self._take(self._retentions, response_id)
-
-    def _take(self, table: OrderedDict[str, Any], response_id: str) -> Any:
-        with self._lock:
-            for key in (response_id, f"{response_id}-0"):
-                if key in table:
-                    return table.pop(key)
-        return None
+        return self._retentions.take(response_id)

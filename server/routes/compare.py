@@ -178,6 +178,8 @@ async def _absorb(event: dict[str, Any], progress: _Progress, on_delta: OnDelta 
 def _result(spec: str, progress: _Progress) -> ModeResult:
     meta = progress.lcrag
     kv = meta.get("kv")
+    timings = meta.get("timings") or {}
+    engine = timings.get("engine") or {}
     return ModeResult(
         mode=spec,
         answer=progress.text,
@@ -186,7 +188,10 @@ def _result(spec: str, progress: _Progress) -> ModeResult:
         completion_tokens=progress.usage.get("completion_tokens"),
         ttft_ms=_ms_since(progress.started, progress.first_token_at),
         total_ms=_ms_since(progress.started, time.perf_counter()),
-        retrieval_ms=(meta.get("timings") or {}).get("retrieval_ms"),
+        retrieval_ms=timings.get("retrieval_ms"),
+        queue_ms=engine.get("queue_ms"),
+        prefill_ms=engine.get("prefill_ms"),
+        decode_ms=engine.get("decode_ms"),
         kv=kv,
         kv_tokens=kv.get("tokens_after") if isinstance(kv, dict) else None,
         kv_blocks=kv.get("blocks_after") if isinstance(kv, dict) else None,

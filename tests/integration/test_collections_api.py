@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import openai
@@ -144,10 +145,20 @@ def test_rag_chat_answers_with_citations_and_timings(
     assert extra["mode"] == "rag" and extra["collection"] == towns
     assert [c["number"] for c in extra["citations"]] == [1, 2] and extra["citations"][0]["title"] == "brisk"
     assert extra["prompt_tokens"] == reply.usage.prompt_tokens  # type: ignore[union-attr]
-    assert (
-        extra["timings"]["retrieval_ms"] > 0
-        and extra["timings"]["total_ms"] >= extra["timings"]["retrieval_ms"]
-    )
+    timings = extra["timings"]
+    assert timings["retrieval_ms"] > 0 and timings["total_ms"] >= timings["retrieval_ms"]
+    assert_engine_times(timings, reply.usage.completion_tokens)  # type: ignore[union-attr]
+
+
+def assert_engine_times(timings: dict[str, Any], completion_tokens: int) -> None:
+    """The engine's own figures are milliseconds spent inside the request's wall time: prefill made the
+    first token, and each later token took a decode step (well over half a millisecond on a CPU)."""
+    engine = timings["engine"]
+    assert engine["queue_ms"] >= 0 and engine["prefill_ms"] > 0
+    assert engine["decode_ms"] >= 0.5 * (completion_tokens - 1)
+    assert engine["queue_ms"] + engine["prefill_ms"] + engine["decode_ms"] <= timings["total_ms"]
+    if timings["ttft_ms"] is not None:
+        assert engine["queue_ms"] + engine["prefill_ms"] <= timings["ttft_ms"]
 
 
 def test_lc_chat_puts_the_whole_collection_in_the_prompt(
@@ -217,6 +228,7 @@ def test_streamed_rag_chat_carries_citations_first_and_timings_last(
     chunks = [json.loads(event) for event in events[:-1]]
     assert chunks[0]["lcrag"]["citations"][0]["title"] == "arlen"
     assert "timings" in chunks[-1]["lcrag"] and chunks[-1]["lcrag"]["timings"]["ttft_ms"] > 0
+    assert_engine_times(chunks[-1]["lcrag"]["timings"], chunks[-1]["usage"]["completion_tokens"])
     assert all("lcrag" not in chunk for chunk in chunks[1:-1])
     assert chunks[-1]["lcrag"]["prompt_tokens"] == chunks[-1]["usage"]["prompt_tokens"]
 

@@ -70,6 +70,9 @@ def test_compare_answers_each_mode_with_citations_and_costs(tiny_server: Running
         assert result["answer"] and result["completion_tokens"] == 6
         assert 0 < result["ttft_ms"] <= result["total_ms"]
         assert result["kv"] is None and result["kv_tokens"] is None and result["route"] is None
+        # the engine's own figures: inside the mode's wall time, each later token a decode step
+        assert result["queue_ms"] >= 0 and result["prefill_ms"] > 0 and result["decode_ms"] >= 0.5 * 5
+        assert result["queue_ms"] + result["prefill_ms"] <= result["ttft_ms"]
     assert rag["retrieval_ms"] > 0
 
 

@@ -20,6 +20,12 @@ def test_metrics_show_costs_and_the_auto_route() -> None:
     assert "**TTFT** 85 ms" in line and "**latency** 12.3 s" in line and "**prompt** 120 tokens" in line
     assert "**KV** 120 tokens (no eviction)" in line
     assert "**auto → rag**: the retrieved chunks answered it" in line
+    assert "engine" not in line  # a server that did not report the engine's figures
+
+
+def test_metrics_split_the_engines_time() -> None:
+    line = views.metrics_markdown({**RESULT, "queue_ms": 0.0, "prefill_ms": 1234.5, "decode_ms": 10_250.0})
+    assert "**engine**: queued 0 ms · prefill 1234 ms · decode 10.2 s" in line
 
 
 def test_metrics_show_what_eviction_kept() -> None:
