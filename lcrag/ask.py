@@ -42,11 +42,21 @@ class Answer:
 
     def footer(self) -> str:
         lines = [f"[{c['number']}] {c['title']}{_page(c)} ({c['score']:.2f})" for c in self.citations]
-        timing = ", ".join(
-            f"{k.removesuffix('_ms')} {v:.0f} ms" for k, v in self.timings.items() if v is not None
-        )
+        timing = _milliseconds(self.timings)
+        engine = self.timings.get("engine")
+        if isinstance(engine, dict):  # the engine's own split of the answer's time
+            timing += f"; engine: {_milliseconds(engine)}"
         lines.append(f"prompt {self.prompt_tokens} tokens; {timing}")
         return "\n".join(lines)
+
+
+def _milliseconds(timings: dict[str, Any]) -> str:
+    """`{"ttft_ms": 85.2, ...}` as "ttft 85 ms, ..." (numbers only)."""
+    return ", ".join(
+        f"{key.removesuffix('_ms')} {value:.0f} ms"
+        for key, value in timings.items()
+        if isinstance(value, int | float)
+    )
 
 
 def _page(citation: dict[str, Any]) -> str:

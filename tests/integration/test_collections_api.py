@@ -401,6 +401,7 @@ def test_cli_ask_both_prints_rag_and_lc_side_by_side(tiny_server: RunningServer,
     first_row = next(line for line in result.stdout.splitlines() if "RAG" in line)
     assert "LC" in first_row.split("RAG", 1)[1]  # the two panels share a row
     assert "[1] brisk" in result.stdout and result.stdout.count("prompt ") == 2
+    assert result.stdout.count("engine:") == 2  # each answer's own queue / prefill / decode split
 
 
 def test_cli_ask_reports_an_unknown_collection(tiny_server: RunningServer) -> None:
