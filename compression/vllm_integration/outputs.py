@@ -57,8 +57,8 @@ def engine_times(stats: Any) -> dict[str, float] | None:
     """A finished request's `RequestStateStats` as milliseconds queued (arrival in the scheduler's waiting
     queue to first scheduled), in prefill (first scheduled to first token; a preemption's recompute counts
     here) and in decode (first to last token); None without stats (`--disable-log-stats`)."""
-    if stats is None or not stats.scheduled_ts or not stats.first_token_ts:
-        return None
+    if stats is None or not (stats.queued_ts and stats.scheduled_ts and stats.first_token_ts):
+        return None  # never scheduled, or an engine that sent no QUEUED / SCHEDULED events
 
     def ms(start: float, end: float) -> float:
         return round(max(0.0, end - start) * 1000.0, 2)

@@ -30,6 +30,7 @@ def test_the_three_intervals_are_milliseconds_between_the_engine_timestamps() ->
 def test_a_request_never_scheduled_or_without_stats_has_no_times() -> None:
     assert engine_times(None) is None
     assert engine_times(stats(queued=5.0, scheduled=0.0, first=0.0, last=0.0)) is None
+    assert engine_times(stats(queued=0.0, scheduled=5.0, first=6.0, last=7.0)) is None  # no QUEUED event
 
 
 def test_only_finished_outputs_are_recorded_and_each_is_taken_once() -> None:
