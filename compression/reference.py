@@ -88,7 +88,9 @@ def _prefill(model: torch.nn.Module, ids: list[int]) -> tuple[Any, dict[int, tor
 
     with _queries_captured(model) as queries:
         cache = DynamicCache()
-        logits = model(input_ids=torch.tensor([ids]), past_key_values=cache, use_cache=True).logits[0, -1]
+        logits = model(
+            input_ids=torch.tensor([ids]), past_key_values=cache, use_cache=True, logits_to_keep=1
+        ).logits[0, -1]  # the last position's only: all of them would take len(ids) x vocab floats
     return cache, queries, logits
 
 

@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from compression.policies.attention import check_layer_vote, shared_vote
 from compression.policies.base import LayerView, Policy, leading
 
+QUERY_BLOCK = 128  # repeat queries scored at once: their logits over a 32K context stay near 150 MB
+
 
 @dataclass(frozen=True)
 class ReconstructionView:
@@ -42,11 +44,18 @@ class ReconstructionView:
 class KVzip(Policy):
     """KVzip (Kim et al., 2025, "KVzip: Query-Agnostic KV Cache Compression with Context Reconstruction"):
     the model is asked to repeat the context, one span at a time, and a context token's importance is the
-    most attention any query of the repeat pays it (over the query heads sharing its KV head); each repeat
-    query's softmax runs over the `sinks` first tokens, the span being repeated and the repeat itself. Scores
-    are max-pooled over runs of `chunk` tokens (whole chunks kept, so a number's digits stay together); with
-    `layers="shared"` the layers from `vote_from` of the depth up vote on one keep set for all layers.
-    The passes run as ordinary engine requests before the context is compressed (`repeat` tokens each)."""
+    most attention any query of the repeat pays it (over the query heads sharing its KV head).
+
+    `attend` sets what each repeat query's softmax runs over, besides the repeat up to itself:
+    - "context" (default): the whole context, as the model attends, so a phrase the context says many
+      times shares its attention among its copies while a fact stated once keeps all of it;
+    - "span": the `sinks` first tokens and the span being repeated (the paper's chunked scoring, cheaper;
+      the default before 2026-12-04).
+
+    Scores are max-pooled over runs of `chunk` tokens (whole chunks kept, so a number's digits stay
+    together); with `layers="shared"` the layers from `vote_from` of the depth up vote on one keep set for
+    all layers. The passes run as ordinary engine requests before the context is compressed (`repeat`
+    tokens each)."""
 
     name = "kvzip"
     query_window = 0  # the scores come from the reconstruction passes, not from the compressed prompt
@@ -57,9 +66,12 @@ class KVzip(Policy):
     repeat: int = 512
     layers: str = "own"
     vote_from: float = 0.4
+    attend: str = "context"
 
     def __post_init__(self) -> None:
         check_layer_vote(self.name, self.layers, self.vote_from)
+        if self.attend not in ("span", "context"):
+            raise ValueError(f"kvzip option attend must be 'span' or 'context'; got {self.attend!r}.")
         if self.chunk < 1 or self.repeat < 16 or self.sinks < 0:
             raise ValueError("kvzip options: chunk >= 1, repeat >= 16 and sinks >= 0.")
 
@@ -72,17 +84,23 @@ class KVzip(Policy):
     def pass_scores(self, view: ReconstructionView) -> torch.Tensor:
         """[kv_heads, span length]: the most attention each token of the span gets from the repeat."""
         start, end = view.span
-        sinks = min(self.sinks, start)
         repeat = view.keys[:, view.repeat_start :]
-        keys = torch.cat([view.keys[:, :sinks], view.keys[:, start:end], repeat], dim=1)
-        keys = keys.repeat_interleave(view.group, dim=0)  # [q_heads, sinks + span + repeat, d]
-        queries = view.queries
-        logits = queries @ keys.transpose(1, 2) / math.sqrt(queries.shape[-1])
+        if self.attend == "context":
+            first, keys = start, view.keys  # the whole context, then the repeat
+        else:
+            first = min(self.sinks, start)  # the span's first column, after the sinks
+            keys = torch.cat([view.keys[:, :first], view.keys[:, start:end], repeat], dim=1)
+        keys = keys.repeat_interleave(view.group, dim=0)  # [q_heads, attended + repeat, d]
         length = repeat.shape[1]
-        future = torch.ones(length, length, dtype=torch.bool).triu(diagonal=1)
-        logits[:, :, -length:] = logits[:, :, -length:].masked_fill(future, float("-inf"))
-        span = logits.softmax(dim=-1)[:, :, sinks : sinks + end - start]  # [q_heads, queries, span]
-        best = span.amax(dim=1)  # over the repeat's queries
+        best = keys.new_zeros(keys.shape[0], end - start)
+        for top in range(0, length, QUERY_BLOCK):  # a block of repeat queries at a time bounds the logits
+            queries = view.queries[:, top : top + QUERY_BLOCK] / math.sqrt(view.queries.shape[-1])
+            logits = queries @ keys.transpose(1, 2)  # scaled queries: no pass over the larger logits
+            rows = torch.arange(top, top + queries.shape[1]).unsqueeze(1)
+            future = torch.arange(length).unsqueeze(0) > rows  # a repeat query sees the repeat up to itself
+            logits[:, :, -length:] = logits[:, :, -length:].masked_fill(future, float("-inf"))
+            span = logits.softmax(dim=-1)[:, :, first : first + end - start]  # [q_heads, queries, span]
+            best = torch.maximum(best, span.amax(dim=1))  # the most any repeat query pays each token
         return best.view(view.keys.shape[0], view.group, -1).amax(dim=1)
 
     def across_layers(self, scores: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -80,7 +80,12 @@ def tokenizer(peaky_model_dir: Path) -> Any:
 
 @pytest.mark.parametrize(
     ("policy", "ratio", "options"),
-    [("knorm", 0.5, {}), ("kvzip", 0.5, {"repeat": 100, "chunk": 3}), ("streaming_llm", 0.75, {"sinks": 8})],
+    [
+        ("knorm", 0.5, {}),
+        ("kvzip", 0.5, {"repeat": 100, "chunk": 3}),
+        ("kvzip", 0.5, {"repeat": 100, "attend": "context"}),
+        ("streaming_llm", 0.75, {"sinks": 8}),
+    ],
 )
 def test_questions_from_an_adopted_cache_equal_the_hf_reference(
     llm: Any, hf_model: Any, tokenizer: Any, policy: str, ratio: float, options: dict[str, Any]

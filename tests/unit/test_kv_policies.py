@@ -8,7 +8,7 @@ import torch
 
 from compression import registry
 from compression.budget import pyramid_budgets, uniform_budgets
-from compression.policies import LayerView, keep_indices, kept_count
+from compression.policies import LayerView, keep_indices, kept_count, reconstruction
 from compression.policies.attention import H2O, TOVA, ChunkKV, ExpectedAttention, SnapKV
 from compression.policies.base import Policy, Rotary, cached_tokens, kept_tokens
 from compression.policies.reconstruction import KVzip, ReconstructionView, chunk_max
@@ -226,21 +226,30 @@ def kvzip_view(span: tuple[int, int], repeat: int, seed: int = 0) -> Reconstruct
     return ReconstructionView(keys, queries, span, N)
 
 
-@pytest.mark.parametrize(("span", "sinks"), [((10, 25), 4), ((0, 12), 4), ((30, 40), 0)])
+@pytest.mark.parametrize(
+    ("span", "sinks", "attend"),
+    [((10, 25), 4, "span"), ((0, 12), 4, "span"), ((30, 40), 0, "span"), ((10, 25), 4, "context")],
+)
+@pytest.mark.parametrize("query_block", [128, 4])
 def test_kvzip_scores_a_span_by_the_most_attention_its_repeat_pays_it(
-    span: tuple[int, int], sinks: int
+    span: tuple[int, int], sinks: int, attend: str, query_block: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Each repeat query's softmax over what it may attend (the sinks and the span, or the whole context),
+    then the repeat up to itself; a span token's score is the most any query of the group gives it (the
+    same when the queries are scored a few at a time)."""
+    monkeypatch.setattr(reconstruction, "QUERY_BLOCK", query_block)
     repeat = 9
     view = kvzip_view(span, repeat)
     start, end = span
-    used_sinks = min(sinks, start)
+    used_sinks = min(sinks, start) if attend == "span" else start  # context columns before the span
     expected = []
     for h in range(KV_HEADS):
         best = [0.0] * (end - start)
         for g in range(GROUP):
             for i in range(repeat):
                 q = view.queries[h * GROUP + g, i].double().tolist()
-                columns = [*range(used_sinks), *range(start, end), *range(N, N + i + 1)]
+                attended = range(N) if attend == "context" else [*range(used_sinks), *range(start, end)]
+                columns = [*attended, *range(N, N + i + 1)]
                 logits = [
                     sum(a * b for a, b in zip(q, view.keys[h, j].double().tolist(), strict=True))
                     / math.sqrt(D)
@@ -251,7 +260,7 @@ def test_kvzip_scores_a_span_by_the_most_attention_its_repeat_pays_it(
                 span_weights = [w / sum(weights) for w in weights[used_sinks : used_sinks + end - start]]
                 best = [max(a, b) for a, b in zip(best, span_weights, strict=True)]
         expected.append(best)
-    close(KVzip(sinks=sinks).pass_scores(view), expected)
+    close(KVzip(sinks=sinks, attend=attend).pass_scores(view), expected)
 
 
 def test_kvzip_pools_chunks_by_their_best_token_and_keeps_its_sinks() -> None:
@@ -265,6 +274,8 @@ def test_kvzip_pools_chunks_by_their_best_token_and_keeps_its_sinks() -> None:
     assert KVzip(sinks=3).must_keep(10).nonzero().squeeze(1).tolist() == [0, 1, 2]
     with pytest.raises(registry.PolicyError, match="chunk >= 1"):
         registry.create("kvzip", chunk=0)
+    with pytest.raises(registry.PolicyError, match="attend must be 'span' or 'context'"):
+        registry.create("kvzip", attend="all")
 
 
 def test_random_is_reproducible_per_seed() -> None:
