@@ -83,7 +83,7 @@ def tokenizer(peaky_model_dir: Path) -> Any:
     [
         ("knorm", 0.5, {}),
         ("kvzip", 0.5, {"repeat": 100, "chunk": 3}),
-        ("kvzip", 0.5, {"repeat": 100, "attend": "context"}),
+        ("kvzip", 0.5, {"repeat": 100, "attend": "span"}),  # the former default; the line above is "context"
         ("streaming_llm", 0.75, {"sinks": 8}),
     ],
 )
