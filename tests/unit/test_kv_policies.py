@@ -230,14 +230,20 @@ def kvzip_view(span: tuple[int, int], repeat: int, seed: int = 0) -> Reconstruct
     ("span", "sinks", "attend"),
     [((10, 25), 4, "span"), ((0, 12), 4, "span"), ((30, 40), 0, "span"), ((10, 25), 4, "context")],
 )
-@pytest.mark.parametrize("query_block", [128, 4])
+@pytest.mark.parametrize(("query_block", "fused"), [(128, True), (128, False), (4, True), (4, False)])
 def test_kvzip_scores_a_span_by_the_most_attention_its_repeat_pays_it(
-    span: tuple[int, int], sinks: int, attend: str, query_block: int, monkeypatch: pytest.MonkeyPatch
+    span: tuple[int, int],
+    sinks: int,
+    attend: str,
+    query_block: int,
+    fused: bool,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Each repeat query's softmax over what it may attend (the sinks and the span, or the whole context),
     then the repeat up to itself; a span token's score is the most any query of the group gives it (the
-    same when the queries are scored a few at a time)."""
+    same when the queries are scored a few at a time, and with or without torch's fused kernel)."""
     monkeypatch.setattr(reconstruction, "QUERY_BLOCK", query_block)
+    monkeypatch.setattr(reconstruction, "FUSED_LOG_SUM_EXP", fused)
     repeat = 9
     view = kvzip_view(span, repeat)
     start, end = span
