@@ -1,7 +1,8 @@
 """What a kvzip collection cache costs to build, by what each repeat query's softmax runs over: the span
 (`attend=span`), or the whole context (`attend=context`, the default) with its normaliser from torch's fused
-attention kernel or from explicit logits (the way before 2026-12-05). All three in one in-process engine and
-one run, alternating, each build on its own context (so each pays its own prefill, as a new collection does).
+attention kernel or from blocks of explicit logits (its fallback where the kernel is missing). All three in
+one in-process engine and one run, alternating, each build on its own context (so each pays its own
+prefill, as a new collection does).
 
 Reported per variant: the median build seconds (reconstruction passes + compression) and the ratio to
 `attend=span`; the build is also timed without passes (`knorm`, the same prefill and compression) to show
@@ -60,13 +61,12 @@ def main() -> None:
         c.context for c in make_collections(tokenizer, args.builds * len(VARIANTS), args.context_tokens)
     ]
     times: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
-    fused_default = reconstruction.FUSED_LOG_SUM_EXP
     with offline_engine(model, kv_space_gb=2, max_model_len=8192) as llm:
+        names = list(VARIANTS)
         for index, context in enumerate(contexts):  # variants alternate, so drift hits them alike
-            variant = list(VARIANTS)[index % len(VARIANTS)]
+            variant = names[index % len(names)]
             times[variant].append(timed_build(llm, tokenizer, context, variant, args.ratio))
             print(f"{variant}: {len(context)} tokens built in {times[variant][-1]:.1f} s", flush=True)
-    reconstruction.FUSED_LOG_SUM_EXP = fused_default
     medians = {variant: statistics.median(values) for variant, values in times.items()}
     command = "python -m bench.kvzip_build " + " ".join(sys.argv[1:])
     rows = [
