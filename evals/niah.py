@@ -86,7 +86,9 @@ def heatmaps(rows: Sequence[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, panels = plt.subplots(1, len(rows), figsize=(3.2 * len(rows) + 1, 3.4), squeeze=False)
+    figure, panels = plt.subplots(
+        1, len(rows), figsize=(3.2 * len(rows) + 1, 3.6), squeeze=False, sharey=True, layout="constrained"
+    )
     for axes, row in zip(panels[0], rows, strict=True):
         depths, lengths, value = axes_of(row)
         matrix = [[value.get((d, n), float("nan")) for n in lengths] for d in depths]
@@ -94,8 +96,8 @@ def heatmaps(rows: Sequence[dict[str, Any]], path: Path) -> None:
         axes.set_xticks(range(len(lengths)), [str(n) for n in lengths])
         axes.set_yticks(range(len(depths)), [f"{d:.2f}" for d in depths])
         axes.set_xlabel("prompt tokens")
-        axes.set_ylabel("needle depth")
         axes.set_title(row["config"], fontsize=9)
+    panels[0][0].set_ylabel("needle depth")
     figure.colorbar(image, ax=panels[0].tolist(), label="accuracy (%)")
     figure.suptitle("Needle in the essays (SmolLM2-135M)")
     figure.savefig(path, dpi=120)
