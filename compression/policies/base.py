@@ -92,11 +92,24 @@ class LayerView:
 
     def accumulated_attention(self, block: int = 512) -> torch.Tensor:
         """`window_attention` summed over the queries, [q_heads, n], `block` queries at a time (memory
-        q_heads x block x n rather than x w x n)."""
-        w = self.queries.shape[1]
-        total = torch.zeros(self.queries.shape[0], self.length)
+        q_heads x block x n rather than x w x n). Each block multiplies only the keys its queries can see,
+        masks only its diagonal square, and sums its rows as one product (each query's exponentials times
+        the inverse of their sum), which is several times faster than summing `window_attention` at 7K."""
+        w, n = self.queries.shape[1], self.length
+        heads, head_dim = self.queries.shape[0], self.queries.shape[-1]
+        total = torch.zeros(heads, n)
+        above_diagonal = torch.ones(block, block, dtype=torch.bool).triu(diagonal=1)
         for start in range(0, w, block):
-            total += self.window_attention(start, min(w, start + block)).sum(dim=1)
+            size = min(w, start + block) - start
+            visible = n - w + start + size  # keys up to the block's last query
+            queries = self.queries[:, start : start + size]
+            grouped = queries.reshape(self.kv_heads, self.group * size, head_dim)
+            logits = (grouped / math.sqrt(head_dim)) @ self.keys[:, :visible].transpose(1, 2)
+            logits = logits.view(heads, size, visible)
+            logits[:, :, visible - size :].masked_fill_(above_diagonal[:size, :size], float("-inf"))
+            weights = logits.sub_(logits.amax(dim=-1, keepdim=True)).exp_()  # unnormalised softmax
+            inverse_sums = weights.sum(dim=-1, keepdim=True).reciprocal_().transpose(1, 2)  # [heads, 1, size]
+            total[:, :visible] += (inverse_sums @ weights).squeeze(1)
         return total
 
     def per_kv_head(self, per_query_head: torch.Tensor) -> torch.Tensor:

@@ -142,6 +142,16 @@ def test_h2o_accumulates_every_prompt_querys_attention_and_keeps_the_recent_wind
     assert torch.allclose(blocked, view.window_attention().sum(dim=1), atol=1e-5)
 
 
+@pytest.mark.parametrize(("window", "block"), [(13, 5), (13, 13), (40, 64), (1, 4)])
+def test_accumulated_attention_of_the_last_queries_sums_their_causal_rows(window: int, block: int) -> None:
+    view = random_view(window=window, seed=3)
+    expected = [
+        [sum(column) for column in zip(*(attention_row(view, head, i) for i in range(window)), strict=True)]
+        for head in range(KV_HEADS * GROUP)
+    ]
+    close(view.accumulated_attention(block=block), expected)
+
+
 def toy_rotary(theta: float = 100.0) -> Rotary:
     """RoPE over all D dims, rotate-half convention, frequencies theta^(-2f/D)."""
     frequencies = theta ** (-torch.arange(D // 2, dtype=torch.float64) * 2 / D)
