@@ -9,7 +9,15 @@ from typing import Any, Protocol
 
 from finetune.compression_aware import CompressionSpec
 from finetune.data.multidoc import TARGETS, CorpusChunk
-from finetune.train import RewardFunction, TrainConfig, TrainResult, check_method, last_checkpoint, train
+from finetune.train import (
+    RewardFunction,
+    TrainConfig,
+    TrainResult,
+    check_method,
+    check_precision,
+    last_checkpoint,
+    train,
+)
 
 RECIPES = ("kv_retrieval", "in2", "multidoc")
 RUN_FILE = "lcrag_run.json"  # a run's options, checked by --resume
@@ -42,12 +50,14 @@ class FinetuneRequest:
     compression: CompressionSpec | None = None
     target: str = "ids+quotes"  # multidoc target variant
     resume: bool = False  # continue an interrupted run in adapter_dir from its last checkpoint
+    precision: str = "auto"  # finetune.train.PRECISIONS
 
     def check(self) -> None:
         """Refuse what cannot work before any model is loaded, saying what to do instead."""
         if self.recipe not in RECIPES:
             raise ValueError(f"Unknown recipe {self.recipe!r}; available: {', '.join(RECIPES)}.")
         check_method(self.method, self.compression)
+        check_precision(self.precision)
         if self.method == "grpo" and self.recipe not in GRPO_RECIPES:
             raise ValueError(
                 f"--method grpo rewards come from the multidoc scorers; use --recipe multidoc "
@@ -148,6 +158,7 @@ def finetune(request: FinetuneRequest) -> TrainResult:
         max_length=request.context_tokens + 512,
         method=request.method,
         compression=request.compression,
+        precision=request.precision,
     )
     return train(data.examples, config, data.rewards)
 

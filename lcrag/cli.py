@@ -353,6 +353,10 @@ def finetune(
         bool,
         typer.Option(help="Continue an interrupted run of --out (same options) from its last checkpoint."),
     ] = False,
+    precision: Annotated[
+        str,
+        typer.Option(help="auto | fp32 | bf16 (auto: bf16 on a GPU or on a CPU with AMX, else fp32)."),
+    ] = "auto",
     model: Annotated[str | None, typer.Option(help="Base model folder. Env: LCRAG_MODEL.")] = None,
     data_dir: DataDirOption = None,
 ) -> None:
@@ -370,7 +374,7 @@ def finetune(
             recipe, Path(model_path), settings.adapters_dir / out, steps, examples, context_tokens,
             learning_rate, corpus=_collection_corpus(settings, collection, holdout) if collection else None,
             method=method, compression=CompressionSpec.parse(compression) if compression else None,
-            target=target, resume=resume,
+            target=target, resume=resume, precision=precision,
         )  # fmt: skip
         request.check()
         result = run_finetune(request)
@@ -383,7 +387,7 @@ def finetune(
     )
     typer.echo(
         f"Adapter {out!r} written to {result.adapter_dir}: {result.steps} steps, {progress}, "
-        f"{result.tokens_per_s:.0f} tokens/s on {result.device}."
+        f"{result.tokens_per_s:.0f} tokens/s on {result.device} ({result.precision})."
     )
 
 

@@ -16,6 +16,7 @@ from lcrag.cli import app
         (["--recipe", "kv_retrieval", "--out", "a", "--method", "grpo"], "use --recipe multidoc"),
         (["--recipe", "kv_retrieval", "--out", "a", "--compression", "snapkv"], "POLICY:RATIO"),
         (["--recipe", "kv_retrieval", "--out", "a", "--compression", "nope:0.5"], "Unknown KV policy 'nope'"),
+        (["--recipe", "kv_retrieval", "--out", "a", "--precision", "fp16"], "Unknown precision 'fp16'"),
         (["--recipe", "multidoc", "--out", "a"], "pass --collection"),
         (["--recipe", "multidoc", "--out", "a", "--target", "quotes"], "Unknown --target 'quotes'"),
         (
@@ -67,3 +68,21 @@ def test_an_empty_collection_is_refused_with_the_reason(
     )
     assert result.exit_code == 1, result.output
     assert phrase in result.output and not (tmp_path / "adapters" / "a").exists()
+
+
+@pytest.mark.parametrize(
+    ("requested", "on_gpu", "amx", "chosen"),
+    [
+        ("auto", True, False, "bf16"),
+        ("auto", False, True, "bf16"),
+        ("auto", False, False, "fp32"),
+        ("fp32", True, True, "fp32"),
+        ("bf16", False, False, "bf16"),
+    ],
+)
+def test_auto_precision_trains_in_bf16_only_where_the_hardware_multiplies_it(
+    requested: str, on_gpu: bool, amx: bool, chosen: str
+) -> None:
+    from finetune.train import precision_of
+
+    assert precision_of(requested, on_gpu, amx) == chosen
