@@ -29,7 +29,7 @@ from evals.collection_questions import KINDS, SourceDocument, cloze_items, plant
 from evals.datasets import QAItem
 from evals.lc_vs_rag import Answer, answer_key, markdown, mode_body, plot, score, summary
 
-SUFFIXES = {"cloze": " Answer with the missing word only.", "quote": "", "needle": " Answer with the number."}
+SUFFIXES = {"cloze": "", "quote": "", "needle": " Answer with the number."}  # cloze: instructions inside
 MAX_TOKENS = {"cloze": 16, "quote": 64, "needle": 24}
 Progress = Callable[[int, int], None]  # (answers done, answers in all)
 

@@ -2,8 +2,8 @@
 judge. Every question comes from the held-out side of the collection's split (`finetune.holdout`, the split
 `lcrag finetune` trains without), so no adapter trained on the collection has seen it:
 
-- `cloze` (multidoc's questions): a sentence of a held-out document with one word blanked; the answer is
-  the word;
+- `cloze` (multidoc's questions, in the wording `lcrag finetune --recipe multidoc` trains on): a sentence
+  of a held-out document with one word blanked; the answer is the word;
 - `quote` (in2's fine-grained questions): a held-out sentence as a cue; the answer is the sentence after it,
   word for word;
 - `needle`: RULER-style facts ("One of the special magic numbers for <key> is: <7 digits>.") planted at
@@ -23,11 +23,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from evals.datasets import QAItem
-from finetune.data.multidoc import BLANK, Cloze, blankable_words, is_cloze_sentence
+from finetune.data.multidoc import Cloze, blankable_words, is_cloze_sentence, question_text
 from finetune.holdout import HOLDOUT_SEED, Holdout, holdout
 
 KINDS = ("cloze", "quote", "needle")
-CLOZE = 'One word is missing ({blank}) in this sentence from the documents: "{sentence}" Which word is it?'
 QUOTE = 'In the documents, which sentence comes right after: "{cue}"? Quote it exactly.'
 NEEDLE = "One of the special magic numbers for {key} is: {value}."
 NEEDLE_QUESTION = "What is the special magic number for {key} mentioned in the documents?"
@@ -102,8 +101,8 @@ def cloze_items(documents: Sequence[SourceDocument], count: int, seed: int) -> l
     chosen = _spread(candidates, count, rng, "cloze sentences")
     items = []
     for number, (doc_id, sentence) in enumerate(chosen):
-        cloze = Cloze(doc_id, sentence, rng.choice(blankable_words(sentence)))
-        question = CLOZE.format(blank=BLANK, sentence=_flat(cloze.question))
+        cloze = Cloze(doc_id, _flat(sentence), rng.choice(blankable_words(sentence)))
+        question = question_text([cloze])
         items.append(QAItem(f"cloze-{seed}-{number}", question, (cloze.word,), (), frozenset({doc_id})))
     return items
 

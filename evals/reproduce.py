@@ -15,9 +15,10 @@ each suite's output folder, the step logs and report.md. A rerun skips the inges
 adapters and answered questions, and starts no server at all when the evaluation already ran with the same
 budget, model, server flags and adapters.
 
-CPU budget on 2 cores (measured, `docs/benchmarks.md`): the defaults take about 3 hours (training ~70 min at
-~80 tokens/s); `--quick` (a few training steps, each suite's --quick) about 30 minutes and shows the
-pipeline, not the papers' effects.
+CPU budget on 2 cores (measured, `docs/benchmarks.md`): the defaults took 1 h 50 min on an AMX CPU (training
+37 min in bf16 at 190-265 tokens/s, the served suites 73 min); a CPU without AMX trains in fp32, ~1.6x
+slower (about 2 h 15 min in all); `--quick` (a few training steps, each suite's --quick) about 30 minutes
+and shows the pipeline, not the papers' effects.
 
     lcrag eval reproduce --out out/reproduce
     lcrag eval reproduce --quick --out out/reproduce-quick

@@ -56,8 +56,8 @@ class CollectionCorpus:
 
     def chunks(self) -> list[CorpusChunk]:
         return [
-            CorpusChunk(f"{stored.doc_id}:{stored.chunk.index}", stored.chunk.text, stored.chunk.tokens)
-            for stored in self._training_chunks
+            CorpusChunk(f"{s.doc_id}:{s.chunk.index}", s.chunk.text, s.chunk.tokens, s.doc_title)
+            for s in self._training_chunks
         ]
 
     def retrieve(self, query: str, k: int) -> list[str]:

@@ -1,7 +1,11 @@
 """Multi-document in-context retrieval, after Molfese et al., "Exploring Fine-Tuning for In-Context Retrieval
 and Efficient KV-Caching in Long-Context Language Models" (EACL 2026): the chunks that answer a question
-(gold) sit among hard negatives retrieved for that question from the same collection, shuffled and tagged
-`[DOC i]`; the model answers and, depending on the target variant, first names or reproduces its evidence.
+(gold) sit among hard negatives retrieved for that question from the same collection, shuffled; the model
+answers and, depending on the target variant, first names or reproduces its evidence (`[DOC i]` cites the
+prompt's document i). The prompt is the one `lcrag serve` builds for an LC question
+(`rag.context.lc_messages`: its instructions, "Document i: <title>" per document, then "Question: ..."), so
+an adapter sees when served the format it was trained on; `evals.collection` asks its held-out cloze
+questions in this same wording (`question_text`).
 
 Questions are template-made cloze questions and always checkable: a sentence of a gold chunk is shown
 with one word blanked out, and the answer is that word. A `pair` question blanks one sentence in each of
@@ -25,6 +29,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from rag.context import LC_TEMPLATE_TOKENS, LcDocument, lc_messages
+
 TARGETS = ("answer", "ids", "ids+content", "ids+quotes")
 BLANK = "____"
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -40,15 +46,15 @@ MIN_WORD_LETTERS = 5
 MIN_SENTENCE_WORDS, MAX_SENTENCE_WORDS = 6, 60
 MAX_ATTEMPTS = 50
 MIN_CHUNKS = 3
-DOC_OVERHEAD_TOKENS = 8  # "[DOC i]", its newline and the blank line between documents
+DOC_OVERHEAD_TOKENS = 8  # "Document i: ", the newline after the title and the blank line between documents
 INSTRUCTIONS = {
     "answer": "Reply with 'Answer:' followed by the missing {word}.",
-    "ids": "First write 'Documents:' and the [DOC i] tags of the documents that contain the {sentence}, "
-    "then 'Answer:' followed by the missing {word}.",
-    "ids+content": "First copy each document that contains the {sentence}, starting with its [DOC i] tag, "
-    "then write 'Answer:' followed by the missing {word}.",
-    "ids+quotes": 'First quote the {sentence} from the documents as [DOC i] "full sentence", one per line, '
-    "then write 'Answer:' followed by the missing {word}.",
+    "ids": "First write 'Documents:' and a [DOC i] tag (i: the document's number) for each document that "
+    "contains the {sentence}, then 'Answer:' followed by the missing {word}.",
+    "ids+content": "First copy each document that contains the {sentence}, starting with a [DOC i] tag (i: "
+    "the document's number), then write 'Answer:' followed by the missing {word}.",
+    "ids+quotes": 'First quote the {sentence} from the documents as [DOC i] "full sentence" (i: the '
+    "document's number), one per line, then write 'Answer:' followed by the missing {word}.",
 }
 
 Retriever = Callable[[str, int], list[str]]  # (query, k) -> chunk ids, most similar first
@@ -59,6 +65,7 @@ class CorpusChunk:
     chunk_id: str
     text: str
     tokens: int
+    title: str = ""  # its document's title, shown above it in the prompt
 
 
 @dataclass(frozen=True)
@@ -91,10 +98,10 @@ class Cloze:
 
 @dataclass(frozen=True)
 class MultidocExample:
-    messages: list[dict[str, str]]  # user (tagged documents + question), assistant (the target)
+    messages: list[dict[str, str]]  # system, user (documents + question), assistant (the target)
     target: str
     answers: list[str]  # the blanked words, in question order
-    gold: dict[int, str]  # [DOC i] number -> that document's text
+    gold: dict[int, str]  # document number i (cited as [DOC i]) -> that document's text
     quotes: list[str]  # the gold sentences, in question order
     depths: list[float]  # each gold document's place: 0 = first, 1 = last
     documents: int
@@ -184,25 +191,29 @@ def _example(
             break
     else:
         raise ValueError("No negatives found: every retrieved chunk repeats the asked sentences.")
-    question = _question(clozes, config.target)
-    budget = config.target_tokens - _count_tokens(tokenizer, question)
-    documents = _fit(clozes, negatives, by_id, budget, config.max_documents, rng)
+    question = question_text(clozes, config.target)
+    budget = config.target_tokens - LC_TEMPLATE_TOKENS - _count_tokens(tokenizer, question)
+
+    def cost(chunk_id: str) -> int:
+        chunk = by_id[chunk_id]
+        return chunk.tokens + _count_tokens(tokenizer, chunk.title) + DOC_OVERHEAD_TOKENS
+
+    documents = _fit(clozes, negatives, cost, budget, config.max_documents, rng)
     gold_ids = [cloze.chunk_id for cloze in clozes]
     numbers = {chunk_id: number for number, chunk_id in enumerate(documents, start=1)}
-    context = "\n\n".join(f"[DOC {numbers[i]}]\n{by_id[i].text}" for i in documents)
-    prompt = f"{context}\n\n{question}"
+    prompt = lc_messages(question, [LcDocument(i, by_id[i].title, by_id[i].text) for i in documents])
     gold = {numbers[i]: by_id[i].text for i in gold_ids}
     reply = _target(clozes, numbers, by_id, config.target)
     last = max(1, len(documents) - 1)
     return MultidocExample(
-        messages=[{"role": "user", "content": prompt}, {"role": "assistant", "content": reply}],
+        messages=[*prompt, {"role": "assistant", "content": reply}],
         target=config.target,
         answers=[cloze.word for cloze in clozes],
         gold=gold,
         quotes=[cloze.sentence for cloze in clozes],
         depths=[documents.index(i) / last for i in gold_ids],
         documents=len(documents),
-        prompt_tokens=_count_tokens(tokenizer, prompt),
+        prompt_tokens=_count_tokens(tokenizer, tokenizer.apply_chat_template(prompt, tokenize=False)),
         metadata={"gold_chunk_ids": gold_ids, "negatives": [i for i in documents if i not in gold_ids]},
     )
 
@@ -259,28 +270,28 @@ def _negatives(
 def _fit(
     clozes: list[Cloze],
     negatives: list[str],
-    by_id: dict[str, CorpusChunk],
+    cost: Callable[[str], int],
     budget: int,
     max_documents: int,
     rng: random.Random,
 ) -> list[str]:
-    """Gold plus the most similar negatives that fit `budget` tokens, in random order."""
+    """Gold plus the most similar negatives whose `cost`s fit `budget` tokens, in random order."""
     chosen = [cloze.chunk_id for cloze in clozes]
-    used = sum(by_id[i].tokens + DOC_OVERHEAD_TOKENS for i in chosen)
+    used = sum(map(cost, chosen))
     picked: list[str] = []
     for chunk_id in negatives:
-        cost = by_id[chunk_id].tokens + DOC_OVERHEAD_TOKENS
-        if len(chosen) + len(picked) >= max_documents or used + cost > budget:
+        if len(chosen) + len(picked) >= max_documents or used + cost(chunk_id) > budget:
             break
         picked.append(chunk_id)
-        used += cost
+        used += cost(chunk_id)
     rng.shuffle(picked)
     for chunk_id in chosen:
         picked.insert(rng.randint(0, len(picked)), chunk_id)
     return picked
 
 
-def _question(clozes: list[Cloze], target: str) -> str:
+def question_text(clozes: Sequence[Cloze], target: str = "answer") -> str:
+    """The question of `clozes`: each sentence with its blank, then the target variant's instructions."""
     plural = len(clozes) > 1
     lines = [f'{n}. "{cloze.question}"' for n, cloze in enumerate(clozes, start=1)]
     head = (

@@ -57,13 +57,13 @@ def test_negatives_come_from_the_rag_pipeline_and_never_hold_the_answer(corpus, 
     config = multidoc.MultidocConfig(target_tokens=700, pair_share=0.0)
     for index in range(4):
         item = multidoc.example(chunks, corpus.retrieve, tokenizer, config, seed=0, index=index)
-        question = item.messages[0]["content"].split('1. "')[-1].split('"')[0]
+        question = item.messages[1]["content"].split('1. "')[-1].split('"')[0]
         retrieved = corpus.retrieve(question, config.negatives_per_query)
         gold, negatives = item.metadata["gold_chunk_ids"][0], item.metadata["negatives"]
         assert gold in retrieved[:8]  # MiniLM ranks the blanked sentence's chunk near the top
         eligible = [i for i in retrieved if i != gold and item.quotes[0] not in by_id[i]]
         assert len(negatives) >= 3 and set(negatives) == set(eligible[: len(negatives)])
-        assert item.reward(item.messages[1]["content"]) == 1.0
+        assert item.reward(item.messages[-1]["content"]) == 1.0
 
 
 def test_the_held_out_documents_never_reach_training_material(corpus, data_dir: Path, embedder) -> None:
@@ -113,7 +113,7 @@ def test_grpo_scores_each_sampled_completion_against_its_own_example(
     for prompts, example, scores in calls:
         assert len(prompts) == len(example) == len(scores) == 2  # one prompt's group of 2 generations
         for prompt, index in zip(prompts, example, strict=True):
-            assert prompt[-1]["content"] == items[index].messages[0]["content"]
+            assert prompt[-1]["content"] == items[index].messages[-2]["content"]
         assert all(0.0 <= score <= 1.0 for score in scores)
     card = json.loads((result.adapter_dir / CARD_NAME).read_text())
     assert card["method"] == "grpo" and len(result.rewards) == 2 and result.tokens > 0

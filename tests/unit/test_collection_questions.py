@@ -77,7 +77,7 @@ def test_cloze_questions_come_from_held_out_text_only(documents: list[SourceDocu
     items = cloze_items(documents, 6, seed=0)
     assert items and items == cloze_items(documents, 6, seed=0)
     for item in items:
-        sentence = re.search(r'documents: "(.*)" Which', item.question).group(1)  # type: ignore[union-attr]
+        sentence = re.search(r'1\. "(.*)"\n', item.question).group(1)  # type: ignore[union-attr]
         filled = sentence.replace("____", item.answers[0], 1)
         assert any(filled in text for _, text in held) and filled not in training
         assert item.answers[0] not in sentence.split()

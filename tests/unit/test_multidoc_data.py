@@ -1,10 +1,12 @@
 """Multidoc in-context retrieval data: gold among retrieved negatives, checkable targets and scorers."""
 
+import re
 from pathlib import Path
 
 import pytest
 
 from finetune.data.multidoc import TARGETS, CorpusChunk, MultidocConfig, example
+from rag.context import LC_INSTRUCTIONS
 from tests.documents_text import TOWNS, town_record
 
 
@@ -19,7 +21,7 @@ def tok(default_model_path: Path):
 def chunks(tok) -> list[CorpusChunk]:
     """Town records: a unique census sentence each, and town sentences shared by the town's records."""
     texts = [town_record(copy, *town) for copy in range(6) for town in TOWNS]
-    return [CorpusChunk(f"c{i}", text, len(tok(text).input_ids)) for i, text in enumerate(texts)]
+    return [CorpusChunk(f"c{i}", t, len(tok(t).input_ids), f"Record {i}") for i, t in enumerate(texts)]
 
 
 def lexical_retriever(chunks: list[CorpusChunk]):
@@ -39,7 +41,7 @@ def test_the_target_reply_scores_full_marks_and_wrong_replies_do_not(chunks, tok
     by_id = {chunk.chunk_id: chunk.text for chunk in chunks}
     for index in range(8):
         item = example(chunks, lexical_retriever(chunks), tok, config, seed=1, index=index)
-        reply = item.messages[1]["content"]
+        reply = item.messages[-1]["content"]
         assert item.reward(reply) == 1.0, (reply, item.score(reply))
         assert set(item.score(reply)) == {
             "answer",
@@ -47,9 +49,10 @@ def test_the_target_reply_scores_full_marks_and_wrong_replies_do_not(chunks, tok
                 target, []
             ),
         }
-        prompt = item.messages[0]["content"]
+        system, prompt = (message["content"] for message in item.messages[:2])
+        assert system == LC_INSTRUCTIONS and prompt.startswith("Documents:\n\nDocument 1: ")
         for number, text in item.gold.items():
-            assert f"[DOC {number}]\n{text}" in prompt
+            assert re.search(rf"Document {number}: [^\n]+\n{re.escape(text)}", prompt)
         for quote, word in zip(item.quotes, item.answers, strict=True):
             assert any(quote in text for text in item.gold.values()) and word in quote
             assert quote not in prompt.split("\n\n")[-1]  # the question shows it only with its blank
@@ -71,7 +74,7 @@ def test_negatives_are_the_retrievers_best_non_gold_chunks(chunks, tok) -> None:
     for index in range(6):
         item = example(chunks, retrieve, tok, config, seed=2, index=index)
         gold_id, negatives = item.metadata["gold_chunk_ids"][0], item.metadata["negatives"]
-        question = item.messages[0]["content"].split('1. "')[-1].split('"')[0]
+        question = item.messages[1]["content"].split('1. "')[-1].split('"')[0]
         eligible = [i for i in retrieve(question, 20) if i != gold_id and item.quotes[0] not in by_id[i]]
         assert set(negatives) == set(eligible[: len(negatives)]) and len(negatives) >= 2
 
