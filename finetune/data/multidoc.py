@@ -280,10 +280,11 @@ def _fit(
     used = sum(map(cost, chosen))
     picked: list[str] = []
     for chunk_id in negatives:
-        if len(chosen) + len(picked) >= max_documents or used + cost(chunk_id) > budget:
+        tokens = cost(chunk_id)
+        if len(chosen) + len(picked) >= max_documents or used + tokens > budget:
             break
         picked.append(chunk_id)
-        used += cost(chunk_id)
+        used += tokens
     rng.shuffle(picked)
     for chunk_id in chosen:
         picked.insert(rng.randint(0, len(picked)), chunk_id)
