@@ -1,6 +1,6 @@
-"""The README's UI screenshots: the bundled model answers one question over six short documents in RAG and
-LC, shown at a desktop and at a phone-sized viewport, and the compressed-LC column's retention view (Debian
-chromium via Playwright).
+"""The UI screenshots in README.md and docs/ui.md: the bundled model answers one question over six short
+documents in RAG and LC, shown at a desktop and at a phone-sized viewport, and the compressed-LC column's
+retention view (Debian chromium via Playwright).
 
     .venv/bin/python -m docs.make_screenshots        # ~3 minutes on 2 cores; writes docs/img/ui_*.png
 """

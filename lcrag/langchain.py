@@ -17,7 +17,7 @@ chain's RAG sees what lcrag's own `rag` mode sees. Each `Document` carries the c
 `LcragEmbeddings` is the embedder lcrag's collections were written with (LangChain's `Embeddings`), for
 `langchain_chroma.Chroma(collection_name=..., persist_directory=<data dir>/chroma, embedding_function=...)`
 on a stopped server's store, or `client=chromadb.HttpClient(...)` on a shared `chroma run` one. The
-record layout is in the README ("Collections in Chroma").
+record layout is in docs/api.md ("Collections in Chroma").
 """
 
 from __future__ import annotations
