@@ -32,6 +32,7 @@ from typing import Any
 
 from bench.common import engine_parser
 from bench.corpus import document
+from compression.spec import KVSpec
 from compression.vllm_integration.control import control
 from compression.vllm_integration.offline import (
     build_context_cache,
@@ -39,7 +40,6 @@ from compression.vllm_integration.offline import (
     greedy,
     offline_engine,
 )
-from compression.vllm_integration.options import to_extra_args
 from compression.vllm_integration.plan import cdiv
 from rag.context import LcDocument, context_token_ids, lc_messages, lc_turn, prompt_token_ids
 
@@ -108,10 +108,10 @@ def params_for(config: str, context: list[int], new_tokens: int) -> Any:
     if config == "lc":
         return greedy(new_tokens)
     kind, _, spec = config.partition(":")
-    policy, _, ratio = spec.rpartition("-")
+    kv = KVSpec.parse(spec)
     if kind == "lc":
-        return greedy(new_tokens, policy, float(ratio))
-    extra = to_extra_args(policy, float(ratio), context=len(context), label="bench")
+        return greedy(new_tokens, kv)
+    extra = kv.task(len(context), "bench").extra_args()
     return SamplingParams(max_tokens=new_tokens, temperature=0, ignore_eos=True, extra_args=extra)
 
 
@@ -241,10 +241,9 @@ def main() -> None:
 
     from transformers import AutoTokenizer
 
-    from lcrag.default_model import prepare_default_model
-    from lcrag.settings import Settings
+    from lcrag.default_model import model_folder
 
-    model = args.model or prepare_default_model(Settings().models_dir)
+    model = model_folder(args.model)
     tokenizer = AutoTokenizer.from_pretrained(model)
     collections = make_collections(tokenizer, args.collections, args.context_tokens)
     longest = max(len(prompt) for collection in collections for prompt in collection.prompts)

@@ -23,6 +23,7 @@ from typing import Any
 
 from bench.common import engine_parser
 from compression.policies import kept_count
+from compression.spec import KVSpec
 from compression.vllm_integration.offline import counted_preemptions, greedy, offline_engine, scheduler_of
 from compression.vllm_integration.scheduler import cdiv
 
@@ -50,8 +51,7 @@ class BatchResult:
 def params_of(config: str, new_tokens: int) -> Any:
     if config == "none":
         return greedy(new_tokens)
-    policy, _, ratio = config.partition(":")
-    return greedy(new_tokens, policy, float(ratio))
+    return greedy(new_tokens, KVSpec.parse(config))
 
 
 def prompts(tokenizer: Any, count: int, tokens: int, salt: str) -> list[list[int]]:
@@ -175,10 +175,9 @@ def main() -> None:
 
     from transformers import AutoTokenizer
 
-    from lcrag.default_model import prepare_default_model
-    from lcrag.settings import Settings
+    from lcrag.default_model import model_folder
 
-    model = args.model or prepare_default_model(Settings().models_dir)
+    model = model_folder(args.model)
     tokenizer = AutoTokenizer.from_pretrained(model)
     block_size = args.block_size
     per_request = cdiv(args.prompt_tokens + args.new_tokens, block_size)

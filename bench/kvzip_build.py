@@ -23,6 +23,7 @@ from typing import Any
 from bench.collection_cache import make_collections
 from bench.common import engine_parser
 from compression.policies import reconstruction
+from compression.spec import KVSpec
 from compression.vllm_integration.offline import build_context_cache, offline_engine
 
 # name -> (policy, options, fused kernel)
@@ -39,7 +40,7 @@ def timed_build(llm: Any, tokenizer: Any, context: list[int], variant: str, rati
     policy, options, fused = VARIANTS[variant]
     reconstruction.FUSED_LOG_SUM_EXP = fused  # the engine runs in this process
     started = time.perf_counter()
-    build_context_cache(llm, tokenizer, context, policy, ratio, options, label=variant)
+    build_context_cache(llm, tokenizer, context, KVSpec(policy=policy, ratio=ratio, options=options), variant)
     return time.perf_counter() - started
 
 
@@ -52,10 +53,9 @@ def main() -> None:
     args = parser.parse_args()
     from transformers import AutoTokenizer
 
-    from lcrag.default_model import prepare_default_model
-    from lcrag.settings import Settings
+    from lcrag.default_model import model_folder
 
-    model = args.model or prepare_default_model(Settings().models_dir)
+    model = model_folder(args.model)
     tokenizer = AutoTokenizer.from_pretrained(model)
     contexts = [
         c.context for c in make_collections(tokenizer, args.builds * len(VARIANTS), args.context_tokens)

@@ -168,30 +168,30 @@ def is_correct(task: str, text: str, expected: str) -> bool:
 
 
 def params_for(config: str, context: Context, new_tokens: int) -> Any:
+    from compression.spec import KVSpec
     from compression.vllm_integration.offline import greedy
-    from compression.vllm_integration.options import to_extra_args
 
     params = greedy(new_tokens)
     params.ignore_eos = False
     if config == "none":
         return params
     if config.startswith("cache:"):
-        _, policy, ratio = config.split(":")
-        params.extra_args = to_extra_args(policy, float(ratio), context=len(context.ids), label="eval")
+        task = KVSpec.parse(config.removeprefix("cache:")).task(len(context.ids), "eval")
+        params.extra_args = task.extra_args()
     else:
-        policy, ratio = config.split(":")
-        params.extra_args = to_extra_args(policy, float(ratio))
+        params.extra_args = KVSpec.parse(config).task().extra_args()
     return params
 
 
 def answer(llm: Any, tokenizer: Any, config: str, context: Context, new_tokens: int) -> list[Answer]:
     """The four questions of `context` under `config`, as one batch (a cache built first)."""
+    from compression.spec import KVSpec
     from compression.vllm_integration.control import control
     from compression.vllm_integration.offline import build_context_cache
 
     if config.startswith("cache:"):
-        _, policy, ratio = config.split(":")
-        stats = build_context_cache(llm, tokenizer, context.ids, policy, float(ratio), label="eval")
+        kv = KVSpec.parse(config.removeprefix("cache:"))
+        stats = build_context_cache(llm, tokenizer, context.ids, kv, label="eval")
         assert stats is not None and stats.get("cache") == "built", f"{config}: no cache built ({stats})"
     params = params_for(config, context, new_tokens)
     outputs = llm.generate([{"prompt_token_ids": p} for p in context.questions], params, use_tqdm=False)
@@ -259,10 +259,9 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     from compression.vllm_integration.offline import offline_engine
-    from lcrag.default_model import prepare_default_model
-    from lcrag.settings import Settings
+    from lcrag.default_model import model_folder
 
-    model = args.model or prepare_default_model(Settings().models_dir)
+    model = model_folder(args.model)
     tokenizer = AutoTokenizer.from_pretrained(model)
     contexts = [
         make_context(tokenizer, task, length, seed)

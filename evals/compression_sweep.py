@@ -182,13 +182,13 @@ def main() -> None:
     from tqdm import tqdm
     from transformers import AutoTokenizer
 
+    from compression.spec import KVSpec
     from compression.vllm_integration.cache_io import cpu_dtype
     from compression.vllm_integration.offline import greedy, offline_engine
     from lcrag.context_extension import engine_settings as extension_settings
-    from lcrag.default_model import prepare_default_model
-    from lcrag.settings import Settings
+    from lcrag.default_model import model_folder
 
-    model = args.model or prepare_default_model(Settings().models_dir)
+    model = model_folder(args.model)
     tokenizer = AutoTokenizer.from_pretrained(model)
     items = needles(tokenizer, args.lengths, args.depths, args.seed, args.tasks)
     configs = ["none"] + [f"{policy}:{ratio}" for policy in args.policies for ratio in args.ratios]
@@ -199,8 +199,7 @@ def main() -> None:
         engine_settings |= extension_settings(args.context_extension, Path(model))
     with offline_engine(model, kv_space_gb=4, **engine_settings) as llm:
         for config in tqdm(configs, desc="configs"):
-            policy, _, ratio = config.partition(":")
-            params = greedy(24) if config == "none" else greedy(24, policy, float(ratio))
+            params = greedy(24) if config == "none" else greedy(24, KVSpec.parse(config))
             params.ignore_eos = False
             llm.reset_prefix_cache()
             outputs = llm.generate([{"prompt_token_ids": n.prompt} for n in items], params, use_tqdm=False)

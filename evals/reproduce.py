@@ -4,7 +4,7 @@ lcrag command you could run yourself (all of them are written to report.md with 
 (a) Xiong et al. (2024): a `kv_retrieval` LoRA flattens the lost-in-the-middle curve (`position`, base vs
     adapter) and keeps short answers working (`kv-retrieval`'s short-context check);
 (b) An et al. (2024, IN2): an `in2` LoRA flattens the VaL curves (`val`, base vs adapter);
-(c) Molfese et al. (2026): `multidoc` SFT and compression-aware SFT (`--compression snapkv:0.75`) vs base on
+(c) Molfese et al. (2026): `multidoc` SFT and compression-aware SFT (`--compression snapkv-0.75`) vs base on
     held-out questions of the training collection (`collection`: cloze is multidoc's own question kind),
     in RAG, LC and LC under eviction at 0.75 and 0.875 (kvzip).
 
@@ -79,7 +79,7 @@ ADAPTERS = (
     Adapter("repro-kv-retrieval", "kv_retrieval"),
     Adapter("repro-in2", "in2"),
     Adapter("repro-multidoc", "multidoc", ("--target", "answer")),
-    Adapter("repro-multidoc-ca", "multidoc", ("--target", "answer", "--compression", "snapkv:0.75")),
+    Adapter("repro-multidoc-ca", "multidoc", ("--target", "answer", "--compression", "snapkv-0.75")),
 )
 
 
@@ -139,7 +139,7 @@ def suite(name: str, *flags: str) -> list[str]:
 
 def run_all(args: argparse.Namespace) -> Steps:
     """Build the collection, train, evaluate; every step's output under `args.out`."""
-    from evals.api import model_dir, token_counter
+    from evals.api import token_counter
 
     budget = budget_of(args)
     data_dir = args.out / "data"
@@ -147,7 +147,7 @@ def run_all(args: argparse.Namespace) -> Steps:
     model = ["--model", str(args.model)] if args.model else []
     corpus = data_dir / "corpus"
     if not corpus.is_dir():
-        files = training_files(args.context_tokens, token_counter(model_dir(args)))
+        files = training_files(args.context_tokens, token_counter(args.model))
         (data_dir / "corpus.partial").mkdir(parents=True, exist_ok=True)
         for name, text in files:
             (data_dir / "corpus.partial" / name).write_text(text)

@@ -22,38 +22,27 @@ import torch
 
 from compression.policies import LayerView, Policy, keep_indices
 from compression.policies.base import kept_count
-from compression.registry import PolicyError, create
+from compression.registry import PolicyError
+from compression.spec import KVSpec
 
 ATTENTION_NAME = "lcrag_simulated_eviction"
 IGNORED_LABEL = -100
 
 
-@dataclass(frozen=True)
-class CompressionSpec:
-    """`policy:ratio` from the command line, e.g. `snapkv:0.75` (the fraction of prompt K/V evicted)."""
-
-    policy: str
-    ratio: float
-
-    @classmethod
-    def parse(cls, text: str) -> CompressionSpec:
-        name, _, ratio_text = text.partition(":")
-        try:
-            ratio = float(ratio_text)
-        except ValueError:
-            ratio = -1.0
-        if not 0.0 < ratio < 1.0:
-            raise ValueError(
-                f"--compression {text!r}: write POLICY:RATIO with a ratio in (0, 1), e.g. snapkv:0.75."
-            )
-        try:
-            create(name)
-        except PolicyError as error:
-            raise ValueError(f"--compression {text!r}: {error}") from None
-        return cls(name, ratio)
-
-    def __str__(self) -> str:
-        return f"{self.policy}:{self.ratio}"
+def parse_compression(text: str) -> KVSpec:
+    """`--compression policy-ratio` (e.g. `snapkv-0.75`, the fraction of prompt K/V evicted; the older
+    `snapkv:0.75` is read too) as a KVSpec; a ValueError saying what to write."""
+    try:
+        spec = KVSpec.parse(text)
+    except PolicyError as error:
+        raise ValueError(f"--compression {text!r}: {error}") from None
+    except ValueError:
+        spec = KVSpec()
+    if not spec.evicts:
+        raise ValueError(
+            f"--compression {text!r}: write POLICY-RATIO with a ratio in (0, 1), e.g. snapkv-0.75."
+        )
+    return spec
 
 
 @dataclass
@@ -118,7 +107,7 @@ def simulated_eviction_attention(
     )
 
 
-def enable(model: torch.nn.Module, spec: CompressionSpec) -> SimulatedEviction:
+def enable(model: torch.nn.Module, spec: KVSpec) -> SimulatedEviction:
     """Switch `model` (a HF causal LM, possibly wrapped by PEFT) to simulated eviction; returns its state.
 
     Before each forward, the prompt length of every row is read from the `labels` argument (the first
@@ -130,7 +119,7 @@ def enable(model: torch.nn.Module, spec: CompressionSpec) -> SimulatedEviction:
 
     AttentionInterface.register(ATTENTION_NAME, simulated_eviction_attention)
     ALL_MASK_ATTENTION_FUNCTIONS.register(ATTENTION_NAME, sdpa_mask)
-    state = SimulatedEviction(create(spec.policy), spec.ratio)
+    state = SimulatedEviction(spec.policy_object, spec.ratio)
     causal_lm = _causal_lm(model)
     for layer in causal_lm.model.layers:
         layer.self_attn.lcrag_eviction = state

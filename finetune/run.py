@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from finetune.compression_aware import CompressionSpec
+from compression.spec import KVSpec
 from finetune.data.multidoc import TARGETS, CorpusChunk
 from finetune.train import (
     RewardFunction,
@@ -47,7 +47,7 @@ class FinetuneRequest:
     seed: int = 0
     corpus: Corpus | None = None  # for the recipes that need a collection
     method: str = "sft"
-    compression: CompressionSpec | None = None
+    compression: KVSpec | None = None
     target: str = "ids+quotes"  # multidoc target variant
     resume: bool = False  # continue an interrupted run in adapter_dir from its last checkpoint
     precision: str = "auto"  # finetune.train.PRECISIONS

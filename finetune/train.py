@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from finetune.compression_aware import CompressionSpec
+from compression.spec import KVSpec
 
 CARD_NAME = "lcrag_adapter.json"
 LORA_TARGETS = "all-linear"  # every linear layer of the blocks (not the LM head)
@@ -45,7 +45,7 @@ class TrainConfig:
     max_length: int = 8192
     seed: int = 0
     method: str = "sft"
-    compression: CompressionSpec | None = None  # SFT only: train against an evicted cache
+    compression: KVSpec | None = None  # SFT only: train against an evicted cache
     generations: int = 4  # GRPO: completions sampled per prompt
     max_completion_tokens: int = 128  # GRPO
     precision: str = "auto"  # one of PRECISIONS
@@ -59,7 +59,7 @@ class TrainConfig:
             raise ValueError(f"{self.base_model} is not a model folder (no config.json).")
 
 
-def check_method(method: str, compression: CompressionSpec | None) -> None:
+def check_method(method: str, compression: KVSpec | None) -> None:
     if method not in METHODS:
         raise ValueError(f"Unknown method {method!r}; available: {', '.join(METHODS)}.")
     if compression is not None and method != "sft":

@@ -337,7 +337,7 @@ def finetune(
     ] = "sft",
     compression: Annotated[
         str | None,
-        typer.Option(help="Train against an evicted KV cache, POLICY:RATIO (e.g. snapkv:0.75); SFT only."),
+        typer.Option(help="Train against an evicted KV cache, POLICY-RATIO (e.g. snapkv-0.75); SFT only."),
     ] = None,
     target: Annotated[
         str, typer.Option(help="multidoc target: answer | ids | ids+content | ids+quotes.")
@@ -361,7 +361,7 @@ def finetune(
     data_dir: DataDirOption = None,
 ) -> None:
     """Train a LoRA adapter on synthetic long-context data (from your collection for in2 and multidoc)."""
-    from finetune.compression_aware import CompressionSpec
+    from finetune.compression_aware import parse_compression
     from finetune.run import FinetuneRequest
     from finetune.run import finetune as run_finetune
     from rag.errors import RagError
@@ -373,7 +373,7 @@ def finetune(
         request = FinetuneRequest(
             recipe, Path(model_path), settings.adapters_dir / out, steps, examples, context_tokens,
             learning_rate, corpus=_collection_corpus(settings, collection, holdout) if collection else None,
-            method=method, compression=CompressionSpec.parse(compression) if compression else None,
+            method=method, compression=parse_compression(compression) if compression else None,
             target=target, resume=resume, precision=precision,
         )  # fmt: skip
         request.check()
@@ -392,11 +392,11 @@ def finetune(
 
 
 def _adapter_client(url: str | None, api_key: str | None, data_dir: Path | None):
-    import httpx
+    from lcrag.client import connect
 
     settings = _settings(api_key=api_key, data_dir=data_dir)
-    headers = {"Authorization": f"Bearer {settings.api_key.get_secret_value()}"} if settings.api_key else {}
-    return settings, httpx.Client(base_url=url or settings.base_url, headers=headers, timeout=120)
+    secret = settings.api_key.get_secret_value() if settings.api_key else None
+    return settings, connect(url or settings.base_url, secret, timeout=120)
 
 
 def _talk_to_server(action, *args: object) -> None:

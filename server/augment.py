@@ -18,12 +18,12 @@ from typing import Any
 from starlette.types import Message, Send
 
 from compression import retention
-from compression.vllm_integration.options import RETENTION_KEY, STATS_KEY
+from compression.spec import RETENTION_KEY, STATS_KEY, KVSpec
 from rag.errors import RagError
 from server.errors import ApiError
 from server.modes import PreparedPrompt, retrieve_for
 from server.retention import retention_report
-from server.schemas import KVOptions, LcragOptions
+from server.schemas import LcragOptions
 from server.services import Services
 
 log = logging.getLogger("lcrag.server")
@@ -37,7 +37,7 @@ class ResponseExtras:
     """What a request adds to its response: a collection's prompt and/or KV eviction."""
 
     prepared: PreparedPrompt | None
-    kv: KVOptions | None
+    kv: KVSpec | None
     started: float
     services: Services | None
     options: LcragOptions | None = None

@@ -14,32 +14,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from compression.policies.base import ReconstructionPolicy
 from compression.reconstruction import ReconstructionError, reconstruction_passes
+from compression.spec import STATS_KEY, CacheKey, KVSpec, KVTask
 from compression.vllm_integration.control import control_async
-from compression.vllm_integration.options import (
-    STATS_KEY,
-    context_digest,
-    pass_extra_args,
-    policy_spec,
-    to_extra_args,
-)
 from compression.vllm_integration.stats import record_totals
 from server.errors import BadRequestError, ServiceUnavailableError
-from server.schemas import KVOptions
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
-
-
-def uses_context_cache(kv: KVOptions | None) -> bool:
-    """LC requests compress their collection's context once, as a shared cache, when the policy is
-    query-agnostic, unless the client asked for per-request eviction (`cache: false`)."""
-    return kv is not None and kv.cache is not False and kv.policy_object().query_agnostic
-
-
-def needs_reconstruction(kv: KVOptions) -> bool:
-    """The policy scores with reconstruction passes (KVzip), which must run before its compression."""
-    return bool(getattr(kv.policy_object(), "needs_reconstruction", False))
 
 
 @dataclass
@@ -53,8 +36,12 @@ class ContextCaches:
     )
 
     def lora_request(self, model: str | None) -> Any:
-        requests = getattr(self.loras, "lora_requests", {}) or {}
+        requests = self.loras.lora_requests if self.loras is not None else {}
         return requests.get(model) if model else None
+
+    def cache_key(self, context_ids: Sequence[int], kv: KVSpec, model: str | None) -> CacheKey:
+        lora = self.lora_request(model)
+        return CacheKey.of(kv, context_ids, lora.lora_int_id if lora else 0)
 
     async def describe(self, label: str | None = None) -> dict[str, Any]:
         listing = await control_async(self.engine, "list")
@@ -69,45 +56,34 @@ class ContextCaches:
         return dropped
 
     async def find(
-        self, context_ids: Sequence[int], kv: KVOptions, model: str | None
+        self, context_ids: Sequence[int], kv: KVSpec, model: str | None
     ) -> dict[str, Any] | None:
         """The resident cache of exactly this context, policy, ratio and adapter, if any."""
         return self._match(await self.describe(), context_ids, kv, model)
 
     def _match(
-        self, listing: dict[str, Any], context_ids: Sequence[int], kv: KVOptions, model: str | None
+        self, listing: dict[str, Any], context_ids: Sequence[int], kv: KVSpec, model: str | None
     ) -> dict[str, Any] | None:
-        lora = self.lora_request(model)
-        wanted = (
-            context_digest(context_ids),
-            policy_spec(kv.policy_object()),
-            kv.ratio,
-            lora.lora_int_id if lora else 0,
-        )
-        for cache in listing["caches"]:
-            if (cache["digest"], cache["policy"], cache["ratio"], cache["lora"]) == wanted:
-                return cache
-        return None
+        wanted = self.cache_key(context_ids, kv, model)
+        return next((cache for cache in listing["caches"] if CacheKey.of_listing(cache) == wanted), None)
 
     async def prepare(
-        self, context_ids: Sequence[int], kv: KVOptions, model: str | None, param: str = "lcrag.kv"
+        self, context_ids: Sequence[int], kv: KVSpec, model: str | None, param: str = "lcrag.kv"
     ) -> int:
         """Before a request compresses `context_ids` (a collection's context, or a whole prompt): a policy
         that scores by reconstruction gets its passes run, unless the engine keeps their scores or the cache
         is resident already; a context too long for them is a 400 naming `param`. Returns the passes run."""
-        if not needs_reconstruction(kv):
+        policy = kv.policy_object
+        if not isinstance(policy, ReconstructionPolicy):
             return 0
-        policy = kv.policy_object()
-        digest = context_digest(context_ids)
-        lock = self._locks.setdefault(digest, asyncio.Lock())  # one build of a context at a time
+        key = self.cache_key(context_ids, kv, model)
+        lock = self._locks.setdefault(key.digest, asyncio.Lock())  # one build of a context at a time
         async with lock:
             listing = await self.describe()
-            lora = self.lora_request(model)
-            scored = [lora.lora_int_id if lora else 0, policy_spec(policy), digest]
-            if scored in listing["scored_contexts"] or self._match(listing, context_ids, kv, model):
+            if key.scores_key() in listing["scored_contexts"] or self._match(listing, context_ids, kv, model):
                 return 0  # the engine keeps this context's scores, or the cache itself
             try:
-                passes = reconstruction_passes(context_ids, self.tokenizer, policy.repeat, self.max_model_len)  # type: ignore[attr-defined]
+                passes = reconstruction_passes(context_ids, self.tokenizer, policy.repeat, self.max_model_len)
             except ReconstructionError as error:
                 raise BadRequestError(f"KV policy {kv.policy!r}: {error}.", param=param) from None
             first, *rest = passes
@@ -116,12 +92,11 @@ class ContextCaches:
             await asyncio.gather(*(self._reconstruct(later, kv, len(context_ids), model) for later in rest))
             return len(passes)
 
-    async def _reconstruct(self, reconstruction: Any, kv: KVOptions, context: int, model: str | None) -> None:
-        extra = pass_extra_args(kv.policy, kv.all_options(), context, reconstruction.span)
-        await self._generate(reconstruction.prompt, extra, model)
+    async def _reconstruct(self, reconstruction: Any, kv: KVSpec, context: int, model: str | None) -> None:
+        await self._generate(reconstruction.prompt, kv.scoring_pass(context, reconstruction.span), model)
 
     async def build(
-        self, context_ids: Sequence[int], kv: KVOptions, model: str | None, label: str
+        self, context_ids: Sequence[int], kv: KVSpec, model: str | None, label: str
     ) -> dict[str, Any]:
         """Compress a collection's context now (reconstruction passes first, if the policy needs them) and
         report what the engine did: `cache` is `hit` when it was resident already, `built` when made now."""
@@ -130,8 +105,7 @@ class ContextCaches:
         if existing is not None:
             return {**existing, "cache": "hit", "build_ms": 0.0, "passes": 0}
         passes = await self.prepare(context_ids, kv, model, param="policy")
-        extra = to_extra_args(kv.policy, kv.ratio, kv.all_options(), context=len(context_ids), label=label)
-        stats = await self._generate(list(context_ids), extra, model)
+        stats = await self._generate(list(context_ids), kv.task(len(context_ids), label), model)
         if stats is None or stats.get("cache") != "built":
             raise ServiceUnavailableError(
                 "The engine could not keep a compressed context for this collection now: the KV cache is "
@@ -146,13 +120,11 @@ class ContextCaches:
             "passes": passes,
         }
 
-    async def _generate(
-        self, prompt: list[int], extra_args: dict[str, Any], model: str | None
-    ) -> dict[str, Any] | None:
-        """One prompt-only engine request (one token sampled); its KV stats."""
+    async def _generate(self, prompt: list[int], task: KVTask, model: str | None) -> dict[str, Any] | None:
+        """One prompt-only engine request (one token sampled) doing `task`; its KV stats."""
         from vllm import SamplingParams
 
-        params = SamplingParams(max_tokens=1, temperature=0.0, extra_args=extra_args)
+        params = SamplingParams(max_tokens=1, temperature=0.0, extra_args=task.extra_args())
         (engine_input,) = await self.engine.renderer.render_cmpl_async([{"prompt_token_ids": prompt}])
         final = None
         async for output in self.engine.generate(

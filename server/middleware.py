@@ -25,7 +25,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from compression import registry
-from compression.vllm_integration.options import to_extra_args
+from compression.spec import KVSpec
 from rag.context import Message as ChatMessage
 from rag.context import prompt_token_ids
 from rag.errors import RagError
@@ -41,9 +41,8 @@ from server.errors import (
     send_error,
     validation_error,
 )
-from server.kv_cache import needs_reconstruction, uses_context_cache
 from server.modes import MODEL_NAME_SEPARATOR, PreparedPrompt, apply_model_name, prepare
-from server.schemas import KVOptions, LcragOptions
+from server.schemas import LcragOptions
 from server.services import Services
 
 OPEN_PATHS = frozenset({"/health"})
@@ -134,7 +133,7 @@ class LcragOptionsMiddleware:
 
     async def _prepare(
         self, scope: Scope, payload: dict[str, Any]
-    ) -> tuple[LcragOptions, PreparedPrompt | None, KVOptions | None]:
+    ) -> tuple[LcragOptions, PreparedPrompt | None, KVSpec | None]:
         path = scope["path"]
         options = parse_lcrag_options(payload.pop(LCRAG_FIELD, {}))
         if self.services is not None:
@@ -162,7 +161,7 @@ class LcragOptionsMiddleware:
             )
         return options, prepared, kv
 
-    def _eviction(self, options: LcragOptions) -> KVOptions | None:
+    def _eviction(self, options: LcragOptions) -> KVSpec | None:
         """The request's KV eviction (its own, else the server default), None when it evicts nothing."""
         kv = options.kv
         if kv is None and self.services is not None:
@@ -178,7 +177,7 @@ class LcragOptionsMiddleware:
         return kv
 
     async def _kv_extra_args(
-        self, kv: KVOptions, prepared: PreparedPrompt | None, payload: dict[str, Any]
+        self, kv: KVSpec, prepared: PreparedPrompt | None, payload: dict[str, Any]
     ) -> dict[str, Any]:
         """Eviction of this request's prompt; for an LC prompt with a query-agnostic policy, of its
         collection's context as a shared cache instead. A policy scored by reconstruction passes gets them
@@ -188,12 +187,10 @@ class LcragOptionsMiddleware:
         context = prepared.context_ids if prepared is not None else None
         if caches is None:
             return kv_extra_args(kv)
-        if context is not None and prepared is not None and uses_context_cache(kv):
+        if context is not None and prepared is not None and kv.shares_context:
             await caches.prepare(context, kv, model)
-            return to_extra_args(
-                kv.policy, kv.ratio, kv.all_options(), context=len(context), label=prepared.collection
-            )
-        if needs_reconstruction(kv):
+            return kv.task(len(context), prepared.collection).extra_args()
+        if kv.policy_object.needs_reconstruction:
             await caches.prepare(whole_prompt_ids(caches.tokenizer, payload, kv.policy), kv, model)
         return kv_extra_args(kv)
 
@@ -226,7 +223,7 @@ def parse_lcrag_options(raw: Any) -> LcragOptions:
         raise validation_error(error, LCRAG_FIELD) from None
     if options.kv is not None:
         try:
-            policy = options.kv.policy_object()
+            policy = options.kv.policy_object
         except registry.PolicyError as error:
             raise BadRequestError(f"Invalid '{LCRAG_FIELD}.kv': {error}", param=f"{LCRAG_FIELD}.kv") from None
         if options.kv.cache and not policy.query_agnostic:
@@ -255,9 +252,9 @@ def whole_prompt_ids(tokenizer: Any, payload: dict[str, Any], policy: str) -> li
     return prompt_token_ids(tokenizer, messages)
 
 
-def kv_extra_args(kv: KVOptions) -> dict[str, Any]:
+def kv_extra_args(kv: KVSpec) -> dict[str, Any]:
     """The `vllm_xargs` entries that carry the request's eviction to the engine."""
-    return to_extra_args(kv.policy, kv.ratio, kv.all_options())
+    return kv.task().extra_args()
 
 
 async def _read_body(receive: Receive) -> bytes:

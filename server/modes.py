@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from compression.spec import KVSpec
 from rag.context import (
     LC_INSTRUCTIONS,
     RAG_INSTRUCTIONS,
@@ -27,7 +28,7 @@ from rag.context import (
 )
 from rag.retrieve import Citation, retrieve
 from server.errors import BadRequestError
-from server.schemas import KVOptions, LcragOptions
+from server.schemas import LcragOptions
 from server.services import Services
 
 DEFAULT_TOP_K = 5
@@ -101,35 +102,21 @@ def apply_model_name(payload: dict[str, Any], options: LcragOptions, served_mode
         ) from None
 
 
-def parse_kv_spec(spec: str) -> KVOptions:
-    """`snapkv-0.75` -> policy snapkv evicting 75 % of the prompt's K/V. Raises ValueError (a PolicyError
-    for an unknown policy) saying what is wrong."""
-    policy, _, ratio = spec.rpartition("-")
-    try:
-        kv = KVOptions(policy=policy, ratio=float(ratio))
-    except ValueError:
-        raise ValueError(
-            f"bad KV part {spec!r}: write '<policy>-<ratio>' with a ratio in [0, 1), e.g. 'snapkv-0.75'"
-        ) from None
-    kv.policy_object()
-    return kv
-
-
-def kv_of_model_name(spec: str, model: str) -> KVOptions:
+def kv_of_model_name(spec: str, model: str) -> KVSpec:
     """The KV part of a `docs@lc:snapkv-0.75` model name; a 400 naming `model` when it is wrong."""
     try:
-        return parse_kv_spec(spec)
+        return KVSpec.parse(spec)
     except ValueError as error:
         raise BadRequestError(f"model {model!r}: {error}", param="model") from None
 
 
-def parse_mode_spec(spec: str) -> tuple[str, KVOptions | None]:
+def parse_mode_spec(spec: str) -> tuple[str, KVSpec | None]:
     """`rag`, `lc`, `auto` or `<mode>:<policy>-<ratio>` (e.g. `lc:snapkv-0.75`) as (mode, KV options).
     Raises ValueError with a message naming what is wrong."""
     mode, _, kv = spec.partition(":")
     if mode not in MODES:
         raise ValueError(f"unknown mode {spec!r}: use one of {', '.join(MODES)}, or e.g. 'lc:snapkv-0.75'")
-    return mode, (parse_kv_spec(kv) if kv else None)
+    return mode, (KVSpec.parse(kv) if kv else None)
 
 
 def question_of(messages: Any) -> tuple[list[Message], str]:

@@ -6,8 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from compression import registry
-from compression.policies import Policy
+from compression.spec import KVSpec, OptionValue
 from rag.retrieve import Citation, Order, Retrieval
 from rag.store import COLLECTION_NAME
 
@@ -16,46 +15,6 @@ class StrictModel(BaseModel):
     """Unknown keys are errors, so a typo never silently turns a feature off."""
 
     model_config = ConfigDict(extra="forbid")
-
-
-OptionValue = str | int | float | bool
-
-
-class KVOptions(StrictModel):
-    """Per-request KV-cache eviction: `ratio` is the fraction of prompt tokens whose K/V is evicted."""
-
-    policy: str = Field(
-        default="none", min_length=1, description="Eviction policy name (GET /v1/kv/policies)."
-    )
-    ratio: float = Field(default=0.0, ge=0.0, lt=1.0, description="Fraction of prompt K/V to evict.")
-    window: int | None = Field(default=None, ge=1, description="Observation / recent window in tokens.")
-    sinks: int | None = Field(default=None, ge=0, description="Leading tokens always kept.")
-    options: dict[str, OptionValue] | None = Field(
-        default=None, description="Any other option of the policy (GET /v1/kv/policies lists them)."
-    )
-    cache: bool | None = Field(
-        default=None,
-        description="lc mode with a query-agnostic policy compresses the collection once, as a shared cache "
-        "later questions reuse; false compresses each request's prompt instead.",
-    )
-    retention: bool | None = Field(
-        default=None,
-        description="lc mode: report which spans of each document the eviction kept, and warn when a "
-        "passage retrieval ranks high was evicted (`lcrag.kv.retention`).",
-    )
-
-    @property
-    def evicts(self) -> bool:
-        return self.policy != "none" and self.ratio > 0.0
-
-    def all_options(self) -> dict[str, OptionValue]:
-        """The policy options asked for (`window`, `sinks` and `options` together)."""
-        named = {"window": self.window, "sinks": self.sinks}
-        return {**(self.options or {}), **{key: value for key, value in named.items() if value is not None}}
-
-    def policy_object(self) -> Policy:
-        """The policy with its options; raises PolicyError naming what exists."""
-        return registry.create(self.policy, **self.all_options())
 
 
 class LcragOptions(StrictModel):
@@ -84,7 +43,7 @@ class LcragOptions(StrictModel):
     rerank: bool | None = Field(
         default=None, description="rag mode: rerank with the server's cross-encoder (default: if it has one)."
     )
-    kv: KVOptions | None = Field(default=None, description="KV-cache eviction for this request.")
+    kv: KVSpec | None = Field(default=None, description="KV-cache eviction for this request.")
 
     @model_validator(mode="after")
     def _collection_named_for_mode_and_top_k(self) -> LcragOptions:
@@ -287,8 +246,8 @@ class KVCacheBuild(StrictModel):
     options: dict[str, OptionValue] | None = Field(default=None, description="Policy options.")
     model: str | None = Field(default=None, description="Served model or LoRA adapter; default the base.")
 
-    def kv(self) -> KVOptions:
-        return KVOptions(policy=self.policy, ratio=self.ratio, options=self.options)
+    def kv(self) -> KVSpec:
+        return KVSpec(policy=self.policy, ratio=self.ratio, options=self.options)
 
 
 class KVCacheOut(BaseModel):

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
 
+from compression.spec import KVSpec
 from lcrag.settings import Settings
 from rag.control_text import ControlStrings
 from rag.embeddings import Embedder
@@ -18,7 +19,6 @@ from rag.rerank import Reranker
 from rag.retrieve import RetrievalOptions
 from rag.store import Store
 from server.errors import BadRequestError
-from server.schemas import KVOptions
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -115,9 +115,9 @@ class Services:
         return ControlStrings.of(self.tokenizer)
 
     @cached_property
-    def default_kv(self) -> KVOptions | None:
+    def default_kv(self) -> KVSpec | None:
         """The server's default eviction (`--kv-policy/--kv-ratio`), None when it evicts nothing."""
-        kv = KVOptions(policy=self.settings.kv_policy, ratio=self.settings.kv_ratio)
+        kv = KVSpec(policy=self.settings.kv_policy, ratio=self.settings.kv_ratio)
         return kv if kv.evicts else None
 
     def lc_available_tokens(self, answer_tokens: int | None = None) -> int:

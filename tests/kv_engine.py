@@ -11,6 +11,7 @@ from typing import Any
 
 from compression.policies import Policy
 from compression.policies.base import kept_tokens
+from compression.spec import KVSpec
 from compression.vllm_integration.offline import (
     counted_preemptions,
     greedy,
@@ -21,7 +22,13 @@ from compression.vllm_integration.offline import (
 )
 
 BLOCK_SIZE = 32
-sampling = greedy
+
+
+def sampling(max_tokens: int, policy: str | None = None, ratio: float = 0.0, **options: Any) -> Any:
+    """Greedy sampling, EOS ignored, evicting `ratio` of the prompt's K/V with `policy` and its `options`."""
+    kv = KVSpec(policy=policy, ratio=ratio, options=options or None) if policy is not None else None
+    return greedy(max_tokens, kv)
+
 __all__ = [
     "BLOCK_SIZE",
     "Generated",

@@ -126,6 +126,8 @@ class Policy:
     # True when the scores never look at a question after the context, so one compressed context can serve
     # every later question (collection caches accept only these)
     query_agnostic: ClassVar[bool] = False
+    # True when the scores come from reconstruction passes run before the compaction (`ReconstructionPolicy`)
+    needs_reconstruction: ClassVar[bool] = False
 
     def score(self, view: LayerView) -> torch.Tensor:
         raise NotImplementedError
@@ -144,6 +146,17 @@ class Policy:
         """The scores each layer keeps by, given every layer's own `score` (in layer order); by default each
         layer keeps by its own. Called once per request, after the last layer has been scored."""
         return scores
+
+
+@dataclass(frozen=True)
+class ReconstructionPolicy(Policy):
+    """A policy scored by reconstruction passes (KVzip): before a context is compressed the engine runs
+    passes that ask the model to repeat it, `repeat` tokens at a time, and keeps the scores they yield."""
+
+    needs_reconstruction: ClassVar[bool] = True
+    query_window: ClassVar[int | None] = 0  # the scores come from the passes, not the compressed prompt
+    query_agnostic: ClassVar[bool] = True
+    repeat: int = 512
 
 
 def leading(length: int, count: int) -> torch.Tensor:

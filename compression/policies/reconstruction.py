@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from compression.policies.attention import check_layer_vote, shared_vote
-from compression.policies.base import LayerView, Policy, leading
+from compression.policies.base import LayerView, ReconstructionPolicy, leading
 
 QUERY_BLOCK = 128  # repeat queries scored at once: their logits over a 32K context stay near 150 MB
 FUSED_LOG_SUM_EXP = hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu")
@@ -42,7 +41,7 @@ class ReconstructionView:
 
 
 @dataclass(frozen=True)
-class KVzip(Policy):
+class KVzip(ReconstructionPolicy):
     """KVzip (Kim et al., 2025, "KVzip: Query-Agnostic KV Cache Compression with Context Reconstruction"):
     the model is asked to repeat the context, one span at a time, and a context token's importance is the
     most attention any query of the repeat pays it (over the query heads sharing its KV head).
@@ -59,12 +58,8 @@ class KVzip(Policy):
     tokens each)."""
 
     name = "kvzip"
-    query_window = 0  # the scores come from the reconstruction passes, not from the compressed prompt
-    query_agnostic = True
-    needs_reconstruction: ClassVar[bool] = True
     sinks: int = 4
     chunk: int = 1
-    repeat: int = 512
     layers: str = "own"
     vote_from: float = 0.4
     attend: str = "context"

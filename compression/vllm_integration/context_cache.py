@@ -19,21 +19,12 @@ from typing import Any
 from vllm.v1.core.block_pool import BlockPool
 from vllm.v1.core.kv_cache_utils import KVCacheBlock
 
-
-@dataclass(frozen=True)
-class ContextKey:
-    """What makes two contexts' compressed K/V interchangeable."""
-
-    lora: int  # the LoRA adapter's id, 0 for the base model
-    policy: str  # `options.policy_spec`: the policy with its options
-    ratio: float
-    context_tokens: int
-    digest: str  # `options.context_digest` of the context's token ids
+from compression.spec import CacheKey
 
 
 @dataclass
 class ContextCache:
-    key: ContextKey
+    key: CacheKey
     kept_tokens: int
     blocks: list[KVCacheBlock]
     labels: set[str] = field(default_factory=set)
@@ -73,10 +64,10 @@ class ContextCacheRegistry:
         self.block_pool = block_pool
         self.block_bytes = block_bytes
         self.block_size = block_size
-        self.caches: OrderedDict[ContextKey, ContextCache] = OrderedDict()
+        self.caches: OrderedDict[CacheKey, ContextCache] = OrderedDict()
         self.released = 0  # caches released under memory pressure, since start
 
-    def get(self, key: ContextKey) -> ContextCache | None:
+    def get(self, key: CacheKey) -> ContextCache | None:
         return self.caches.get(key)
 
     def add(self, cache: ContextCache) -> bool:
@@ -99,7 +90,7 @@ class ContextCacheRegistry:
         del self.caches[cache.key]
         self.block_pool.free_blocks(reversed(cache.blocks))
 
-    def release_idle_until(self, free_blocks: int, keep: ContextKey | None = None) -> bool:
+    def release_idle_until(self, free_blocks: int, keep: CacheKey | None = None) -> bool:
         """Release idle caches, least recently used first (never `keep`), until the pool has `free_blocks`
         free; True when it has."""
         while self.block_pool.get_num_free_blocks() < free_blocks:

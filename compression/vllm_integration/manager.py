@@ -21,7 +21,8 @@ from vllm.v1.core.kv_cache_manager import KVCacheBlocks, KVCacheManager
 from vllm.v1.core.kv_cache_utils import KVCacheBlock
 from vllm.v1.request import Request
 
-from compression.vllm_integration.context_cache import ContextCache, ContextCacheRegistry, ContextKey
+from compression.spec import CacheKey
+from compression.vllm_integration.context_cache import ContextCache, ContextCacheRegistry
 from compression.vllm_integration.plan import Compaction, cdiv
 
 
@@ -31,7 +32,7 @@ class KVCompactKVCacheManager(KVCacheManager):
     kvc_offsets: dict[str, int]  # compacted or adopting requests -> evicted tokens
     kvc_hit_limits: dict[str, int]  # compressed requests -> most prompt tokens a prefix-cache hit may cover
     kvc_cache_limits: dict[str, int]  # compressed requests -> tokens whose blocks may enter the prefix cache
-    kvc_context_keys: dict[str, ContextKey]  # context-cache requests -> the cache they adopt or build
+    kvc_context_keys: dict[str, CacheKey]  # context-cache requests -> the cache they adopt or build
     kvc_adopting: dict[str, ContextCache]  # waiting requests whose lookup found a cache to adopt
     kvc_new_adopters: set[str]  # adopted this step (the runner learns their offset from the plan)
     kvc_caches: ContextCacheRegistry
@@ -116,7 +117,7 @@ class KVCompactKVCacheManager(KVCacheManager):
         return allocated
 
     def _or_release_caches(
-        self, allocate: Callable[[], KVCacheBlocks | None], keep: ContextKey | None = None
+        self, allocate: Callable[[], KVCacheBlocks | None], keep: CacheKey | None = None
     ) -> KVCacheBlocks | None:
         """`allocate()`; when the pool is short, release idle context caches (least recently used first,
         never `keep`) one at a time and retry, before the scheduler has to preempt or wait."""

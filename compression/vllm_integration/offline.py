@@ -10,8 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from compression.spec import RETENTION_KEY, STATS_KEY, KVSpec
 from compression.vllm_integration import engine_kwargs
-from compression.vllm_integration.options import RETENTION_KEY, STATS_KEY, to_extra_args
 
 # Scheduler and worker in this process (so callers can inspect the block pool), and a KV space in GiB.
 IN_PROCESS_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_KVCACHE_SPACE": "1"}
@@ -83,11 +83,11 @@ def counted_preemptions(llm: Any) -> Iterator[list[str]]:
         scheduler._preempt_request = preempt
 
 
-def greedy(max_tokens: int, policy: str | None = None, ratio: float = 0.0, **options: Any) -> Any:
-    """Greedy sampling params with EOS ignored, asking for eviction when `policy` is given."""
+def greedy(max_tokens: int, kv: KVSpec | None = None) -> Any:
+    """Greedy sampling params with EOS ignored, asking for `kv`'s eviction of the prompt when given."""
     from vllm import SamplingParams
 
-    extra = to_extra_args(policy, ratio, options) if policy is not None else None
+    extra = kv.task().extra_args() if kv is not None else None
     return SamplingParams(max_tokens=max_tokens, temperature=0, logprobs=0, ignore_eos=True, extra_args=extra)
 
 
@@ -108,9 +108,7 @@ def build_context_cache(
     llm: Any,
     tokenizer: Any,
     context: list[int],
-    policy: str,
-    ratio: float,
-    options: dict[str, Any] | None = None,
+    kv: KVSpec,
     label: str | None = None,
 ) -> dict[str, Any] | None:
     """Compress `context` into a resident context cache on an offline engine, as the server's
@@ -118,19 +116,18 @@ def build_context_cache(
     policies), then a build request; returns the build's KV stats."""
     from vllm import SamplingParams
 
+    from compression.policies.base import ReconstructionPolicy
     from compression.reconstruction import reconstruction_passes
-    from compression.registry import create
-    from compression.vllm_integration.options import pass_extra_args
 
-    scorer = create(policy, **(options or {}))
-    if getattr(scorer, "needs_reconstruction", False):
+    scorer = kv.policy_object
+    if isinstance(scorer, ReconstructionPolicy):
         max_model_len = llm.llm_engine.model_config.max_model_len
-        passes = reconstruction_passes(context, tokenizer, scorer.repeat, max_model_len)  # type: ignore[attr-defined]
+        passes = reconstruction_passes(context, tokenizer, scorer.repeat, max_model_len)
         for reconstruction in passes:  # one by one: the first fills vLLM's prefix cache with the context
-            extra = pass_extra_args(policy, options, len(context), reconstruction.span)
+            extra = kv.scoring_pass(len(context), reconstruction.span).extra_args()
             prompts = [{"prompt_token_ids": reconstruction.prompt}]
             llm.generate(prompts, SamplingParams(max_tokens=1, extra_args=extra), use_tqdm=False)
-    extra = to_extra_args(policy, ratio, options, context=len(context), label=label)
+    extra = kv.task(len(context), label).extra_args()
     (output,) = llm.generate(
         [{"prompt_token_ids": list(context)}], SamplingParams(max_tokens=1, extra_args=extra), use_tqdm=False
     )

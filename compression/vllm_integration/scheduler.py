@@ -12,7 +12,7 @@ allocates, preempting the newest running request when allocation fails.
 Per request:
 - per-request eviction: when the prompt's K/V is complete, `keep` tokens survive (into fresh blocks when
   its blocks are in the prefix cache, else in place); from then on physical length = logical - offset.
-- context cache (`EvictionRequest.context = N`): the first N prompt tokens are a collection's context. If a
+- context cache (`KVTask.context = N`): the first N prompt tokens are a collection's context. If a
   cache with the same key is resident the request adopts it at admission (offset N - kept) and prefills
   only its own tokens; otherwise its step is cut at N, the context is compacted into whole blocks that
   become the cache, and it continues as an adopter.
@@ -35,19 +35,10 @@ from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.request import Request
 
 from compression.policies.base import cached_tokens, kept_tokens
+from compression.spec import RETENTION_KEY, STATS_KEY, CacheKey, KVTask
 from compression.vllm_integration import control
-from compression.vllm_integration.context_cache import ContextCache, ContextKey
+from compression.vllm_integration.context_cache import ContextCache
 from compression.vllm_integration.manager import KVCompactKVCacheManager
-from compression.vllm_integration.options import (
-    RETENTION_KEY,
-    STATS_KEY,
-    EvictionRequest,
-    PassRequest,
-    context_digest,
-    from_extra_args,
-    pass_from_extra_args,
-    policy_spec,
-)
 from compression.vllm_integration.plan import Compaction, ScorePass, StepPlan, cdiv
 from compression.vllm_integration.version import check_supported_config, check_vllm_version
 
@@ -72,8 +63,8 @@ class KVCompactScheduler(Scheduler):
         # vLLM builds its KVCacheManager inline in Scheduler.__init__ (no factory): adopt it in place.
         self.kv_cache_manager.__class__ = KVCompactKVCacheManager
         self.kv_cache_manager.kvc_init(block_bytes(self.kv_cache_config))
-        self.kvc_requests: dict[str, EvictionRequest] = {}
-        self.kvc_passes: dict[str, PassRequest] = {}
+        self.kvc_requests: dict[str, KVTask] = {}  # requests that evict (their prompt, or a context cache)
+        self.kvc_passes: dict[str, KVTask] = {}  # reconstruction passes
         self.kvc_stats: dict[str, dict[str, Any]] = {}
         self.kvc_into: dict[str, list[KVCacheBlock]] = {}  # fresh blocks a planned compaction writes into
         self.kvc_started: dict[str, float] = {}
@@ -91,16 +82,19 @@ class KVCompactScheduler(Scheduler):
             return
         extra_args = request.sampling_params.extra_args
         try:
-            eviction, passing = from_extra_args(extra_args), pass_from_extra_args(extra_args)
+            task = KVTask.from_extra_args(extra_args)
         except ValueError as error:  # the HTTP layer validates; a direct engine caller may not have
             log.warning("request %s: KV eviction ignored: %s", request.request_id, error)
             return
         request_id, manager = request.request_id, self.kvc_manager
-        if passing is not None:
-            self.kvc_passes[request_id] = passing
-            manager.kvc_hit_limits[request_id] = passing.context  # its repeat is computed and scored
-        if eviction is None:
+        if task is None:
             return
+        if task.is_pass:
+            assert task.context is not None
+            self.kvc_passes[request_id] = task
+            manager.kvc_hit_limits[request_id] = task.context  # its repeat is computed and scored
+            return
+        eviction = task
         if eviction.context is not None and eviction.context > request.num_prompt_tokens:
             eviction = dataclasses.replace(eviction, context=request.num_prompt_tokens)
         length = eviction.compressed_length(request.num_prompt_tokens)
@@ -111,10 +105,8 @@ class KVCompactScheduler(Scheduler):
         manager.kvc_cache_limits[request_id] = length
         if eviction.context is not None:
             lora = request.lora_request.lora_int_id if request.lora_request else 0
-            digest = context_digest(request.prompt_token_ids[:length])
-            manager.kvc_context_keys[request_id] = ContextKey(
-                lora, policy_spec(eviction.policy), eviction.ratio, length, digest
-            )
+            context_ids = request.prompt_token_ids[:length]
+            manager.kvc_context_keys[request_id] = CacheKey.of(eviction.spec, context_ids, lora)
 
     def _update_after_schedule(self, scheduler_output: Any) -> None:
         plan = StepPlan()
@@ -151,18 +143,19 @@ class KVCompactScheduler(Scheduler):
         super()._update_after_schedule(scheduler_output)
 
     def _plan_pass(
-        self, plan: StepPlan, scheduler_output: Any, request: Request, passing: PassRequest, scheduled: int
+        self, plan: StepPlan, scheduler_output: Any, request: Request, passing: KVTask, scheduled: int
     ) -> None:
         prompt, computed = request.num_prompt_tokens, request.num_computed_tokens
         if computed >= prompt:
             return
         if computed + scheduled > prompt:
             scheduled = self._shorten(scheduler_output, request.request_id, prompt - computed)
+        assert passing.context is not None and passing.span is not None
         plan.capture[request.request_id] = (passing.context, prompt)
         if computed + scheduled == prompt:
             plan.score[request.request_id] = ScorePass(passing.context, passing.span)
 
-    def _plan_compaction(self, request_id: str, eviction: EvictionRequest, length: int) -> Compaction | None:
+    def _plan_compaction(self, request_id: str, eviction: KVTask, length: int) -> Compaction | None:
         """The compaction of the request's first `length` tokens, or None (with its stats) when it keeps
         them all, or when neither fresh blocks nor its own can take the kept K/V."""
         manager = self.kvc_manager
@@ -170,9 +163,9 @@ class KVCompactScheduler(Scheduler):
         block_size = manager.kvc_block_size
         cache = eviction.context is not None
         if cache:
-            keep = cached_tokens(length, eviction.ratio, must, block_size)
+            keep = cached_tokens(length, eviction.spec.ratio, must, block_size)
         else:
-            keep = kept_tokens(length, eviction.ratio, must, block_size)
+            keep = kept_tokens(length, eviction.spec.ratio, must, block_size)
         evicts = 0 < keep < length or (cache and keep == length)  # a cache may keep a whole short context
         possible, into = manager.kvc_destination(request_id, length, keep) if evicts else (False, None)
         if not possible:
@@ -192,7 +185,7 @@ class KVCompactScheduler(Scheduler):
         scheduler_output.total_num_scheduled_tokens -= cut
         return tokens
 
-    def _adopted(self, request_id: str, eviction: EvictionRequest) -> None:
+    def _adopted(self, request_id: str, eviction: KVTask) -> None:
         manager = self.kvc_manager
         cache = manager.kvc_caches.get(manager.kvc_context_keys[request_id])
         assert cache is not None

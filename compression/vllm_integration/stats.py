@@ -14,7 +14,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
-from compression.vllm_integration.options import RETENTION_KEY, STATS_KEY
+from compression.spec import RETENTION_KEY, STATS_KEY
 from compression.vllm_integration.outputs import ByRequest, watch_outputs
 
 EVICTED_TOKENS = Counter("lcrag_kv_evicted_tokens", "Prompt tokens whose K/V was evicted.")

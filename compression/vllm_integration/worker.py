@@ -37,14 +37,9 @@ from compression import retention
 from compression.policies import LayerView, Policy, keep_indices
 from compression.policies.base import Rotary
 from compression.policies.reconstruction import ReconstructionView
+from compression.spec import CacheKey, KVTask
 from compression.vllm_integration import control
 from compression.vllm_integration.cache_io import READABLE_ISAS, compact_kv, read_kv
-from compression.vllm_integration.options import (
-    context_digest,
-    from_extra_args,
-    pass_from_extra_args,
-    policy_spec,
-)
 from compression.vllm_integration.plan import Compaction, ScorePass, StepPlan
 from compression.vllm_integration.version import (
     UnsupportedEngineError,
@@ -54,7 +49,7 @@ from compression.vllm_integration.version import (
 
 log = logging.getLogger("lcrag.kv")
 PASS_SCORES_KEPT = 16  # contexts whose reconstruction scores are kept for builds (at any ratio)
-PassKey = tuple[int, str, str]  # (LoRA id, policy spec, context digest)
+PassKey = tuple[int | str, ...]  # `CacheKey.scores_key()`: LoRA id, policy with options, context digest
 
 
 @dataclass(frozen=True)
@@ -222,15 +217,15 @@ class KVCompactRunner(CPUModelRunner):
     def _kvc_row_work(self, request_id: str, plan: StepPlan) -> RowWork:
         state = self.requests[request_id]
         extra_args = state.sampling_params.extra_args
-        request = from_extra_args(extra_args) or pass_from_extra_args(extra_args)
+        request = KVTask.from_extra_args(extra_args)
         assert request is not None, f"{request_id}: the scheduler planned eviction the worker cannot parse"
         row = self.input_batch.req_id_to_index[request_id]
         start, end = int(self.query_start_loc.cpu[row]), int(self.query_start_loc.cpu[row + 1])
         compaction, score_pass = plan.compact.get(request_id), plan.score.get(request_id)
         context = score_pass.context if score_pass else compaction.length if compaction else None
         pass_key = None
-        if getattr(request.policy, "needs_reconstruction", False) and context is not None:
-            pass_key = self._kvc_pass_key(state, request.policy, context)
+        if request.policy.needs_reconstruction and context is not None:
+            pass_key = self._kvc_pass_key(state, request, context)
         return RowWork(
             request_id,
             request.policy,
@@ -283,10 +278,10 @@ class KVCompactRunner(CPUModelRunner):
         self.kvc_scores.setdefault(work.request_id, {})[layer] = self._kvc_own_scores(work.policy, view)
 
     @staticmethod
-    def _kvc_pass_key(state: Any, policy: Policy, context: int) -> PassKey:
+    def _kvc_pass_key(state: Any, task: KVTask, context: int) -> PassKey:
         """Whose reconstruction scores these are: adapter, policy with options, the context's tokens."""
         lora = state.lora_request.lora_int_id if state.lora_request else 0
-        return lora, policy_spec(policy), context_digest(state.prompt_token_ids[:context])
+        return tuple(CacheKey.of(task.spec, state.prompt_token_ids[:context], lora).scores_key())
 
     def _kvc_score_pass(self, work: RowWork, layer: int, kv_cache: torch.Tensor, isa: str) -> None:
         """Add this layer's scores of a reconstruction pass's span to its context's pass scores (the most

@@ -29,11 +29,12 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from compression import registry
+from compression.spec import KVSpec
 from rag.errors import RagError
 from server import loopback
 from server.errors import BadRequestError, from_rag_error
 from server.modes import parse_mode_spec
-from server.schemas import CompareRequest, CompareResponse, KVOptions, ModeError, ModeResult
+from server.schemas import CompareRequest, CompareResponse, ModeError, ModeResult
 from server.services import Services
 
 log = logging.getLogger("lcrag.server.compare")
@@ -99,7 +100,7 @@ def plan(body: CompareRequest, services: Services) -> list[ModeRun]:
     return runs
 
 
-def chat_request(body: CompareRequest, mode: str, kv: KVOptions | None, services: Services) -> dict[str, Any]:
+def chat_request(body: CompareRequest, mode: str, kv: KVSpec | None, services: Services) -> dict[str, Any]:
     lcrag: dict[str, Any] = {"collection": body.collection, "mode": mode}
     retention = body.retention and mode == "lc" and kv is not None and kv.evicts
     if mode != "lc" or retention:  # a retention view checks the passages rag would retrieve
@@ -126,7 +127,7 @@ def chat_request(body: CompareRequest, mode: str, kv: KVOptions | None, services
     return chat
 
 
-def _check_policy(kv: KVOptions, param: str) -> None:
+def _check_policy(kv: KVSpec, param: str) -> None:
     try:
         registry.create(kv.policy)
     except registry.PolicyError as error:

@@ -35,7 +35,7 @@ async def build_cache(name: str, body: KVCacheBuild, request: Request) -> Any:
     services, caches = caches_of(request)
     kv = body.kv()
     try:
-        policy = kv.policy_object()
+        policy = kv.policy_object
     except registry.PolicyError as error:
         raise BadRequestError(f"Invalid 'policy': {error}", param="policy") from None
     if not policy.query_agnostic:

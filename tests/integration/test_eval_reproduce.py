@@ -27,7 +27,7 @@ def test_reproduce_trains_evaluates_and_reports(
     report = (tmp_path / "report.md").read_text()
     headings = ["## Findings", "## Adapters (from their cards)", "(a) kv_retrieval", "(b) in2 on VaL",
                 "(c) held-out cloze accuracy", "## (a, b) Lost in the middle", "## (b) VaL probing",
-                "## (c) Held-out", "| repro-multidoc-ca | multidoc | snapkv:0.75 | 2 |"]  # fmt: skip
+                "## (c) Held-out", "| repro-multidoc-ca | multidoc | snapkv-0.75 | 2 |"]  # fmt: skip
     assert [heading for heading in headings if heading not in report] == []
     position = json.loads((tmp_path / "position" / "position.json").read_text())["summary"]
     assert {row["model"] for row in position} == {tiny_model_dir.name, "repro-kv-retrieval", "repro-in2"}

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from bench.corpus import TOWNS, town_record
 from finetune.collection import CollectionCorpus
 from finetune.data import multidoc
 from finetune.train import CARD_NAME, TrainConfig, train
 from lcrag.cli import app
-from tests.documents_text import TOWNS, town_record
 
 pytestmark = pytest.mark.integration
 
@@ -122,7 +122,7 @@ def test_grpo_scores_each_sampled_completion_against_its_own_example(
 
 def test_the_cli_trains_multidoc_with_compression_aware_sft(data_dir: Path, peaky_model_dir: Path) -> None:
     losses = {}
-    for name, extra in [("plain", []), ("evicted", ["--compression", "snapkv:0.5"])]:
+    for name, extra in [("plain", []), ("evicted", ["--compression", "snapkv-0.5"])]:
         arguments = ["finetune", "--recipe", "multidoc", "--collection", "towns", "--out", name,
                      "--steps", "2", "--examples", "2", "--context-tokens", "400", "--target", "answer",
                      *extra, "--data-dir", str(data_dir), "--model", str(peaky_model_dir)]  # fmt: skip
@@ -131,7 +131,7 @@ def test_the_cli_trains_multidoc_with_compression_aware_sft(data_dir: Path, peak
         assert f"Adapter {name!r} written" in result.output and "tokens/s on cpu" in result.output
         card = json.loads((data_dir / "adapters" / name / CARD_NAME).read_text())
         assert card["recipe"] == "multidoc" and card["recipe_options"]["target"] == "answer"
-        assert card["compression"] == ("snapkv:0.5" if extra else None)
+        assert card["compression"] == ("snapkv-0.5" if extra else None)
         losses[name] = card["loss_first"]
     # same seed, same data, same first batch: only the attention mask differs
     assert abs(losses["plain"] - losses["evicted"]) > 1e-3, losses

@@ -69,7 +69,7 @@ def test_the_lcrag_field_is_in_the_generation_routes_schema(tiny_server: Running
     options = components["LcragOptions"]["properties"]
     assert options["collection"]["anyOf"][0]["pattern"].startswith("^[a-z0-9]")
     assert options["mode"]["anyOf"][0]["enum"] == ["rag", "lc", "auto"]
-    ratio = components["KVOptions"]["properties"]["ratio"]
+    ratio = components["KVSpec"]["properties"]["ratio"]
     assert (ratio["minimum"], ratio["exclusiveMaximum"]) == (0.0, 1.0)
 
 

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from transformers import AutoTokenizer
 
-from compression.vllm_integration.options import context_digest
+from compression.spec import context_digest
 from rag.context import prompt_token_ids
 from tests.conftest import RunningServer
 

@@ -19,8 +19,8 @@ from compression.policies.base import cached_tokens
 from compression.reconstruction import reconstruction_passes
 from compression.reference import generate_with_context_cache
 from compression.registry import create
+from compression.spec import KVSpec
 from compression.vllm_integration.control import control
-from compression.vllm_integration.options import pass_extra_args, to_extra_args
 from tests.kv_engine import (
     BLOCK_SIZE,
     counted_preemptions,
@@ -41,7 +41,9 @@ SUFFIXES = [random_prompt(10 + i, 12 + 3 * i) for i in range(3)]
 def cache_params(policy: str, ratio: float, new_tokens: int = NEW_TOKENS, **options: Any) -> Any:
     from vllm import SamplingParams
 
-    extra = to_extra_args(policy, ratio, options, context=len(CONTEXT), label="docs")
+    extra = (
+        KVSpec(policy=policy, ratio=ratio, options=options or None).task(len(CONTEXT), "docs").extra_args()
+    )
     return SamplingParams(max_tokens=new_tokens, temperature=0, logprobs=0, ignore_eos=True, extra_args=extra)
 
 
@@ -51,7 +53,11 @@ def run_passes(llm: Any, tokenizer: Any, policy: str, options: dict[str, Any]) -
 
     passes = reconstruction_passes(CONTEXT, tokenizer, options["repeat"], 1024)
     for reconstruction in passes:
-        extra = pass_extra_args(policy, options, len(CONTEXT), reconstruction.span)
+        extra = (
+            KVSpec(policy=policy, options=options)
+            .scoring_pass(len(CONTEXT), reconstruction.span)
+            .extra_args()
+        )
         llm.generate(
             [{"prompt_token_ids": reconstruction.prompt}], SamplingParams(max_tokens=1, extra_args=extra)
         )
@@ -168,10 +174,10 @@ def test_idle_caches_are_released_least_recently_used_before_anyone_is_preempted
     contexts = [random_prompt(200 + i, 230) for i in range(3)]
     with engine(peaky_model_dir, num_gpu_blocks_override=24, max_model_len=512) as small:
         for index, context in enumerate(contexts):
-            extra = to_extra_args("knorm", 0.5, context=len(context), label=f"c{index}")
+            extra = KVSpec.parse("knorm-0.5").task(len(context), f"c{index}").extra_args()
             generate(small, [context + SUFFIXES[0]], _params(extra))
         assert control(small, "list")["cached_contexts"] == 3  # 3 x 4 blocks of 23
-        extra = to_extra_args("knorm", 0.5, context=len(contexts[1]), label="c1")
+        extra = KVSpec.parse("knorm-0.5").task(len(contexts[1]), "c1").extra_args()
         generate(small, [contexts[1] + SUFFIXES[1]], _params(extra))  # c1 is now the most recently used
         big = random_prompt(300, 400)  # 13 blocks + its answer: needs more than the free ones
         with counted_preemptions(small) as preemptions:

@@ -184,11 +184,11 @@ def test_n_samples_of_a_compressed_request_share_one_prefill(llm: Any) -> None:
     one's (uncompressed) prompt blocks, short of the policy's window, and prefills only the rest."""
     from vllm import SamplingParams
 
-    from compression.vllm_integration.options import to_extra_args
+    from compression.spec import KVSpec
 
     prompt = random_prompt(96, 200)
     llm.reset_prefix_cache()
-    extra = to_extra_args("snapkv", 0.5)
+    extra = KVSpec.parse("snapkv-0.5").task().extra_args()
     params = SamplingParams(n=2, max_tokens=8, temperature=1.0, ignore_eos=True, extra_args=extra)
     (output,) = llm.generate([{"prompt_token_ids": prompt}], params, use_tqdm=False)
     assert len(output.outputs) == 2 and all(len(sample.token_ids) == 8 for sample in output.outputs)

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from bench.corpus import towns_text
 from compression.reference import generate_with_eviction
 from compression.registry import create
-from tests.documents_text import towns_text
+from compression.spec import KVSpec
 from tests.kv_engine import BLOCK_SIZE, engine, engine_kept, generate, sampling
 
 pytestmark = pytest.mark.integration
@@ -75,7 +76,5 @@ def test_a_kvzip_context_cache_on_the_default_model_equals_the_hf_reference(defa
 def cache_sampling(context_tokens: int) -> object:
     from vllm import SamplingParams
 
-    from compression.vllm_integration.options import to_extra_args
-
-    extra = to_extra_args("kvzip", 0.75, context=context_tokens, label="towns")
+    extra = KVSpec.parse("kvzip-0.75").task(context_tokens, "towns").extra_args()
     return SamplingParams(max_tokens=NEW_TOKENS, temperature=0, logprobs=0, ignore_eos=True, extra_args=extra)

@@ -13,7 +13,8 @@ import torch
 
 from compression.reference import generate_with_eviction
 from compression.registry import create
-from finetune.compression_aware import CompressionSpec, enable, prompt_length
+from compression.spec import KVSpec
+from finetune.compression_aware import enable, parse_compression, prompt_length
 
 NEW_TOKENS = 12
 
@@ -39,7 +40,7 @@ def test_masked_training_forward_equals_the_pruned_cache_reference(model, policy
     assert reference.tokens != full.tokens, "eviction changed nothing: the comparison could not fail"
 
     trained = copy.deepcopy(model)
-    state = enable(trained, CompressionSpec(policy, ratio))
+    state = enable(trained, KVSpec(policy=policy, ratio=ratio))
     ids = torch.tensor([prompt + reference.tokens])
     labels = ids.clone()
     labels[0, : len(prompt)] = -100
@@ -59,7 +60,7 @@ def test_prompt_rows_are_untouched_and_padding_rows_are_ignored(model) -> None:
     with torch.no_grad():
         plain = model(input_ids=torch.tensor([prompt + answer])).logits[0]
     trained = copy.deepcopy(model)
-    state = enable(trained, CompressionSpec("snapkv", 0.75))
+    state = enable(trained, KVSpec(policy="snapkv", ratio=0.75))
     labels = torch.tensor([[-100] * len(prompt) + answer, [-100] * (len(prompt) + len(answer))])
     ids = torch.tensor([prompt + answer, prompt + answer])
     with torch.no_grad():
@@ -74,9 +75,14 @@ def test_prompt_rows_are_untouched_and_padding_rows_are_ignored(model) -> None:
 
 @pytest.mark.parametrize(
     ("text", "phrase"),
-    [("snapkv", "POLICY:RATIO"), ("snapkv:1.5", "ratio in (0, 1)"), ("nope:0.5", "Unknown KV policy 'nope'")],
+    [
+        ("snapkv", "POLICY-RATIO"),
+        ("snapkv-1.5", "ratio in (0, 1)"),
+        ("snapkv:0", "ratio in (0, 1)"),
+        ("nope-0.5", "Unknown KV policy 'nope'"),
+    ],
 )
 def test_bad_compression_flags_say_what_to_write(text: str, phrase: str) -> None:
     with pytest.raises(ValueError, match=phrase.replace("(", r"\(").replace(")", r"\)")):
-        CompressionSpec.parse(text)
-    assert str(CompressionSpec.parse("knorm:0.5")) == "knorm:0.5"
+        parse_compression(text)
+    assert str(parse_compression("knorm-0.5")) == str(parse_compression("knorm:0.5")) == "knorm-0.5"

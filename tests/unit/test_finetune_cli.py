@@ -14,7 +14,7 @@ from lcrag.cli import app
         (["--recipe", "nope", "--out", "a"], "Unknown recipe 'nope'; available: kv_retrieval, in2, multidoc"),
         (["--recipe", "kv_retrieval", "--out", "a", "--method", "ppo"], "Unknown method 'ppo'"),
         (["--recipe", "kv_retrieval", "--out", "a", "--method", "grpo"], "use --recipe multidoc"),
-        (["--recipe", "kv_retrieval", "--out", "a", "--compression", "snapkv"], "POLICY:RATIO"),
+        (["--recipe", "kv_retrieval", "--out", "a", "--compression", "snapkv"], "POLICY-RATIO"),
         (["--recipe", "kv_retrieval", "--out", "a", "--compression", "nope:0.5"], "Unknown KV policy 'nope'"),
         (["--recipe", "kv_retrieval", "--out", "a", "--precision", "fp16"], "Unknown precision 'fp16'"),
         (["--recipe", "multidoc", "--out", "a"], "pass --collection"),

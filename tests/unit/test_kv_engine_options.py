@@ -5,62 +5,114 @@ import torch
 
 from compression.policies.attention import SnapKV
 from compression.registry import PolicyError
-from compression.vllm_integration.options import (
-    from_extra_args,
-    pass_extra_args,
-    pass_from_extra_args,
-    to_extra_args,
-)
+from compression.spec import TASK_KEY, CacheKey, KVSpec, KVTask
 from compression.vllm_integration.version import UnsupportedEngineError, check_vllm_version
 
 
+def spec(policy: str, ratio: float, **options: object) -> KVSpec:
+    return KVSpec(policy=policy, ratio=ratio, options=options or None)
+
+
 def test_extra_args_round_trip_with_options() -> None:
-    args = to_extra_args("snapkv", 0.75, {"window": 16, "kernel": None})
-    assert all(isinstance(value, str | float) for value in args.values())  # vllm_xargs values are flat
-    eviction = from_extra_args(args)
-    assert eviction is not None and eviction.policy == SnapKV(window=16) and eviction.ratio == 0.75
+    args = spec("snapkv", 0.75, window=16).task().extra_args()
+    assert list(args) == [TASK_KEY] and isinstance(args[TASK_KEY], str)  # vllm_xargs values are flat
+    eviction = KVTask.from_extra_args(args)
+    assert eviction is not None and eviction.policy == SnapKV(window=16) and eviction.spec.ratio == 0.75
     assert eviction.compressed_length(1000) == 1000 and eviction.context is None
 
 
 def test_a_context_cache_request_names_its_context_and_needs_a_query_agnostic_policy() -> None:
-    eviction = from_extra_args(to_extra_args("kvzip", 0.75, {"chunk": 4}, context=300, label="docs"))
+    eviction = KVTask.from_extra_args(spec("kvzip", 0.75, chunk=4).task(300, "docs").extra_args())
     assert eviction is not None and eviction.context == 300 and eviction.label == "docs"
-    assert eviction.compressed_length(1000) == 300 and eviction.policy.chunk == 4
+    assert eviction.compressed_length(1000) == 300 and eviction.policy.chunk == 4  # type: ignore[attr-defined]
+    assert eviction.compressed_length(200) == 200  # a prompt shorter than the context named
     with pytest.raises(ValueError, match="'snapkv' scores with the question's attention"):
-        from_extra_args(to_extra_args("snapkv", 0.75, context=300))
+        spec("snapkv", 0.75).task(300)
     with pytest.raises(ValueError, match="positive token count"):
-        from_extra_args({**to_extra_args("knorm", 0.5), "lcrag_kv_cache_context": 0})
+        spec("knorm", 0.5).task(0)
+    forged = {TASK_KEY: '{"policy": "snapkv", "ratio": 0.5, "context": 300}'}  # from a client's vllm_xargs
+    with pytest.raises(ValueError, match="query-agnostic"):
+        KVTask.from_extra_args(forged)
 
 
-def test_a_reconstruction_pass_is_no_eviction_and_names_its_span() -> None:
-    args = pass_extra_args("kvzip", {"repeat": 64}, context=200, span=(64, 128))
-    assert from_extra_args(args) is None
-    passing = pass_from_extra_args(args)
-    assert passing is not None and passing.context == 200 and passing.span == (64, 128)
-    assert passing.policy.repeat == 64
+def test_a_reconstruction_pass_names_its_span_inside_its_context() -> None:
+    task = KVTask.from_extra_args(spec("kvzip", 0.0, repeat=64).scoring_pass(200, (64, 128)).extra_args())
+    assert task is not None and task.is_pass and task.context == 200 and task.span == (64, 128)
+    assert task.policy.repeat == 64  # type: ignore[attr-defined]
     with pytest.raises(ValueError, match="not inside the 200-token context"):
-        pass_from_extra_args(pass_extra_args("kvzip", None, context=200, span=(150, 250)))
+        spec("kvzip", 0.0).scoring_pass(200, (150, 250))
 
 
 @pytest.mark.parametrize(
-    "args", [None, {}, {"other": 1}, to_extra_args("none", 0.5), to_extra_args("snapkv", 0.0)]
+    "args",
+    [None, {}, {"other": 1}, spec("none", 0.5).task().extra_args(), spec("snapkv", 0.0).task().extra_args()],
 )
 def test_requests_that_evict_nothing_take_the_stock_path(args: dict | None) -> None:
-    assert from_extra_args(args) is None
+    assert KVTask.from_extra_args(args) is None
 
 
 @pytest.mark.parametrize(
-    ("args", "error", "phrase"),
+    ("value", "error", "phrase"),
     [
-        (to_extra_args("snapkv", 1.0), ValueError, "[0, 1)"),
-        (to_extra_args("snapkv", -0.1), ValueError, "[0, 1)"),
-        (to_extra_args("nope", 0.5), PolicyError, "Unknown KV policy 'nope'"),
-        (to_extra_args("knorm", 0.5, {"window": 4}), PolicyError, "no option window"),
+        ('{"policy": "snapkv", "ratio": 1.0}', ValueError, "less than 1"),
+        ('{"policy": "snapkv", "ratio": -0.1}', ValueError, "greater than or equal to 0"),
+        ('{"policy": "nope", "ratio": 0.5}', PolicyError, "Unknown KV policy 'nope'"),
+        ('{"policy": "knorm", "ratio": 0.5, "options": {"window": 4}}', PolicyError, "no option window"),
+        ("not json", ValueError, "malformed lcrag_kv_task"),
+        ('{"ratio": 0.5}', ValueError, "malformed lcrag_kv_task"),
     ],
 )
-def test_bad_settings_are_refused_with_a_reason(args: dict, error: type[Exception], phrase: str) -> None:
-    with pytest.raises(error, match=phrase.replace("[", r"\[").replace(")", r"\)")):
-        from_extra_args(args)
+def test_bad_tasks_are_refused_with_a_reason(value: str, error: type[Exception], phrase: str) -> None:
+    with pytest.raises(error, match=phrase):
+        KVTask.from_extra_args({TASK_KEY: value})
+
+
+@pytest.mark.parametrize(
+    ("text", "policy", "ratio"),
+    [
+        ("snapkv-0.75", "snapkv", 0.75),
+        ("snapkv:0.75", "snapkv", 0.75),
+        ("expected_attention-0.5", "expected_attention", 0.5),
+    ],
+)
+def test_spec_strings_have_one_spelling_and_the_old_one_is_still_read(
+    text: str, policy: str, ratio: float
+) -> None:
+    parsed = KVSpec.parse(text)
+    assert (parsed.policy, parsed.ratio) == (policy, ratio)
+    assert str(parsed) == f"{policy}-{ratio:g}" and KVSpec.parse(str(parsed)) == parsed
+
+
+@pytest.mark.parametrize(
+    ("text", "phrase"),
+    [
+        ("snapkv", "e.g. 'snapkv-0.75'"),
+        ("snapkv-1.5", "in \\[0, 1\\)"),
+        ("nope-0.5", "Unknown KV policy 'nope'"),
+    ],
+)
+def test_bad_spec_strings_say_what_to_write(text: str, phrase: str) -> None:
+    with pytest.raises(ValueError, match=phrase):
+        KVSpec.parse(text)
+
+
+def test_a_spec_builds_its_policy_once_and_keys_caches_by_every_option() -> None:
+    kvzip = KVSpec.parse("kvzip-0.5")
+    assert kvzip.policy_object is kvzip.policy_object
+    assert kvzip.shares_context and kvzip.policy_object.needs_reconstruction
+    assert (
+        not KVSpec.parse("snapkv-0.5").shares_context
+        and not KVSpec(policy="kvzip", ratio=0.5, cache=False).shares_context
+    )
+    context = list(range(100))
+    key = CacheKey.of(kvzip, context, lora=2)
+    assert key == CacheKey.of(
+        KVSpec(policy="kvzip", ratio=0.5, sinks=4), context, lora=2
+    )  # defaults spelled out
+    assert key != CacheKey.of(KVSpec(policy="kvzip", ratio=0.5, sinks=8), context, lora=2)
+    assert key != CacheKey.of(kvzip, context[:-1], lora=2) and key != CacheKey.of(kvzip, context, lora=0)
+    listed = {"lora": 2, "policy": key.policy, "ratio": 0.5, "tokens_before": 100, "digest": key.digest}
+    assert CacheKey.of_listing(listed) == key and key.scores_key() == [2, key.policy, key.digest]
 
 
 def test_other_vllm_versions_are_refused_with_what_to_do() -> None:
