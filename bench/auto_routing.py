@@ -1,6 +1,6 @@
 """How often `auto` answers with LC, on a small collection and questions that are or are not answered in it.
 
-The collection is six short town descriptions (tests/documents_text.py, ~500 tokens). Five questions are
+The collection is six short town descriptions (`bench.corpus.TOWNS`, ~500 tokens). Five questions are
 answered there, three have nothing to do with it, two are about the towns but not answered there (the
 case the Self-Route marker is for). Each is asked as `<collection>@auto`, greedy; the table shows the
 route, the reason and the answer.
@@ -10,8 +10,9 @@ route, the reason and the answer.
 
 from __future__ import annotations
 
-from bench.client import fresh_collection, server_client, server_parser
-from tests.documents_text import TOWNS, town_paragraph
+from bench.common import server_parser
+from bench.corpus import town_files
+from lcrag.client import call, connect, replace_collection
 
 COLLECTION = "bench-auto"
 QUESTIONS: list[tuple[str, str, str | None]] = [  # (kind, question, expected word in a right answer)
@@ -33,8 +34,8 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=32)
     args = parser.parse_args()
 
-    http = server_client(args)
-    fresh_collection(http, COLLECTION, [(f"{t[0].lower()}.txt", town_paragraph(*t)) for t in TOWNS])
+    http = connect(args.base_url, args.api_key)
+    replace_collection(http, COLLECTION, town_files())
 
     print("| kind | question | route | reason | answer | right |\n|---|---|---|---|---|---|")
     routes = []
@@ -45,9 +46,7 @@ def main() -> None:
             "max_tokens": args.max_tokens,
             "temperature": 0,
         }
-        reply = http.post("/v1/chat/completions", json=body)
-        reply.raise_for_status()
-        payload = reply.json()
+        payload = call(http, "POST", "/v1/chat/completions", json=body)
         answer = " ".join((payload["choices"][0]["message"]["content"] or "").split())
         meta = payload["lcrag"]
         routes.append(meta["route"])

@@ -19,8 +19,9 @@ from statistics import median
 
 import httpx
 
-from bench.client import fresh_collection, server_client, server_parser
-from tests.documents_text import TOWNS, town_paragraph
+from bench.common import server_parser
+from bench.corpus import town_files
+from lcrag.client import call, chat_events, connect, replace_collection
 
 COLLECTION = "bench-compare"
 QUESTIONS = ["What is Brisk known for?", "When does Dunmere hold its festival?", "What is in Corvale?"]
@@ -39,19 +40,14 @@ def chat(http: httpx.Client, mode: str, question: str, max_tokens: int) -> None:
         "messages": [{"role": "user", "content": question}],
         "max_tokens": max_tokens,
         "temperature": 0,
-        "stream": True,
     }
-    with http.stream("POST", "/v1/chat/completions", json=body) as response:
-        response.raise_for_status()
-        for _ in response.iter_lines():
-            pass
+    for _ in chat_events(http, body):
+        pass
 
 
 def compare(http: httpx.Client, modes: tuple[str, ...], question: str, max_tokens: int) -> None:
     body = {"question": question, "collection": COLLECTION, "modes": list(modes), "max_tokens": max_tokens}
-    response = http.post("/v1/compare", json=body)
-    response.raise_for_status()
-    failed = [r["mode"] for r in response.json()["results"] if r["error"]]
+    failed = [r["mode"] for r in call(http, "POST", "/v1/compare", json=body)["results"] if r["error"]]
     assert not failed, f"modes failed: {failed}"
 
 
@@ -61,9 +57,9 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=16)
     args = parser.parse_args()
 
-    http = server_client(args)
-    fresh_collection(http, COLLECTION, [(f"{t[0].lower()}.txt", town_paragraph(*t)) for t in TOWNS])
-    info = http.get(f"/v1/collections/{COLLECTION}").json()
+    http = connect(args.base_url, args.api_key)
+    replace_collection(http, COLLECTION, town_files())
+    info = call(http, "GET", f"/v1/collections/{COLLECTION}")
 
     one_by_one, together, single_chat, single_compare = [], [], [], []
     for question in QUESTIONS:  # warm-up: embedder, prefix cache

@@ -7,16 +7,15 @@ the same way (256 model tokens), same run.
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
 
 from transformers import AutoTokenizer
 
+from bench.common import doc_parser
 from bench.corpus import corpus
-from lcrag.default_model import prepare_default_model
-from lcrag.settings import Settings
+from lcrag.default_model import model_folder
 from rag.chunking import chunk_document
 from rag.embeddings import Embedder
 from rag.ingest import Ingestor
@@ -67,14 +66,12 @@ def ours(ingestor: Ingestor, documents: list) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = doc_parser(__doc__)
     parser.add_argument("--documents", type=int, default=40)
     parser.add_argument("--sentences", type=int, default=60)
     args = parser.parse_args()
 
-    tokenizer = AutoTokenizer.from_pretrained(prepare_default_model(Settings().models_dir))
+    tokenizer = AutoTokenizer.from_pretrained(model_folder())
     embedder = Embedder()
     embedder.embed(["warm up"] * 8)
     documents = [load_bytes(name, text.encode()) for name, text in corpus(args.documents, args.sentences)]

@@ -9,32 +9,32 @@ from __future__ import annotations
 
 import time
 
-from openai import OpenAI
+import httpx
 
-from bench.client import fresh_collection, server_client, server_parser
+from bench.common import server_parser
 from bench.corpus import corpus
+from lcrag.client import call, chat_events, connect, delta_text, replace_collection
 
 QUESTIONS = ["Who repaired the northern bridge?", "What did the archivist study during the long drought?"]
 COLLECTION = "bench-lc-rag"
 TOKENS_PER_SENTENCE = 25  # measured for bench.corpus sentences with the default model's tokenizer
 
 
-def ttft(client: OpenAI, collection: str, mode: str, question: str) -> tuple[float, int]:
+def ttft(http: httpx.Client, collection: str, mode: str, question: str) -> tuple[float, int]:
     started = time.perf_counter()
     first, prompt_tokens = None, 0
-    stream = client.chat.completions.create(
-        model=f"{collection}@{mode}",
-        messages=[{"role": "user", "content": question}],
-        max_tokens=8,
-        temperature=0,
-        stream=True,
-        stream_options={"include_usage": True},
-    )
-    for chunk in stream:
-        if first is None and chunk.choices and chunk.choices[0].delta.content:
+    body = {
+        "model": f"{collection}@{mode}",
+        "messages": [{"role": "user", "content": question}],
+        "max_tokens": 8,
+        "temperature": 0,
+        "stream_options": {"include_usage": True},
+    }
+    for chunk in chat_events(http, body):
+        if first is None and delta_text(chunk):
             first = time.perf_counter() - started
-        if chunk.usage:
-            prompt_tokens = chunk.usage.prompt_tokens
+        if chunk.get("usage"):
+            prompt_tokens = chunk["usage"]["prompt_tokens"]
     assert first is not None, "no content token streamed"
     return first, prompt_tokens
 
@@ -44,17 +44,16 @@ def main() -> None:
     parser.add_argument("--collection-tokens", type=int, default=6000)
     args = parser.parse_args()
 
-    http = server_client(args)
+    http = connect(args.base_url, args.api_key)
     sentences = 40
     documents = max(1, args.collection_tokens // (sentences * TOKENS_PER_SENTENCE))
-    fresh_collection(http, COLLECTION, corpus(documents, sentences, seed=7))
-    info = http.get(f"/v1/collections/{COLLECTION}").json()
+    replace_collection(http, COLLECTION, corpus(documents, sentences, seed=7))
+    info = call(http, "GET", f"/v1/collections/{COLLECTION}")
 
-    client = OpenAI(base_url=f"{args.base_url}/v1", api_key=args.api_key or "none", max_retries=0)
     results = {}
     for mode in ("lc", "rag"):
         for i, question in enumerate(QUESTIONS, start=1):
-            results[(mode, i)] = ttft(client, COLLECTION, mode, question)
+            results[(mode, i)] = ttft(http, COLLECTION, mode, question)
     http.delete(f"/v1/collections/{COLLECTION}")
 
     print(f"collection: {info['documents']} documents, {info['tokens']} tokens")

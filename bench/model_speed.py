@@ -9,11 +9,12 @@ is the median of `--repeats` runs; the prompt varies per run so the prefix cache
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
 from openai import OpenAI
+
+from bench.common import server_parser
 
 FILLER = (
     "The archive keeps letters, ledgers and maps from the river towns, sorted by year and by the hand "
@@ -41,17 +42,13 @@ def timed_completion(client: OpenAI, model: str, prompt: str, max_tokens: int) -
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--base-url", default="http://127.0.0.1:8000")
-    parser.add_argument("--api-key", default="none")
+    parser = server_parser(__doc__)
     parser.add_argument("--prompt-tokens", type=int, default=1024)
     parser.add_argument("--decode-tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    client = OpenAI(base_url=f"{args.base_url}/v1", api_key=args.api_key)
+    client = OpenAI(base_url=f"{args.base_url}/v1", api_key=args.api_key or "none")
     model = client.models.list().data[0].id
     _, sentence_tokens, _ = timed_completion(client, model, FILLER, 1)
     prefill, decode, prompt_tokens = [], [], 0

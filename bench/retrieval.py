@@ -9,7 +9,6 @@ real chunks would take over an hour here); questions are real sentences embedded
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.common import doc_parser
 from bench.corpus import document
 from rag.chunking import Chunk
 from rag.embeddings import Embedder
@@ -45,9 +45,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = doc_parser(__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--top-k", type=int, default=5)

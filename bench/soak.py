@@ -32,10 +32,11 @@ from typing import Any
 
 import httpx
 
+from bench.common import doc_parser
 from bench.corpus import corpus
 from lcrag import local_server
-from lcrag.default_model import prepare_default_model
-from lcrag.settings import Settings
+from lcrag.client import call, connect, delete_collection, replace_collection
+from lcrag.default_model import model_folder
 
 COLLECTION = "soak"
 SCRATCH = "soak-uploads"
@@ -151,12 +152,10 @@ def percentile(values: list[float], share: float) -> float:
 
 
 def soak(args: argparse.Namespace, base_url: str, pid: int) -> dict[str, Any]:
-    with httpx.Client(base_url=base_url, timeout=600) as http:
-        for name in (COLLECTION, SCRATCH):
-            http.delete(f"/v1/collections/{name}")
-            http.post("/v1/collections", json={"name": name}).raise_for_status()
-        upload = [("files", (name, text.encode(), "text/plain")) for name, text in corpus(args.documents, 12)]
-        http.post(f"/v1/collections/{COLLECTION}/documents", files=upload).raise_for_status()
+    with connect(base_url) as http:
+        replace_collection(http, COLLECTION, corpus(args.documents, 12))
+        delete_collection(http, SCRATCH, missing_ok=True)
+        call(http, "POST", "/v1/collections", json={"name": SCRATCH})
         blocks_before = idle_blocks(http)
         kinds = request_kinds(http, args.max_tokens)
         warm = Tally()
@@ -222,9 +221,7 @@ def markdown(result: dict[str, Any], command: str) -> str:
 def main() -> None:
     import sys
 
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = doc_parser(__doc__)
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--clients", type=int, default=3, help="Client threads sending at once.")
     parser.add_argument("--max-tokens", type=int, default=12, help="Answer tokens per generation request.")
@@ -235,7 +232,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="lcrag-soak-") as data_dir:
         log = Path(data_dir) / "server.log"
-        model = prepare_default_model(Settings().models_dir)  # prepared once, outside the throwaway data dir
+        model = model_folder()  # prepared once, outside the throwaway data dir
         serve = ["--data-dir", data_dir, "--model", str(model), *args.serve_args]
         process, base_url = local_server.start(serve, log)
         try:

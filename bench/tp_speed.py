@@ -7,16 +7,15 @@ other): a random model of SmolLM2-135M's shape but with 8 heads and 4 KV heads, 
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from bench.common import doc_parser
+from bench.models import save_tiny_llama
 from lcrag import local_server
-from lcrag.default_model import prepare_default_model
-from lcrag.settings import Settings
-from tests.conftest import save_tiny_llama
+from lcrag.default_model import model_folder
 
 SMOLLM2_SHAPED = dict(
     hidden_size=576,
@@ -30,15 +29,14 @@ SMOLLM2_SHAPED = dict(
 
 
 def main() -> None:
-    formatter = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
+    parser = doc_parser(__doc__)
     parser.add_argument("--sizes", nargs="+", default=["1", "2"], help="Tensor-parallel sizes, in turn.")
     parser.add_argument("--prompt-tokens", default="2048")
     parser.add_argument("--decode-tokens", default="128")
     parser.add_argument("--repeats", default="5")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="lcrag-tp-speed-"))
-    model = save_tiny_llama(work / "model", prepare_default_model(Settings().models_dir), **SMOLLM2_SHAPED)
+    model = save_tiny_llama(work / "model", model_folder(), **SMOLLM2_SHAPED)
     for size in args.sizes:
         data = work / f"tp{size}"
         data.mkdir()

@@ -11,10 +11,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import httpx
-
+from bench.corpus import town_files
 from lcrag import local_server
-from tests.documents_text import TOWNS, town_paragraph
+from lcrag.client import connect, replace_collection
 
 IMAGES = Path(__file__).resolve().parent / "img"
 QUESTION = "Which town makes pear cider, and when is its festival?"
@@ -61,10 +60,8 @@ def main() -> None:
     args = ["--max-model-len", "4096", "--kv-cache-gb", "2", "--data-dir", str(data_dir)]
     process, base_url = local_server.start(args, data_dir / "server.log")
     try:
-        files = [("files", (f"{name.lower()}.txt", town_paragraph(name, *rest).encode(), "text/plain"))
-                 for name, *rest in TOWNS]  # fmt: skip
-        httpx.post(f"{base_url}/v1/collections", json={"name": "towns"}, timeout=60).raise_for_status()
-        httpx.post(f"{base_url}/v1/collections/towns/documents", files=files, timeout=600).raise_for_status()
+        with connect(base_url) as http:
+            replace_collection(http, "towns", town_files())
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
             side_by_side_shots(browser, base_url)

@@ -1,6 +1,6 @@
-"""What the HTTP-API suites share: streaming one chat answer with its costs, the served model, the KV pool's
-bytes per token, making a collection anew, and the answers each suite caches on disk (a rerun only fills
-gaps)."""
+"""What the HTTP-API suites share: streaming one chat answer with its costs, making a collection anew that LC
+mode shows whole, the server the suite asks (`--base-url` or one it starts), and the answers each suite
+caches on disk (a rerun only fills gaps). Talks to the server through `lcrag.client`."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from typing import IO, Any, Generic, TypeVar
 
 import httpx
 
+from lcrag.client import ApiFailure, call, chat_events, connect, delta_text, replace_collection
+
 T = TypeVar("T")
 
 
@@ -32,51 +34,31 @@ class Reply:
 
 
 def ask(http: httpx.Client, body: dict[str, Any]) -> Reply:
-    """Stream one answer (an HTTP error becomes a Reply with `error`, so a suite records it and goes on)."""
+    """Stream one answer (a refusal becomes a Reply with `error`, so a suite records it and goes on; a server
+    that does not answer stops the suite)."""
     started = time.perf_counter()
     text, meta, first = "", {}, None
-    with http.stream("POST", "/v1/chat/completions", json=body) as response:
-        if response.status_code != 200:
-            response.read()
-            message = response.json().get("error", {}).get("message", response.text[:200])
-            return Reply("", {}, None, (time.perf_counter() - started) * 1000, str(message))
-        for line in response.iter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            event = json.loads(line[len("data: ") :])
-            meta.update(event.get("lcrag") or {})
-            for choice in event.get("choices") or []:
-                delta = (choice.get("delta") or {}).get("content")
-                if delta:
-                    first = first or time.perf_counter()
-                    text += delta
+    try:
+        for chunk in chat_events(http, body):
+            meta.update(chunk.get("lcrag") or {})
+            delta = delta_text(chunk)
+            if delta:
+                first = first or time.perf_counter()
+                text += delta
+    except ApiFailure as failure:
+        if failure.status is None:
+            raise
+        return Reply("", {}, None, (time.perf_counter() - started) * 1000, failure.message)
     ttft = None if first is None else (first - started) * 1000
     return Reply(text, meta, ttft, (time.perf_counter() - started) * 1000)
 
 
-def served_model(http: httpx.Client) -> str:
-    return http.get("/v1/models").json()["data"][0]["id"]
-
-
-def kv_bytes_per_token(http: httpx.Client) -> float | None:
-    """From the server's KV pool (None when it runs without lcrag's KV eviction)."""
-    response = http.get("/v1/kv/caches")
-    if response.status_code != 200:
-        return None
-    pool = response.json()
-    return pool["block_bytes"] / pool["block_size"]
-
-
-def replace_collection(http: httpx.Client, name: str, files: Sequence[tuple[str, str]]) -> None:
+def upload_whole(http: httpx.Client, name: str, files: Sequence[tuple[str, str]]) -> None:
     """The collection `name` made anew from (file name, text) pairs, uploaded in that order; raises if LC
     mode would not show a document's text whole."""
-    http.delete(f"/v1/collections/{name}")
-    http.post("/v1/collections", json={"name": name}).raise_for_status()
-    uploads = [("files", (file_name, text.encode(), "text/plain")) for file_name, text in files]
-    reply = http.post(f"/v1/collections/{name}/documents", files=uploads)
-    reply.raise_for_status()
-    for (file_name, text), stored in zip(files, reply.json()["files"], strict=True):
-        shown = http.get(f"/v1/collections/{name}/documents/{stored['doc_id']}").json()["text"]
+    stored = replace_collection(http, name, files)
+    for (file_name, text), entry in zip(files, stored, strict=True):
+        shown = call(http, "GET", f"/v1/collections/{name}/documents/{entry['doc_id']}")["text"]
         if " ".join(shown.split()) != " ".join(text.split()):  # what LC mode shows: the chunks joined
             raise RuntimeError(
                 f"Collection {name}: LC mode shows {len(shown):,} of the {len(text):,} characters of "
@@ -125,19 +107,14 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def model_dir(args: argparse.Namespace) -> Path:
-    """`--model`, else the bundled model's folder."""
-    from lcrag.default_model import prepare_default_model
-    from lcrag.settings import Settings
-
-    return args.model or prepare_default_model(Settings().models_dir)
-
-
-def token_counter(folder: Path) -> Callable[[str], int]:
-    """Counts a text's tokens in the model's tokenizer (no special tokens)."""
+def token_counter(model: Path | None) -> Callable[[str], int]:
+    """Counts a text's tokens in the tokenizer of `model` (`--model`; None: the bundled model's), without
+    special tokens."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    from lcrag.default_model import model_folder
+
+    tokenizer = AutoTokenizer.from_pretrained(model_folder(model))
     return lambda text: len(tokenizer.encode(text, add_special_tokens=False))
 
 
@@ -148,15 +125,15 @@ def suite_client(
     """A client of `--base-url`, or of a server started on the suite's model for the block (its log in
     `--out`/<suite>.server.log, its data in `data_dir`, by default a fresh temporary folder)."""
     from lcrag import local_server
+    from lcrag.default_model import model_folder
 
-    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
     data_dir = data_dir or Path(tempfile.mkdtemp(prefix="lcrag-eval-"))
-    serve_args = ["--model", str(model_dir(args)), "--data-dir", str(data_dir)]
+    serve_args = ["--model", str(model_folder(args.model)), "--data-dir", str(data_dir)]
     args.out.mkdir(parents=True, exist_ok=True)
     log_path = args.out / f"{suite}.server.log"
     with (
         local_server.serving(args.base_url, serve_args, log_path) as base_url,
-        httpx.Client(base_url=base_url, headers=headers, timeout=900) as http,
+        connect(base_url, args.api_key, timeout=900) as http,
     ):
         yield http
 

@@ -24,10 +24,11 @@ from typing import Any
 
 import httpx
 
-from evals.api import AnswerCache, ask, kv_bytes_per_token, replace_collection, served_model
+from evals.api import AnswerCache, ask, upload_whole
 from evals.collection_questions import KINDS, SourceDocument, cloze_items, planted, quote_items
 from evals.datasets import QAItem
 from evals.lc_vs_rag import Answer, answer_key, markdown, mode_body, plot, score, summary
+from lcrag.client import ApiFailure, call, kv_bytes_per_token, served_model
 
 SUFFIXES = {"cloze": "", "quote": "", "needle": " Answer with the number."}  # cloze: instructions inside
 MAX_TOKENS = {"cloze": 16, "quote": 64, "needle": 24}
@@ -72,8 +73,8 @@ class CollectionReport:
 def fetch_documents(http: httpx.Client, name: str) -> list[SourceDocument]:
     """Every document of the collection with its text and chunks, in upload order."""
     documents = []
-    for entry in _json(http.get(f"/v1/collections/{name}/documents"))["data"]:
-        body = _json(http.get(f"/v1/collections/{name}/documents/{entry['doc_id']}"))
+    for entry in call(http, "GET", f"/v1/collections/{name}/documents")["data"]:
+        body = call(http, "GET", f"/v1/collections/{name}/documents/{entry['doc_id']}")
         chunks = tuple(chunk["text"] for chunk in sorted(body["chunk_list"], key=lambda c: c["index"]))
         documents.append(SourceDocument(body["doc_id"], body["name"], body["title"], body["text"], chunks))
     return documents
@@ -100,7 +101,7 @@ def run(
 ) -> CollectionReport:
     """Ask every held-out question in every mode (answers already in `answers` are not asked again)."""
     served = model or served_model(http)
-    info = _json(http.get(f"/v1/collections/{spec.collection}"))
+    info = call(http, "GET", f"/v1/collections/{spec.collection}")
     notes = []
     if not info["fits_lc"]:
         notes.append(
@@ -133,7 +134,7 @@ def run(
                 continue
             target = spec.needle_collection if kind == "needle" else spec.collection
             if kind == "needle":
-                replace_collection(http, target, needle_files)
+                upload_whole(http, target, needle_files)
             try:
                 for item, mode in pending:
                     body = mode_body(
@@ -175,13 +176,6 @@ class _Counter:
         self.done += count
         if self.report:
             self.report(self.done, self.total)
-
-
-def _json(response: httpx.Response) -> Any:
-    """The body of a 200, else a ValueError with the server's message."""
-    if response.status_code != 200:
-        raise ValueError(response.json().get("error", {}).get("message", response.text[:200]))
-    return response.json()
 
 
 def answer_cache(out: Path, collection: str) -> AnswerCache[Answer]:
@@ -253,7 +247,7 @@ def main() -> None:
     with suite_client(args, "collection", data_dir=data_dir) as http:
         try:
             report = run(http, spec, answer_cache(args.out, args.collection), args.adapter, show)
-        except (TooSmallError, ValueError) as error:
+        except (TooSmallError, ValueError, ApiFailure) as error:
             raise SystemExit(f"lcrag eval collection: {error}") from None
     bar.close()
     table = write(args.out, report)

@@ -145,10 +145,9 @@ def main() -> None:
 
     from finetune.run import FinetuneRequest, finetune
     from finetune.train import add_evals
-    from lcrag.default_model import prepare_default_model
-    from lcrag.settings import Settings
+    from lcrag.default_model import model_folder
 
-    model = args.model or prepare_default_model(Settings().models_dir)
+    model = model_folder(args.model)
     tokenizer = AutoTokenizer.from_pretrained(model)
     args.out.mkdir(parents=True, exist_ok=True)
     training: dict[str, Any] = {}

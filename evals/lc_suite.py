@@ -23,14 +23,13 @@ from evals.api import (
     AnswerCache,
     Reply,
     ask,
-    model_dir,
-    replace_collection,
-    served_model,
     suite_client,
     token_counter,
+    upload_whole,
     write_report,
 )
 from evals.ruler_tasks import Sample
+from lcrag.client import kv_policies, served_model
 from rag.context import LC_DOCUMENT_HEADER_TOKENS, LC_TEMPLATE_TOKENS
 
 Q = TypeVar("Q")
@@ -103,7 +102,7 @@ def probe_answer(config: str, model: str, probe: Probe, reply: Reply) -> ProbeAn
 def lc_prompt_counter(args: argparse.Namespace) -> Callable[[str], int]:
     """Tokens of a one-document LC prompt around `text` (the model's tokenizer, plus lcrag's instructions,
     headings and chat template), to size a probe's context to a prompt length."""
-    count = token_counter(model_dir(args))
+    count = token_counter(args.model)
     return lambda text: count(text) + LC_TEMPLATE_TOKENS + LC_DOCUMENT_HEADER_TOKENS
 
 
@@ -144,8 +143,7 @@ def configurations(policies: Sequence[str], ratios: Sequence[float], agnostic: s
 
 def query_agnostic(http: httpx.Client) -> set[str]:
     """The server's query-agnostic policies (GET /v1/kv/policies)."""
-    policies = http.get("/v1/kv/policies").json()["data"]
-    return {policy["name"] for policy in policies if policy.get("query_agnostic")}
+    return {policy["name"] for policy in kv_policies(http) if policy.get("query_agnostic")}
 
 
 def chat_body(config: str, collection: str, question: str, model: str, max_tokens: int) -> dict[str, Any]:
@@ -189,7 +187,7 @@ def answer_all(
         if not pending:
             continue
         question = asked(item)
-        replace_collection(http, question.collection, question.files)
+        upload_whole(http, question.collection, question.files)
         for config, model in pending:
             body = chat_body(config, question.collection, question.question, model, max_tokens)
             answers.add(scored(config, model, item, ask(http, body)))

@@ -32,17 +32,15 @@ from evals.api import (
     Reply,
     add_server_options,
     ask,
-    kv_bytes_per_token,
-    model_dir,
-    replace_collection,
-    served_model,
     suite_client,
     token_counter,
+    upload_whole,
     write_report,
 )
 from evals.common import accuracy_plot, bootstrap_ci, eval_parser
 from evals.datasets import QAItem, hotpotqa, sample, squad
 from evals.scoring import exact_match, f1, substring_match
+from lcrag.client import kv_bytes_per_token, served_model
 
 DATASETS = {"hotpotqa": hotpotqa, "squad": squad}
 ASK_SUFFIX = " Answer with a few words."
@@ -108,7 +106,7 @@ def upload(http: httpx.Client, group: Group, seed: int) -> None:
     paragraphs = {p.title: p for item in group.items for p in item.paragraphs}
     order = sorted(paragraphs)
     random.Random(seed).shuffle(order)
-    replace_collection(http, group.name, [(file_name(title), paragraphs[title].text) for title in order])
+    upload_whole(http, group.name, [(file_name(title), paragraphs[title].text) for title in order])
 
 
 def file_name(title: str) -> str:
@@ -262,7 +260,7 @@ def main() -> None:
 
     from tqdm import tqdm
 
-    count = token_counter(model_dir(args))
+    count = token_counter(args.model)
     answers = AnswerCache(args.out / "lc_vs_rag.answers.jsonl", Answer, lambda answer: answer.key)
     with suite_client(args, "lc_vs_rag") as http, answers.open():
         served = args.adapter or served_model(http)

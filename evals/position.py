@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evals.api import Reply, add_server_options, model_dir, token_counter
+from evals.api import Reply, add_server_options, token_counter
 from evals.common import accuracy_plot, bootstrap_ci, eval_parser
 from evals.datasets import Paragraph, QAItem, squad
 from evals.lc_suite import BASE, LcQuestion, answer_suite, report
@@ -176,7 +176,7 @@ def main() -> None:
     if not all(0 <= p < args.documents for p in positions):
         parser.error(f"--positions must be between 0 and {last} (--documents {args.documents}).")
 
-    count = token_counter(model_dir(args))
+    count = token_counter(args.model)
     work = probes(args.questions, args.documents, positions, args.paragraph_tokens, count, args.seed)
     answers = answer_suite(args, "position", work, asked, probe_key, score, Answer, args.configs, args.models)
     rows = summary(answers)

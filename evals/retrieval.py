@@ -19,10 +19,11 @@ from dataclasses import dataclass
 
 import httpx
 
-from evals.api import add_server_options, replace_collection, suite_client, write_report
+from evals.api import add_server_options, suite_client, upload_whole, write_report
 from evals.common import bootstrap_ci, eval_parser
 from evals.datasets import QAItem, hotpotqa, sample, squad
 from evals.lc_vs_rag import file_name
+from lcrag.client import call
 from rag.retrieve import RETRIEVALS
 
 DATASETS = {"hotpotqa": hotpotqa, "squad": squad}
@@ -44,14 +45,14 @@ def build(http: httpx.Client, dataset: str, items: list[QAItem]) -> str:
     """One collection holding every paragraph of `items` (each paragraph once); returns its name."""
     name = f"eval-retrieval-{dataset}"
     paragraphs = {p.title: p.text for item in items for p in item.paragraphs}
-    replace_collection(http, name, [(file_name(title), text) for title, text in sorted(paragraphs.items())])
+    upload_whole(http, name, [(file_name(title), text) for title, text in sorted(paragraphs.items())])
     return name
 
 
 def recall_of(http: httpx.Client, collection: str, item: QAItem, retrieval: str, k: int) -> tuple[float, int]:
     """(share of the gold paragraphs among the top `k`, tokens of the hits)."""
     body = {"query": item.question, "top_k": k, "retrieval": retrieval}
-    hits = http.post(f"/v1/collections/{collection}/query", json=body).raise_for_status().json()["data"]
+    hits = call(http, "POST", f"/v1/collections/{collection}/query", json=body)["data"]
     found = {hit["title"] for hit in hits}
     gold = {file_name(title).removesuffix(".txt") for title in item.gold}
     tokens = sum(len(hit["text"].split()) for hit in hits)

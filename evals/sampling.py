@@ -22,8 +22,6 @@ from evals.api import (
     AnswerCache,
     add_server_options,
     ask,
-    model_dir,
-    served_model,
     suite_client,
     token_counter,
     write_report,
@@ -31,6 +29,7 @@ from evals.api import (
 from evals.common import bootstrap_ci, eval_parser
 from evals.lc_vs_rag import DATASETS, groups, mode_body, upload
 from evals.scoring import f1, normalize_answer, substring_match
+from lcrag.client import served_model
 
 LOOP_NGRAM = 4
 LOOP_REPEATS = 3
@@ -129,7 +128,7 @@ def main() -> None:
 
     from tqdm import tqdm
 
-    count = token_counter(model_dir(args))
+    count = token_counter(args.model)
     answers = AnswerCache(args.out / "sampling.answers.jsonl", SampledAnswer, lambda answer: answer.key)
     wanted = [(m, s) for m in args.modes for s in args.settings]
     with suite_client(args, "sampling") as http, answers.open():

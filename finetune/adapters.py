@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 
 from finetune.train import read_card
+from lcrag.client import failure_of
 
 
 class AdapterError(ValueError):
@@ -65,8 +66,4 @@ def _raise_for_error(response: httpx.Response) -> None:
             "The server does not load adapters at run time: start it with `lcrag serve --enable-lora`."
         )
     if response.status_code >= 400:
-        try:
-            message = response.json()["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = response.text
-        raise AdapterError(f"The server refused ({response.status_code}): {message}")
+        raise AdapterError(f"The server refused ({response.status_code}): {failure_of(response).message}")

@@ -11,13 +11,13 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-from openai import OpenAI
 from rich.console import Console, Group
 from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
+
+from lcrag.client import LcragClient, delta_text
 
 MODES = ("rag", "lc")
 
@@ -64,25 +64,23 @@ def _page(citation: dict[str, Any]) -> str:
 
 
 def stream_answer(
-    client: OpenAI, model: str, collection: str, question: str, answer: Answer, max_tokens: int
+    client: LcragClient, model: str, collection: str, question: str, answer: Answer, max_tokens: int
 ) -> None:
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": question}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream_options": {"include_usage": True},
+        "lcrag": {"collection": collection, "mode": answer.mode},
+    }
     try:
-        stream = client.chat.completions.create(
-            model=model,
-            messages=[{"role": "user", "content": question}],
-            max_tokens=max_tokens,
-            temperature=0,
-            stream=True,
-            stream_options={"include_usage": True},
-            extra_body={"lcrag": {"collection": collection, "mode": answer.mode}},
-        )
-        for chunk in stream:
-            extra = (chunk.model_extra or {}).get("lcrag") or {}
+        for chunk in client.chat_events(body):
+            extra = chunk.get("lcrag") or {}
             answer.citations = extra.get("citations", answer.citations)
             answer.timings = extra.get("timings", answer.timings)
             answer.prompt_tokens = extra.get("prompt_tokens", answer.prompt_tokens)
-            if chunk.choices and chunk.choices[0].delta.content:
-                answer.text += chunk.choices[0].delta.content
+            answer.text += delta_text(chunk)
     except Exception as error:  # shown in the panel: one failing mode must not hide the other
         answer.error = getattr(error, "message", None) or str(error)
     answer.done = True
@@ -92,8 +90,8 @@ def ask(
     base_url: str, api_key: str | None, question: str, collection: str, mode: str, max_tokens: int
 ) -> bool:
     """Stream the answer(s) to the terminal; returns whether every mode answered."""
-    client = OpenAI(base_url=f"{base_url}/v1", api_key=api_key or "none", max_retries=0)
-    model = client.models.list().data[0].id
+    client = LcragClient(base_url, api_key)
+    model = client.served_model()
     answers = [Answer(m) for m in (MODES if mode == "both" else (mode,))]
     workers = [
         threading.Thread(
@@ -121,13 +119,10 @@ def _layout(answers: list[Answer]) -> Table:
 
 
 def print_collections(base_url: str, api_key: str | None) -> None:
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    response = httpx.get(f"{base_url}/v1/collections", headers=headers, timeout=60)
-    response.raise_for_status()
-    caches = httpx.get(f"{base_url}/v1/kv/caches", headers=headers, timeout=60)
-    resident = caches.json()["data"] if caches.status_code == 200 else []  # 501: no KV eviction
+    client = LcragClient(base_url, api_key, timeout=60)
+    resident = client.kv_caches()
     table = Table("collection", "documents", "chunks", "tokens", "fits lc", "compressed caches")
-    for info in response.json()["data"]:
+    for info in client.collections():
         fits = f"yes ({info['lc_prompt_tokens']}/{info['lc_available_tokens']})" if info["fits_lc"] else "no"
         mine = [cache_summary(cache) for cache in resident if info["name"] in cache["labels"]]
         row = [str(info["documents"]), str(info["chunks"]), str(info["tokens"]), fits, ", ".join(mine) or "-"]

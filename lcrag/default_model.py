@@ -74,6 +74,15 @@ def prepare_default_model(models_dir: Path, gguf_path: Path | None = None, force
     return target
 
 
+def model_folder(model: Path | None = None) -> Path:
+    """`model` (a `--model` option), else the bundled model, prepared in the user's models dir if need be."""
+    if model is not None:
+        return model
+    from lcrag.settings import Settings
+
+    return prepare_default_model(Settings().models_dir)
+
+
 def _convert(gguf_path: Path, out_dir: Path) -> None:
     # Heavy imports stay here so `lcrag model prepare` on a prepared model returns at once.
     from transformers import AutoTokenizer, LlamaForCausalLM

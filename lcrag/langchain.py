@@ -24,14 +24,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-import httpx
 from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 from langchain_core.retrievers import BaseRetriever
-from pydantic import Field, PrivateAttr
+from pydantic import Field
 
-from ui.client import TIMEOUT_S, ApiFailure, failure_of
+from lcrag.client import TIMEOUT_S, call, call_async, connect, connect_async
 
 if TYPE_CHECKING:
     from rag.embeddings import Embedder
@@ -55,35 +54,22 @@ class LcragRetriever(BaseRetriever):
         default=None, description="Cross-encoder reranking; None: if the server has one."
     )
     timeout: float = TIMEOUT_S
-    _headers: dict[str, str] = PrivateAttr(default_factory=dict)
-
-    def model_post_init(self, context: Any) -> None:
-        self._headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun
     ) -> list[Document]:
-        try:
-            response = httpx.post(
-                self._url, json=self._body(query), headers=self._headers, timeout=self.timeout
-            )
-        except httpx.HTTPError as error:
-            raise ApiFailure(f"The lcrag server at {self.base_url} did not answer: {error}") from None
-        return self._documents(response)
+        with connect(self.base_url, self.api_key, self.timeout) as http:
+            return self._documents(call(http, "POST", self._path, json=self._body(query)))
 
     async def _aget_relevant_documents(
         self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun
     ) -> list[Document]:
-        try:
-            async with httpx.AsyncClient(headers=self._headers, timeout=self.timeout) as http:
-                response = await http.post(self._url, json=self._body(query))
-        except httpx.HTTPError as error:
-            raise ApiFailure(f"The lcrag server at {self.base_url} did not answer: {error}") from None
-        return self._documents(response)
+        async with connect_async(self.base_url, self.api_key, self.timeout) as http:
+            return self._documents(await call_async(http, "POST", self._path, json=self._body(query)))
 
     @property
-    def _url(self) -> str:
-        return f"{self.base_url.rstrip('/')}/v1/collections/{self.collection}/query"
+    def _path(self) -> str:
+        return f"/v1/collections/{self.collection}/query"
 
     def _body(self, query: str) -> dict[str, Any]:
         body = {
@@ -99,12 +85,10 @@ class LcragRetriever(BaseRetriever):
         return {key: value for key, value in body.items() if value is not None}
 
     @staticmethod
-    def _documents(response: httpx.Response) -> list[Document]:
-        if response.status_code >= 400:
-            raise failure_of(response)
+    def _documents(reply: dict[str, Any]) -> list[Document]:
         return [
             Document(page_content=hit.pop("text"), metadata=hit, id=f"{hit['doc_id']}:{hit['chunk_index']}")
-            for hit in response.json()["data"]
+            for hit in reply["data"]
         ]
 
 

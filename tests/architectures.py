@@ -6,28 +6,12 @@ peaked and greedy tokens depend on which K/V is kept, and a bias or norm the evi
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
-HEAD_DIM = 64
-# the test servers' tiny Llama: two layers, the bundled model's vocabulary and special tokens
-TINY_LLAMA: dict[str, Any] = dict(
-    vocab_size=49152,
-    hidden_size=128,
-    intermediate_size=256,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    num_key_value_heads=1,
-    head_dim=HEAD_DIM,
-    max_position_embeddings=2048,
-    bos_token_id=1,
-    eos_token_id=2,
-    pad_token_id=2,
-    tie_word_embeddings=True,
-)
+from bench.models import HEAD_DIM, TINY_LLAMA, copy_tokenizer
+
 # large random weights: peaked attention, so greedy tokens depend on which K/V is kept
 PEAKY_LLAMA: dict[str, Any] = dict(
     hidden_size=256,
@@ -112,9 +96,3 @@ def save_tiny_model(out: Path, config: Any, tokenizer_source: Path) -> Path:
     model.save_pretrained(out)
     copy_tokenizer(tokenizer_source, out)
     return out
-
-
-def copy_tokenizer(source: Path, out: Path) -> None:
-    """The bundled model's tokenizer and chat template, so a tiny model reads the same prompts."""
-    for name in TOKENIZER_FILES:
-        shutil.copy(source / name, out / name)

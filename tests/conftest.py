@@ -12,11 +12,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.models import save_tiny_llama
 from lcrag import local_server
+from lcrag.client import auth_headers
 from lcrag.default_model import prepare_default_model
 from lcrag.local_server import free_port
 from lcrag.settings import Settings
-from tests.architectures import PEAKY_LLAMA, TINY_LLAMA, copy_tokenizer
+from tests.architectures import PEAKY_LLAMA
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LCRAG = Path(sys.executable).with_name("lcrag")
@@ -30,24 +32,13 @@ class RunningServer:
     log_path: Path
 
     def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        return auth_headers(self.api_key)
 
 
 @pytest.fixture(scope="session")
 def default_model_path() -> Path:
     """The real bundled model, prepared once in the user's data dir (`make setup` normally did it)."""
     return prepare_default_model(Settings().models_dir)
-
-
-def save_tiny_llama(out: Path, tokenizer_source: Path, **config: object) -> Path:
-    """A random 2-layer Llama with the real model's tokenizer and chat template: loads in seconds."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    LlamaForCausalLM(LlamaConfig(**{**TINY_LLAMA, **config})).save_pretrained(out)
-    copy_tokenizer(tokenizer_source, out)
-    return out
 
 
 @pytest.fixture(scope="session")

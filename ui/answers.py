@@ -20,8 +20,8 @@ from typing import Any
 
 import gradio as gr
 
+from lcrag.client import ApiFailure, LcragClient
 from ui import views
-from ui.client import ApiFailure, LcragClient
 
 log = logging.getLogger("lcrag.ui")
 ANSWERING = "*answering…*"

@@ -19,10 +19,10 @@ from typing import Any
 import gradio as gr
 
 from evals.collection_questions import KINDS
+from lcrag.client import ApiFailure, LcragClient
 from ui import history, views
 from ui.answer_settings import Settings, answer_settings
 from ui.answers import ColumnAnswer, ColumnAsk, Question, merged_events
-from ui.client import ApiFailure, LcragClient
 from ui.documents import (
     DocumentsView,
     ask_to_delete,

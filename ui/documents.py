@@ -14,8 +14,8 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
+from lcrag.client import ApiFailure, LcragClient
 from ui import views
-from ui.client import ApiFailure, LcragClient
 
 COLUMNS = ["document", "characters", "chunks", "tokens"]
 

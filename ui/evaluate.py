@@ -9,10 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
-import httpx
 
+from lcrag.client import ApiFailure, LcragClient
 from ui import views
-from ui.client import LcragClient
 
 RESULTS_DIR = Path(tempfile.gettempdir()) / "lcrag-ui-evals"
 PROGRESS = gr.Progress()  # the default Gradio replaces with the event's tracker
@@ -56,10 +55,8 @@ def evaluate(
             model,
             lambda done, total: progress((done, total), desc="Answering", unit="answers"),
         )
-    except (TooSmallError, ValueError) as error:
+    except (TooSmallError, ValueError, ApiFailure) as error:
         return views.error_note(str(error)), None
-    except httpx.HTTPError as error:
-        return views.error_note(f"The server did not answer: {error}"), None
     table = write(out, report, spec.command())
     with Image.open(out / "collection.png") as image:
         plot = image.copy()

@@ -15,8 +15,8 @@ def mount_ui(app: FastAPI, base_url: str, api_key: str | None, max_upload_mb: in
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline: no telemetry calls
     import gradio as gr
 
+    from lcrag.client import LcragClient
     from ui.app import CSS, HEAD, THEME, build
-    from ui.client import LcragClient
 
     gr.mount_gradio_app(
         app,

@@ -11,9 +11,9 @@ import httpx
 import openai
 import pytest
 
+from bench.corpus import TOWNS, town_paragraph
 from tests.conftest import LCRAG, RunningServer
 from tests.documents import make_pdf
-from tests.documents_text import TOWNS, town_paragraph
 
 pytestmark = pytest.mark.integration
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.corpus import TOWNS
 from tests.conftest import RunningServer
-from tests.documents_text import TOWNS
 
 pytestmark = pytest.mark.integration
 

@@ -13,12 +13,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.corpus import TOWNS, town_paragraph, towns_text
 from rag import store as store_module
 from rag.ingest import Ingestor
 from rag.loaders import load_bytes
 from rag.store import Store
 from tests.conftest import start_server, stop_server
-from tests.documents_text import TOWNS, town_paragraph, towns_text
 
 pytestmark = pytest.mark.integration
 

@@ -5,12 +5,12 @@ from pathlib import Path
 
 import pytest
 
+from bench.corpus import TOWNS, town_paragraph
 from rag.ingest import Ingestor
 from rag.lexical import LexicalIndexes
 from rag.loaders import load_bytes
 from rag.retrieve import RetrievalOptions, retrieve
 from rag.store import Store
-from tests.documents_text import TOWNS, town_paragraph
 
 pytestmark = pytest.mark.integration
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.corpus import TOWNS, town_paragraph
 from rag.store import Store
 from tests.conftest import LCRAG
-from tests.documents_text import TOWNS, town_paragraph
 
 pytestmark = pytest.mark.integration
 FILES = 40

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 import torch
 
+from bench.corpus import towns_text
 from compression.reference import generate_with_eviction
 from compression.registry import create
-from tests.documents_text import towns_text
 from tests.kv_engine import BLOCK_SIZE, engine, engine_kept, generate, sampling
 
 pytestmark = [

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.models import save_tiny_llama
 from server.app import cpu_thread_binding
 from tests.architectures import PEAKY_LLAMA
-from tests.conftest import save_tiny_llama
 from tests.kv_engine import engine, generate, random_prompt, sampling
 
 pytestmark = pytest.mark.integration

@@ -16,13 +16,13 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableParallel, RunnablePassthrough
 from langchain_openai import ChatOpenAI
 
+from bench.corpus import TOWNS, town_files
 from lcrag.langchain import LcragEmbeddings, LcragRetriever
 from rag.ingest import Ingestor
 from rag.loaders import load_bytes
 from rag.retrieve import retrieve
 from rag.store import Store
 from tests.conftest import RunningServer
-from tests.documents_text import TOWNS, town_paragraph
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +33,7 @@ COLLECTION = "langchain-towns"
 @pytest.fixture(scope="module")
 def towns(tiny_server: RunningServer) -> Iterator[dict[str, str]]:
     """Four towns and a parts list on the tiny server; yields doc_id by file name."""
-    texts = {f"{name.lower()}.txt": town_paragraph(name, *rest) for name, *rest in TOWNS[:4]}
+    texts = dict(town_files(TOWNS[:4]))
     files = [
         ("files", (name, text.encode(), "text/plain")) for name, text in {**texts, "parts.txt": PART}.items()
     ]
@@ -84,7 +84,7 @@ def test_the_async_retriever_matches_the_sync_one(tiny_server: RunningServer, to
 
 
 def test_the_servers_refusals_reach_the_caller(tiny_server: RunningServer, towns: dict[str, str]) -> None:
-    from ui.client import ApiFailure
+    from lcrag.client import ApiFailure
 
     with pytest.raises(ApiFailure, match="does not exist") as missing:
         LcragRetriever(
@@ -129,8 +129,8 @@ def test_langchain_chroma_reads_a_collection_lcrag_wrote(tmp_path: Path, embedde
     store = Store.open(path=str(path))
     store.create_collection("towns")
     ingestor = Ingestor(store, embedder, tokenizer, chunk_tokens=64, overlap_tokens=8)
-    for name, *rest in TOWNS:
-        ingestor.add("towns", load_bytes(f"{name.lower()}.txt", town_paragraph(name, *rest).encode()))
+    for name, text in town_files():
+        ingestor.add("towns", load_bytes(name, text.encode()))
     question = "Which town has an observatory on the hill?"
     ours = retrieve(store, embedder, "towns", question, 3)
     store.close()

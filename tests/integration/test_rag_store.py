@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.corpus import TOWNS, town_paragraph, towns_text
 from rag import store as store_module
 from rag.context import check_fits, count_prompt_tokens, lc_documents, lc_messages, rag_messages
 from rag.errors import (
@@ -18,7 +19,6 @@ from rag.ingest import Ingestor
 from rag.loaders import load_bytes
 from rag.retrieve import RetrievalOptions, retrieve
 from rag.store import Store
-from tests.documents_text import TOWNS, town_paragraph, towns_text
 
 pytestmark = pytest.mark.integration
 

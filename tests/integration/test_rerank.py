@@ -10,6 +10,7 @@ import httpx
 import pytest
 import torch
 
+from bench.corpus import TOWNS, town_paragraph
 from rag.ingest import Ingestor
 from rag.lexical import LexicalIndexes
 from rag.loaders import load_bytes
@@ -17,7 +18,6 @@ from rag.rerank import RERANK_CANDIDATES_PER_RESULT, Reranker
 from rag.retrieve import RetrievalOptions, retrieve
 from rag.store import Store
 from tests.conftest import RunningServer, start_server, stop_server
-from tests.documents_text import TOWNS, town_paragraph
 from tests.rerankers import save_tiny_cross_encoder
 
 pytestmark = pytest.mark.integration

@@ -12,8 +12,8 @@ import httpx
 import pytest
 from gradio_client import Client, handle_file
 
+from bench.corpus import TOWNS, town_paragraph
 from tests.conftest import RunningServer
-from tests.documents_text import TOWNS, town_paragraph
 from tests.integration.test_collections_api import api
 from ui.answers import ANSWERING
 from ui.app import COLUMN_KEYS, OUTPUTS_PER_COLUMN

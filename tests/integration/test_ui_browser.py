@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.corpus import TOWNS, town_paragraph
 from tests.conftest import REPO_ROOT, RunningServer
-from tests.documents_text import TOWNS, town_paragraph
 from tests.integration.test_collections_api import api
 
 pytestmark = pytest.mark.integration

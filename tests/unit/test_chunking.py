@@ -5,10 +5,10 @@ from itertools import pairwise
 
 import pytest
 
+from bench.corpus import towns_text
 from rag.chunking import Chunk, chunk_document, chunk_start, join_chunks
 from rag.loaders import load_bytes
 from tests.documents import make_pdf
-from tests.documents_text import towns_text
 
 
 def squash(text: str) -> str:

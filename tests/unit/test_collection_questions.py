@@ -8,6 +8,7 @@ import re
 
 import pytest
 
+from bench.corpus import TOWNS
 from evals.api import Reply
 from evals.collection_questions import (
     SourceDocument,
@@ -20,7 +21,6 @@ from evals.collection_questions import (
 )
 from evals.lc_vs_rag import score, summary
 from finetune.holdout import MIN_UNITS, holdout
-from tests.documents_text import TOWNS
 
 
 def town_sentences(copy: int, name: str, trade: str, festival: str, landmark: str) -> str:

@@ -3,7 +3,7 @@
 import httpx
 import pytest
 
-from evals.api import replace_collection
+from evals.api import upload_whole
 
 
 def collection_server(shown: str) -> httpx.Client:
@@ -22,6 +22,6 @@ def collection_server(shown: str) -> httpx.Client:
 
 def test_a_document_shown_whole_passes_and_one_that_lost_text_stops_the_eval() -> None:
     text = "The grass is green.\n\nThe sky is blue. " * 50
-    replace_collection(collection_server(" ".join(text.split())), "probe", [("context.txt", text)])
+    upload_whole(collection_server(" ".join(text.split())), "probe", [("context.txt", text)])
     with pytest.raises(RuntimeError, match=r"LC mode shows 38 of the 1,900 characters of context.txt"):
-        replace_collection(collection_server(text[:38]), "probe", [("context.txt", text)])
+        upload_whole(collection_server(text[:38]), "probe", [("context.txt", text)])

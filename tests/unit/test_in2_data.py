@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.corpus import TOWNS, town_paragraph
 from finetune.data.in2 import In2Config, example, segments_of
-from tests.documents_text import TOWNS, town_paragraph
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.corpus import TOWNS, town_record
 from finetune.data.multidoc import TARGETS, CorpusChunk, MultidocConfig, example
 from rag.context import LC_INSTRUCTIONS
-from tests.documents_text import TOWNS, town_record
 
 
 @pytest.fixture(scope="module")
