@@ -183,7 +183,7 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     from compression.spec import KVSpec
-    from compression.vllm_integration.cache_io import cpu_dtype
+    from compression.vllm_integration.cpu.cache_layout import cpu_dtype
     from compression.vllm_integration.offline import greedy, offline_engine
     from lcrag.context_extension import engine_settings as extension_settings
     from lcrag.default_model import model_folder

@@ -17,7 +17,7 @@ from fastapi import FastAPI
 
 from compression.vllm_integration import SCHEDULER_CLS
 from compression.vllm_integration import engine_flags as kv_engine_flags
-from compression.vllm_integration.cache_io import cpu_dtype
+from compression.vllm_integration.cpu.cache_layout import cpu_dtype
 from compression.vllm_integration.outputs import EngineTimings
 from compression.vllm_integration.version import check_kv_heads_split
 from lcrag.logs import vllm_logging_config_file

@@ -29,6 +29,7 @@ def sampling(max_tokens: int, policy: str | None = None, ratio: float = 0.0, **o
     kv = KVSpec(policy=policy, ratio=ratio, options=options or None) if policy is not None else None
     return greedy(max_tokens, kv)
 
+
 __all__ = [
     "BLOCK_SIZE",
     "Generated",
@@ -36,6 +37,7 @@ __all__ = [
     "engine",
     "engine_kept",
     "generate",
+    "kv_offsets",
     "random_prompt",
     "reference_retention",
     "sampling",
@@ -63,6 +65,12 @@ def engine_kept(length: int, policy: Policy, ratio: float, block_size: int = BLO
     """Tokens the engine keeps of a `length`-token prompt: the ratio's count, raised to the policy's
     must-keep tokens and to the end of the last block it holds."""
     return kept_tokens(length, ratio, policy.must_keep_count(length), block_size)
+
+
+def kv_offsets(llm: Any) -> dict[str, int]:
+    """The tokens each compacted or adopting request of the engine has evicted, by request id."""
+    table = scheduler_of(llm).kvc_table
+    return {request_id: state.offset for request_id, state in table.items() if state.offset is not None}
 
 
 def random_prompt(seed: int, length: int) -> list[int]:

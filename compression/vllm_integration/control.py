@@ -1,59 +1,33 @@
 """Asking the engine about its context caches from outside it: list, look up, drop.
 
-The API server reaches the engine-core process through vLLM's public `collective_rpc` (a utility call the
-engine core runs between steps, on its own thread), which calls `KVCompactWorker.kvc_control` on the
-worker. With one worker (vLLM's `UniProcExecutor`, the CPU default) the worker lives in the engine-core
-process, next to the scheduler, which registers itself here when it starts; the call is then handed to the
-scheduler, which owns the caches. Workers in other processes (tensor parallelism) cannot reach it and say so.
+The scheduler owns the caches, so callers reach it with vLLM's utility call, which the engine core runs
+between steps on its own thread: `EngineCoreProc._handle_client_request` looks the method name up on the
+`EngineCore` and calls it, so the name `scheduler` resolves to `EngineCore.scheduler`, our
+`KVCompactScheduler`, which is callable (`__call__(operation, arguments)`). The multiprocess clients send
+it (`SyncMPClient.call_utility`, `AsyncMPClient.call_utility_async`: the API server's `AsyncLLM`); the
+in-process client (`InprocClient`, `VLLM_ENABLE_V1_MULTIPROCESSING=0`) has no utility calls, and its
+`EngineCore` is in this process, so its scheduler is called directly. Works at any tensor-parallel size:
+the scheduler is in the engine-core process, whatever the workers'.
 
-The worker also hands the scheduler what each compaction kept (`report_retention`), the same way: the
-scheduler sends it with the request's stats. Under tensor parallelism no retention is reported.
+Extends: `vllm.v1.engine.core_client` (`call_utility`, `call_utility_async`) and
+`vllm.v1.engine.core.EngineCoreProc._handle_client_request` (utility requests), both unchanged.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
-CONTROL_METHOD = "kvc_control"
-
-
-class ControlTarget(Protocol):
-    def kvc_control(self, operation: str, arguments: dict[str, Any]) -> Any: ...
-
-    def kvc_retained(self, request_id: str, retention: str) -> None: ...
-
-
-_scheduler: ControlTarget | None = None
-
-
-def register(scheduler: ControlTarget) -> None:
-    global _scheduler
-    _scheduler = scheduler
-
-
-def dispatch(operation: str, arguments: dict[str, Any]) -> Any:
-    if _scheduler is None:
-        raise RuntimeError(
-            "context caches are managed by lcrag's scheduler, which is not in this worker's process "
-            "(it is with one worker per engine, tensor_parallel_size 1)"
-        )
-    return _scheduler.kvc_control(operation, arguments)
-
-
-def report_retention(request_id: str, retention: str) -> None:
-    """The worker compacted `request_id`, keeping `retention` (`compression.retention.encode`); nothing
-    happens when the scheduler is in another process."""
-    if _scheduler is not None:
-        _scheduler.kvc_retained(request_id, retention)
+UTILITY = "scheduler"  # the `EngineCore` attribute a utility call by this name runs: our scheduler
 
 
 def control(engine: Any, operation: str, **arguments: Any) -> Any:
-    """Run `operation` on an in-process offline `vllm.LLM` (tests, benchmarks)."""
-    (result,) = engine.collective_rpc(CONTROL_METHOD, args=(operation, arguments))
-    return result
+    """Run `operation` on an offline `vllm.LLM` (tests, benchmarks), in this process or not."""
+    client = engine.llm_engine.engine_core
+    if hasattr(client, "call_utility"):  # the engine core runs in another process
+        return client.call_utility(UTILITY, operation, arguments)
+    return getattr(client.engine_core, UTILITY)(operation, arguments)  # `InprocClient`: it is here
 
 
 async def control_async(engine_client: Any, operation: str, **arguments: Any) -> Any:
     """Run `operation` through an `AsyncLLM` engine client (the API server)."""
-    (result,) = await engine_client.collective_rpc(CONTROL_METHOD, args=(operation, arguments))
-    return result
+    return await engine_client.engine_core.call_utility_async(UTILITY, operation, arguments)

@@ -1,10 +1,11 @@
 """The block accounting of KV eviction: vLLM's KV cache manager, plus physical-length allocation for compacted
 requests, context-cache adoption, prefix-cache limits for compressed requests, and the release of idle
-context caches before an allocation fails.
+context caches before an allocation fails. It keeps no per-request table of its own: it reads and writes
+the scheduler's (`state.KVTable`), which it is handed at start.
 
 vLLM 0.32 pieces extended (v1/core/kv_cache_manager.py, single_type_kv_cache_manager.py, block_pool.py):
 `KVCacheManager.get_computed_blocks` (a prefix-cache hit, or a context cache to adopt), `allocate_slots`,
-`free`, `pop_blocks_for_free`, `truncate_computed_blocks`; the coordinator's `get_num_blocks_to_allocate`,
+`truncate_computed_blocks`, `reset_prefix_cache`; the coordinator's `get_num_blocks_to_allocate`,
 `allocate_new_blocks` and `cache_blocks`; `SingleTypeKVCacheManager.req_to_blocks`; `BlockPool.touch`,
 `get_new_blocks`, `free_blocks` and `evict_blocks`.
 
@@ -24,26 +25,17 @@ from vllm.v1.request import Request
 from compression.spec import CacheKey
 from compression.vllm_integration.context_cache import ContextCache, ContextCacheRegistry
 from compression.vllm_integration.plan import Compaction, cdiv
+from compression.vllm_integration.state import KVTable
 
 
 class KVCompactKVCacheManager(KVCacheManager):
     """vLLM's KV cache manager plus compaction, adoption and context caches (state added by `kvc_init`)."""
 
-    kvc_offsets: dict[str, int]  # compacted or adopting requests -> evicted tokens
-    kvc_hit_limits: dict[str, int]  # compressed requests -> most prompt tokens a prefix-cache hit may cover
-    kvc_cache_limits: dict[str, int]  # compressed requests -> tokens whose blocks may enter the prefix cache
-    kvc_context_keys: dict[str, CacheKey]  # context-cache requests -> the cache they adopt or build
-    kvc_adopting: dict[str, ContextCache]  # waiting requests whose lookup found a cache to adopt
-    kvc_new_adopters: set[str]  # adopted this step (the runner learns their offset from the plan)
+    kvc_table: KVTable  # the scheduler's per-request states
     kvc_caches: ContextCacheRegistry
 
-    def kvc_init(self, block_bytes: int) -> None:
-        self.kvc_offsets = {}
-        self.kvc_hit_limits = {}
-        self.kvc_cache_limits = {}
-        self.kvc_context_keys = {}
-        self.kvc_adopting = {}
-        self.kvc_new_adopters = set()
+    def kvc_init(self, block_bytes: int, table: KVTable) -> None:
+        self.kvc_table = table
         self.kvc_caches = ContextCacheRegistry(self.block_pool, block_bytes, self.kvc_block_size)
 
     @property
@@ -57,17 +49,17 @@ class KVCompactKVCacheManager(KVCacheManager):
         return manager.block_size
 
     def get_computed_blocks(self, request: Request) -> tuple[KVCacheBlocks, int, int]:
-        request_id = request.request_id
-        self.kvc_adopting.pop(request_id, None)
-        key = self.kvc_context_keys.get(request_id)
-        cache = self.kvc_caches.get(key) if key is not None else None
-        if cache is not None and key is not None and key.context_tokens < request.num_tokens:
-            self.kvc_adopting[request_id] = cache
-            return self.create_kv_cache_blocks((list(cache.blocks),)), key.context_tokens, 0
+        state = self.kvc_table.get(request.request_id)
+        if state is not None:
+            state.adopting = None
+            key = state.cache_key
+            cache = self.kvc_caches.get(key) if key is not None else None
+            if cache is not None and key is not None and key.context_tokens < request.num_tokens:
+                state.adopting = cache
+                return self.create_kv_cache_blocks((list(cache.blocks),)), key.context_tokens, 0
         blocks, hit, boundary = super().get_computed_blocks(request)
-        limit = self.kvc_hit_limits.get(request_id)
-        if limit is not None and hit > limit:  # the compressed request computes the queries it scores with
-            hit = limit // self.kvc_block_size * self.kvc_block_size
+        if state is not None and hit > state.hit_limit:  # it computes the queries its policy scores with
+            hit = state.hit_limit // self.kvc_block_size * self.kvc_block_size
             blocks = self.truncate_computed_blocks(blocks, hit)
         return blocks, hit, boundary
 
@@ -82,9 +74,9 @@ class KVCompactKVCacheManager(KVCacheManager):
         delay_cache_blocks: bool = False,
         **kwargs: Any,
     ) -> KVCacheBlocks | None:
-        request_id = request.request_id
+        state = self.kvc_table.get(request.request_id)
         reserved = kwargs.get("reserved_blocks", 0)
-        offset = self.kvc_offsets.get(request_id)
+        offset = state.offset if state is not None else None
         if offset is not None:
             assert num_new_computed_tokens == 0 and num_external_computed_tokens == 0, "compacted and running"
             return self._or_release_caches(
@@ -92,12 +84,12 @@ class KVCompactKVCacheManager(KVCacheManager):
                     request, num_new_tokens, num_lookahead_tokens, offset, reserved
                 )
             )
-        cache = self.kvc_adopting.get(request_id)
+        cache = state.adopting if state is not None else None
         if cache is not None:
             return self._or_release_caches(
                 lambda: self._adopt(request, cache, num_new_tokens, num_lookahead_tokens, reserved), cache.key
             )
-        limit = self.kvc_cache_limits.get(request_id)
+        limit = state.cache_limit if state is not None else None
         allocated = self._or_release_caches(
             lambda: super(KVCompactKVCacheManager, self).allocate_slots(
                 request,
@@ -176,9 +168,8 @@ class KVCompactKVCacheManager(KVCacheManager):
         self.block_pool.touch(cache.blocks)
         blocks.extend(cache.blocks)
         (new_blocks,) = self.coordinator.allocate_new_blocks(request_id, physical, physical)
-        del self.kvc_adopting[request_id]
-        self.kvc_offsets[request_id] = offset
-        self.kvc_new_adopters.add(request_id)
+        state = self.kvc_table[request_id]
+        state.adopting, state.offset, state.adopted = None, offset, True
         self.kvc_caches.used(cache)
         return self.create_kv_cache_blocks((new_blocks,))
 
@@ -225,29 +216,8 @@ class KVCompactKVCacheManager(KVCacheManager):
             freed = blocks[:before]
             blocks[:before] = into
         self.block_pool.free_blocks(reversed(freed))
-        self.kvc_offsets[request_id] = compaction.length - compaction.keep
+        self.kvc_table[request_id].offset = compaction.length - compaction.keep
         return before, after
-
-    def kvc_forget(self, request_id: str) -> None:
-        """Drop a finished request's per-request state (its blocks are freed by vLLM)."""
-        for table in (self.kvc_offsets, self.kvc_hit_limits, self.kvc_cache_limits, self.kvc_context_keys):
-            table.pop(request_id, None)
-        self.kvc_adopting.pop(request_id, None)
-        self.kvc_new_adopters.discard(request_id)
-
-    def free(self, request: Request) -> None:
-        self._drop_running_state(request.request_id)
-        super().free(request)
-
-    def pop_blocks_for_free(self, request: Request) -> list[Any]:
-        self._drop_running_state(request.request_id)
-        return super().pop_blocks_for_free(request)
-
-    def _drop_running_state(self, request_id: str) -> None:
-        """Freed (finished or preempted): a resumed request starts over, adopting or compacting again."""
-        self.kvc_offsets.pop(request_id, None)
-        self.kvc_adopting.pop(request_id, None)
-        self.kvc_new_adopters.discard(request_id)
 
     def reset_prefix_cache(self) -> bool:
         for cache in [cache for cache in self.kvc_caches.caches.values() if cache.idle()]:

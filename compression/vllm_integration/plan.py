@@ -1,9 +1,24 @@
-"""What the scheduler tells the model runner each step (`SchedulerOutput.lcrag_kv`), in plain data, so the
-two halves stay in lockstep without sharing state."""
+"""What the scheduler tells the model runner each step (`SchedulerOutput.lcrag_kv`): per scheduled request,
+everything the runner acts on, so the runner keeps no per-request state of its own but device data (the
+queries and scores it computes). Plain picklable data: under tensor parallelism vLLM pickles the
+`SchedulerOutput` to worker processes.
+
+Extends: `vllm.v1.core.sched.output.SchedulerOutput` (one attribute added, `lcrag_kv`) and
+`vllm.v1.outputs.ModelRunnerOutput` (one attribute added, `RETAINED`).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from compression.policies import Policy
+
+ScoresKey = tuple[int | str, ...]  # `CacheKey.scores_key()`: LoRA id, policy with options, context digest
+# The way back: the runner's `ModelRunnerOutput` attribute (request id -> `compression.retention.encode` of
+# what its compaction kept), read by the scheduler's `update_from_output`.
+RETAINED = "lcrag_kv_retained"
 
 
 def cdiv(a: int, b: int) -> int:
@@ -37,16 +52,37 @@ class ScorePass:
     span: tuple[int, int]
 
 
+@dataclass(frozen=True)
+class RequestStep:
+    """One scheduled request's part of a step.
+    offset: tokens evicted before its K/V (compacted or adopting): its cache slots and sequence length are
+      its logical positions minus this;
+    policy: its eviction policy, set whenever one of the following is;
+    capture: positions [lo, hi) whose queries the runner keeps while they are computed;
+    compaction: compact its K/V after this step's forward pass;
+    score_pass: score a reconstruction pass after this step's forward pass;
+    scores_key: the context whose reconstruction scores the compaction reads or the pass adds to."""
+
+    offset: int = 0
+    policy: Policy | None = None
+    capture: tuple[int, int] | None = None
+    compaction: Compaction | None = None
+    score_pass: ScorePass | None = None
+    scores_key: ScoresKey | None = None
+
+
 @dataclass
 class StepPlan:
-    """capture: request -> positions [lo, hi) whose queries the runner keeps while they are computed
-    compact: requests to compact after this step's forward pass
-    score: reconstruction passes to score after this step's forward pass
-    adopt: requests that adopted a context cache this step -> their offset (the runner learns it here)
-    offsets: every scheduled compacted or adopting request's offset (the runner asserts it holds the same)"""
+    """requests: every scheduled request that has an offset or work this step;
+    forget_scores: contexts whose reconstruction scores the runner drops once this step is done (the
+    scheduler keeps the most recently scored ones)."""
 
-    capture: dict[str, tuple[int, int]] = field(default_factory=dict)
-    compact: dict[str, Compaction] = field(default_factory=dict)
-    score: dict[str, ScorePass] = field(default_factory=dict)
-    adopt: dict[str, int] = field(default_factory=dict)
-    offsets: dict[str, int] = field(default_factory=dict)
+    requests: dict[str, RequestStep] = field(default_factory=dict)
+    forget_scores: list[ScoresKey] = field(default_factory=list)
+
+    def offsets(self) -> dict[str, int]:
+        return {request_id: step.offset for request_id, step in self.requests.items() if step.offset}
+
+    def work(self) -> dict[str, RequestStep]:
+        """The requests the runner scores, captures or compacts this step."""
+        return {request_id: step for request_id, step in self.requests.items() if step.policy is not None}

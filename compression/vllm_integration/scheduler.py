@@ -4,10 +4,15 @@ accounting itself is `manager.py`'s.
 
 vLLM 0.32 pieces extended (v1/core/sched/scheduler.py): `Scheduler.__init__` (the KV cache manager is
 adopted as `KVCompactKVCacheManager`), `add_request`, `_update_after_schedule` (runs at the end of
-`schedule()`, on the very `SchedulerOutput` the worker receives), `update_from_output`, `_free_request`
-(its first return value becomes the finished output's `kv_transfer_params`, our channel for per-request
-stats and retention). Admission itself is vLLM's: it asks the manager for computed blocks and
-allocates, preempting the newest running request when allocation fails.
+`schedule()`, on the very `SchedulerOutput` the worker receives), `update_from_output` (reads what the
+runner's compactions kept from the `ModelRunnerOutput`), `_preempt_request`, `_free_request` (its first
+return value becomes the finished output's `kv_transfer_params`, our channel for per-request stats and
+retention). Admission itself is vLLM's: it asks the manager for computed blocks and allocates, preempting
+the newest running request when allocation fails. The scheduler is also callable (`__call__`): vLLM's
+utility calls into the engine core reach it by the name `scheduler` (`control.py`).
+
+Each request's state is one `RequestKV` in `kvc_table` (`state.py`), shared with the manager; it ends in
+`_free_request` only.
 
 Per request:
 - per-request eviction: when the prompt's K/V is complete, `keep` tokens survive (into fresh blocks when
@@ -25,24 +30,32 @@ recomputes its outputs against the compacted K/V, as it first computed them.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
+from collections import OrderedDict
 from typing import Any
 
-from vllm.v1.core.kv_cache_utils import KVCacheBlock
 from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.request import Request
 
 from compression.policies.base import cached_tokens, kept_tokens
-from compression.spec import RETENTION_KEY, STATS_KEY, CacheKey, KVTask
-from compression.vllm_integration import control
+from compression.spec import KVTask
 from compression.vllm_integration.context_cache import ContextCache
 from compression.vllm_integration.manager import KVCompactKVCacheManager
-from compression.vllm_integration.plan import Compaction, ScorePass, StepPlan, cdiv
+from compression.vllm_integration.plan import (
+    RETAINED,
+    Compaction,
+    RequestStep,
+    ScorePass,
+    ScoresKey,
+    StepPlan,
+    cdiv,
+)
+from compression.vllm_integration.state import KVTable, RequestKV
 from compression.vllm_integration.version import check_supported_config, check_vllm_version
 
 log = logging.getLogger("lcrag.kv")
+PASS_SCORES_KEPT = 16  # contexts whose reconstruction scores the runner keeps for builds (at any ratio)
 
 
 def block_bytes(kv_cache_config: Any) -> int:
@@ -60,16 +73,12 @@ class KVCompactScheduler(Scheduler):
         check_vllm_version()
         super().__init__(*args, **kwargs)
         check_supported_config(self.vllm_config, self.kv_cache_config)
+        self.kvc_table: KVTable = {}  # every request with a KV task, until `_free_request`
+        # contexts whose reconstruction scores the runner keeps, least recently scored first
+        self.kvc_scored: OrderedDict[ScoresKey, None] = OrderedDict()
         # vLLM builds its KVCacheManager inline in Scheduler.__init__ (no factory): adopt it in place.
         self.kv_cache_manager.__class__ = KVCompactKVCacheManager
-        self.kv_cache_manager.kvc_init(block_bytes(self.kv_cache_config))
-        self.kvc_requests: dict[str, KVTask] = {}  # requests that evict (their prompt, or a context cache)
-        self.kvc_passes: dict[str, KVTask] = {}  # reconstruction passes
-        self.kvc_stats: dict[str, dict[str, Any]] = {}
-        self.kvc_into: dict[str, list[KVCacheBlock]] = {}  # fresh blocks a planned compaction writes into
-        self.kvc_started: dict[str, float] = {}
-        self.kvc_retention: dict[str, str] = {}  # what the runner's compaction kept (or the adopted cache's)
-        control.register(self)
+        self.kvc_manager.kvc_init(block_bytes(self.kv_cache_config), self.kvc_table)
 
     @property
     def kvc_manager(self) -> KVCompactKVCacheManager:
@@ -80,85 +89,86 @@ class KVCompactScheduler(Scheduler):
         super().add_request(request)
         if not is_new or request.sampling_params is None:
             return
-        extra_args = request.sampling_params.extra_args
-        try:
-            task = KVTask.from_extra_args(extra_args)
-        except ValueError as error:  # the HTTP layer validates; a direct engine caller may not have
+        try:  # the HTTP layer validates; a direct engine caller may not have
+            task = KVTask.from_extra_args(request.sampling_params.extra_args)
+            if task is not None:
+                self.kvc_table[request.request_id] = RequestKV.of(task, request)
+        except ValueError as error:
             log.warning("request %s: KV eviction ignored: %s", request.request_id, error)
-            return
-        request_id, manager = request.request_id, self.kvc_manager
-        if task is None:
-            return
-        if task.is_pass:
-            assert task.context is not None
-            self.kvc_passes[request_id] = task
-            manager.kvc_hit_limits[request_id] = task.context  # its repeat is computed and scored
-            return
-        eviction = task
-        if eviction.context is not None and eviction.context > request.num_prompt_tokens:
-            eviction = dataclasses.replace(eviction, context=request.num_prompt_tokens)
-        length = eviction.compressed_length(request.num_prompt_tokens)
-        window = eviction.policy.queries_needed()
-        self.kvc_requests[request_id] = eviction
-        self.kvc_started[request_id] = time.monotonic()
-        manager.kvc_hit_limits[request_id] = 0 if window is None else max(0, length - max(1, window))
-        manager.kvc_cache_limits[request_id] = length
-        if eviction.context is not None:
-            lora = request.lora_request.lora_int_id if request.lora_request else 0
-            context_ids = request.prompt_token_ids[:length]
-            manager.kvc_context_keys[request_id] = CacheKey.of(eviction.spec, context_ids, lora)
 
     def _update_after_schedule(self, scheduler_output: Any) -> None:
         plan = StepPlan()
-        manager = self.kvc_manager
-        for request_id, scheduled in list(scheduler_output.num_scheduled_tokens.items()):
+        for request_id in list(scheduler_output.num_scheduled_tokens):
+            state = self.kvc_table.get(request_id)
+            if state is None:
+                continue
             request = self.requests[request_id]
-            passing = self.kvc_passes.get(request_id)
-            if passing is not None:
-                self._plan_pass(plan, scheduler_output, request, passing, scheduled)
-            eviction = self.kvc_requests.get(request_id)
-            if eviction is None:
-                continue
-            if request_id in manager.kvc_offsets:
-                plan.offsets[request_id] = manager.kvc_offsets[request_id]
-                if request_id in manager.kvc_new_adopters:
-                    plan.adopt[request_id] = manager.kvc_offsets[request_id]
-                    self._adopted(request_id, eviction)
-                continue
-            length = eviction.compressed_length(request.num_prompt_tokens)
-            computed = request.num_computed_tokens
-            if computed >= length:
-                continue  # nothing (more) to compact: it ran on uncompressed
-            if computed + scheduled > length:  # stop at the compacted span (a context, or a resumed prompt)
-                scheduled = self._shorten(scheduler_output, request_id, length - computed)
-            window = eviction.policy.queries_needed()
-            if window != 0:
-                plan.capture[request_id] = (0 if window is None else max(0, length - window), length)
-            if computed + scheduled == length:
-                compaction = self._plan_compaction(request_id, eviction, length)
-                if compaction is not None:
-                    plan.compact[request_id] = compaction
-        manager.kvc_new_adopters.clear()
+            if state.task.is_pass:
+                step = self._plan_pass(plan, scheduler_output, request, state)
+            else:
+                step = self._plan_eviction(scheduler_output, request, state)
+            if step is not None:
+                plan.requests[request_id] = step
         scheduler_output.lcrag_kv = plan
         super()._update_after_schedule(scheduler_output)
 
+    def _plan_eviction(self, scheduler_output: Any, request: Request, state: RequestKV) -> RequestStep | None:
+        if state.offset is not None:  # compacted or adopting: the runner maps it to its physical slots
+            if state.adopted:
+                state.adopted = False
+                self._adopted(state)
+            return RequestStep(offset=state.offset)
+        length, computed = state.length, request.num_computed_tokens
+        if computed >= length:
+            return None  # nothing (more) to compact: it ran on uncompressed
+        scheduled = scheduler_output.num_scheduled_tokens[request.request_id]
+        if computed + scheduled > length:  # stop at the compacted span (a context, or a resumed prompt)
+            scheduled = self._shorten(scheduler_output, request.request_id, length - computed)
+        policy = state.task.policy
+        window = policy.queries_needed()
+        capture = None if window == 0 else (0 if window is None else max(0, length - window), length)
+        compaction = (
+            self._plan_compaction(request.request_id, state) if computed + scheduled == length else None
+        )
+        if capture is None and compaction is None:
+            return None
+        scores_key = state.scores_key if compaction is not None else None
+        return RequestStep(policy=policy, capture=capture, compaction=compaction, scores_key=scores_key)
+
     def _plan_pass(
-        self, plan: StepPlan, scheduler_output: Any, request: Request, passing: KVTask, scheduled: int
-    ) -> None:
+        self, plan: StepPlan, scheduler_output: Any, request: Request, state: RequestKV
+    ) -> RequestStep | None:
         prompt, computed = request.num_prompt_tokens, request.num_computed_tokens
         if computed >= prompt:
-            return
+            return None
+        scheduled = scheduler_output.num_scheduled_tokens[request.request_id]
         if computed + scheduled > prompt:
             scheduled = self._shorten(scheduler_output, request.request_id, prompt - computed)
-        assert passing.context is not None and passing.span is not None
-        plan.capture[request.request_id] = (passing.context, prompt)
-        if computed + scheduled == prompt:
-            plan.score[request.request_id] = ScorePass(passing.context, passing.span)
+        task = state.task
+        assert task.context is not None and task.span is not None and state.scores_key is not None
+        capture = (task.context, prompt)
+        if computed + scheduled < prompt:
+            return RequestStep(policy=task.policy, capture=capture)
+        plan.forget_scores.extend(self._scored(state.scores_key))
+        score_pass = ScorePass(task.context, task.span)
+        return RequestStep(
+            policy=task.policy, capture=capture, score_pass=score_pass, scores_key=state.scores_key
+        )
 
-    def _plan_compaction(self, request_id: str, eviction: KVTask, length: int) -> Compaction | None:
-        """The compaction of the request's first `length` tokens, or None (with its stats) when it keeps
+    def _scored(self, key: ScoresKey) -> list[ScoresKey]:
+        """The runner scores a pass over `key`'s context this step: keep it as the most recently scored, and
+        return the contexts whose scores the runner forgets to keep `PASS_SCORES_KEPT`."""
+        self.kvc_scored[key] = None
+        self.kvc_scored.move_to_end(key)
+        forgotten = []
+        while len(self.kvc_scored) > PASS_SCORES_KEPT:
+            forgotten.append(self.kvc_scored.popitem(last=False)[0])
+        return forgotten
+
+    def _plan_compaction(self, request_id: str, state: RequestKV) -> Compaction | None:
+        """The compaction of the request's first `state.length` tokens, or None (with its stats) when it keeps
         them all, or when neither fresh blocks nor its own can take the kept K/V."""
-        manager = self.kvc_manager
+        manager, length, eviction = self.kvc_manager, state.length, state.task
         must = eviction.policy.must_keep_count(length)
         block_size = manager.kvc_block_size
         cache = eviction.context is not None
@@ -170,10 +180,9 @@ class KVCompactScheduler(Scheduler):
         possible, into = manager.kvc_destination(request_id, length, keep) if evicts else (False, None)
         if not possible:
             log.debug("request %s: no compaction of %d tokens (keep %d)", request_id, length, keep)
-            self.kvc_stats[request_id] = _stats(length, length, block_size, "none" if cache else None)
+            state.stats = _stats(length, length, block_size, "none" if cache else None)
             return None
-        if into is not None:
-            self.kvc_into[request_id] = into
+        state.into = into
         ids = tuple(block.block_id for block in into) if into is not None else None
         return Compaction(length, keep, ids, cache)
 
@@ -185,67 +194,69 @@ class KVCompactScheduler(Scheduler):
         scheduler_output.total_num_scheduled_tokens -= cut
         return tokens
 
-    def _adopted(self, request_id: str, eviction: KVTask) -> None:
+    def _adopted(self, state: RequestKV) -> None:
         manager = self.kvc_manager
-        cache = manager.kvc_caches.get(manager.kvc_context_keys[request_id])
+        assert state.cache_key is not None
+        cache = manager.kvc_caches.get(state.cache_key)
         assert cache is not None
-        if eviction.label:
-            cache.labels.add(eviction.label)
+        if state.task.label:
+            cache.labels.add(state.task.label)
         stats = _stats(cache.key.context_tokens, cache.kept_tokens, manager.kvc_block_size, "hit")
-        self.kvc_stats[request_id] = {**stats, "cache_hits": cache.hits}
+        state.stats = {**stats, "cache_hits": cache.hits}
         if cache.retention is not None:
-            self.kvc_retention[request_id] = cache.retention
-
-    def kvc_retained(self, request_id: str, retention: str) -> None:
-        """The runner (in this process) compacted `request_id` this step, keeping `retention`."""
-        self.kvc_retention[request_id] = retention
+            state.retention = cache.retention
 
     def update_from_output(self, scheduler_output: Any, model_runner_output: Any) -> dict[int, Any]:
+        for request_id, retention in (getattr(model_runner_output, RETAINED, None) or {}).items():
+            state = self.kvc_table.get(request_id)
+            if state is not None:
+                state.retention = retention
         plan: StepPlan | None = getattr(scheduler_output, "lcrag_kv", None)
-        for request_id, compaction in (plan.compact if plan else {}).items():
-            self._compacted(request_id, compaction)  # before vLLM frees requests that finished this step
+        for request_id, step in (plan.requests if plan else {}).items():
+            if step.compaction is not None:  # before vLLM frees requests that finished this step
+                self._compacted(self.kvc_table[request_id], request_id, step.compaction)
         return super().update_from_output(scheduler_output, model_runner_output)
 
-    def _compacted(self, request_id: str, compaction: Compaction) -> None:
+    def _compacted(self, state: RequestKV, request_id: str, compaction: Compaction) -> None:
         """The runner compacted the request this step: swap its blocks, and register a built context cache."""
         manager = self.kvc_manager
-        into = self.kvc_into.pop(request_id, None)
+        into, state.into = state.into, None
         _, after = manager.kvc_compact(request_id, compaction, into)
         outcome = None
         if compaction.cache:
-            eviction = self.kvc_requests[request_id]
+            assert state.cache_key is not None
             cache = ContextCache(
-                manager.kvc_context_keys[request_id],
+                state.cache_key,
                 compaction.keep,
                 list(manager.kvc_blocks[request_id][:after]),
-                labels={eviction.label} if eviction.label else set(),
-                build_seconds=time.monotonic() - self.kvc_started[request_id],
-                retention=self.kvc_retention.get(request_id),
+                labels={state.task.label} if state.task.label else set(),
+                build_seconds=time.monotonic() - state.started,
+                retention=state.retention,
             )
             outcome = "built" if manager.kvc_caches.add(cache) else "none"  # another request built it first
-        self.kvc_stats[request_id] = _stats(
-            compaction.length, compaction.keep, manager.kvc_block_size, outcome
-        )
+        state.stats = _stats(compaction.length, compaction.keep, manager.kvc_block_size, outcome)
+
+    def _preempt_request(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super()._preempt_request(request, *args, **kwargs)
+        state = self.kvc_table.get(request.request_id)
+        if state is not None:
+            state.preempted()
 
     def _free_request(self, request: Request, delay_free_blocks: bool = False) -> tuple[Any, Any]:
+        """The one place a request's KV state ends: finished, stopped or aborted."""
         kv_params, ec_params = super()._free_request(request, delay_free_blocks)
-        request_id = request.request_id
-        for table in (self.kvc_requests, self.kvc_passes, self.kvc_started):
-            table.pop(request_id, None)
-        self.kvc_manager.kvc_forget(request_id)
-        stats = self.kvc_stats.pop(request_id, None)
-        retention = self.kvc_retention.pop(request_id, None)
-        if stats is not None:
-            kv_params = {**(kv_params or {}), STATS_KEY: {**stats, **self.kvc_manager.kvc_caches.totals()}}
-            if retention is not None:
-                kv_params[RETENTION_KEY] = retention
+        state = self.kvc_table.pop(request.request_id, None)
+        if state is not None:
+            kv_params = state.report(kv_params, self.kvc_manager.kvc_caches.totals())
         return kv_params, ec_params
 
-    def kvc_control(self, operation: str, arguments: dict[str, Any]) -> Any:
-        """Context caches for the API server (`control.py`): `list`, or `drop` by label and/or digest."""
+    def __call__(self, operation: str, arguments: dict[str, Any]) -> Any:
+        """Context caches for the API server (`control.py`): `list` (with the contexts whose reconstruction
+        scores the runner keeps: a build at another ratio needs no passes), or `drop` by label and/or
+        digest."""
         caches = self.kvc_manager.kvc_caches
         if operation == "list":
-            return caches.describe()
+            return {**caches.describe(), "scored_contexts": [list(key) for key in self.kvc_scored]}
         if operation == "drop":
             return {
                 "dropped": caches.drop(arguments.get("label"), arguments.get("digest")),

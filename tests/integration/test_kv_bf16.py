@@ -57,7 +57,7 @@ def test_bfloat16_eviction_keeps_what_the_bfloat16_reference_keeps(
     from transformers import LlamaForCausalLM
     from vllm.v1.attention.backends.cpu_attn import _get_attn_isa
 
-    import compression.vllm_integration.worker as worker
+    import compression.vllm_integration.runner as worker
 
     assert _get_attn_isa(torch.bfloat16, BLOCK_SIZE, head_size=64) == "amx"  # what this test is about
 

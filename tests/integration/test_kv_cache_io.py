@@ -6,7 +6,7 @@ on CPUs with AMX tiles; its tests skip elsewhere."""
 import pytest
 import torch
 
-from compression.vllm_integration.cache_io import compact, read_kv, slots_of, write_kv
+from compression.vllm_integration.cpu.cache_layout import compact, read_kv, slots_of, write_kv
 
 pytestmark = pytest.mark.integration
 HEADS, BLOCK = 2, 32

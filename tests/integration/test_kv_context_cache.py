@@ -26,6 +26,7 @@ from tests.kv_engine import (
     counted_preemptions,
     engine,
     generate,
+    kv_offsets,
     random_prompt,
     reference_retention,
     scheduler_of,
@@ -142,7 +143,8 @@ def test_adopters_hold_the_cache_by_reference_and_dropping_it_returns_every_bloc
     checked = False
     while llm.llm_engine.has_unfinished_requests():
         llm.llm_engine.step()
-        running = [rid for rid in scheduler.requests if rid in manager.kvc_offsets]
+        offsets = kv_offsets(llm)
+        running = [rid for rid in scheduler.requests if rid in offsets]
         if not running:
             continue
         checked = True
@@ -153,9 +155,7 @@ def test_adopters_hold_the_cache_by_reference_and_dropping_it_returns_every_bloc
             assert blocks[: len(cache_ids)] == cache_ids
             own += len(blocks) - len(cache_ids)
             request = scheduler.requests[request_id]
-            assert len(blocks) == -(
-                -(request.num_computed_tokens - manager.kvc_offsets[request_id]) // BLOCK_SIZE
-            )
+            assert len(blocks) == -(-(request.num_computed_tokens - offsets[request_id]) // BLOCK_SIZE)
         assert pool.get_num_free_blocks() == free_at_start - len(cache_ids) - own
     assert checked
     assert control(llm, "list")["caches"][0]["hits"] == len(SUFFIXES)
@@ -209,4 +209,4 @@ def test_preempted_adopters_adopt_again_and_equal_their_solo_runs(peaky_model_di
         assert all(out.kv_stats["cache"] == "hit" for out in together)
         control(small, "drop")
         assert scheduler.kv_cache_manager.block_pool.get_num_free_blocks() == free_at_start
-        assert not scheduler.kv_cache_manager.kvc_offsets
+        assert not kv_offsets(small)

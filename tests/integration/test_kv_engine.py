@@ -22,6 +22,7 @@ from tests.kv_engine import (
     engine,
     engine_kept,
     generate,
+    kv_offsets,
     random_prompt,
     reference_retention,
     sampling,
@@ -129,7 +130,7 @@ def test_freed_blocks_return_to_the_pool_and_the_request_holds_what_it_keeps(llm
         if request is None:
             break
         held = len(manager.coordinator.single_type_managers[0].req_to_blocks[request_id])
-        offset = manager.kvc_offsets.get(request_id)
+        offset = kv_offsets(llm).get(request_id)
         if offset is None:  # still prefilling: the full prompt so far
             assert held == cdiv(request.num_computed_tokens, BLOCK_SIZE)
         else:
@@ -238,8 +239,8 @@ def test_an_unreadable_cache_layout_is_refused_at_engine_start(
 def test_an_engine_with_no_attention_layer_to_wrap_is_refused_at_start(
     peaky_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from compression.vllm_integration.cpu.runner import KVCompactRunner
     from compression.vllm_integration.version import UnsupportedEngineError
-    from compression.vllm_integration.worker import KVCompactRunner
 
     monkeypatch.setattr(KVCompactRunner, "_kvc_attention_layers", lambda self: {})
     refused = pytest.raises(UnsupportedEngineError, match=r"found no attention layer .*\(--no-kv-eviction\)")
@@ -250,7 +251,7 @@ def test_an_engine_with_no_attention_layer_to_wrap_is_refused_at_start(
 def test_a_failing_policy_falls_back_instead_of_stopping_the_engine(caplog: pytest.LogCaptureFixture) -> None:
     """A third-party policy that raises: its layer keeps the most recent tokens, and if combining the layers
     fails each layer keeps by its own scores; the engine logs it and keeps serving."""
-    from compression.vllm_integration.worker import KVCompactRunner
+    from compression.vllm_integration.cpu.runner import KVCompactRunner
 
     class Broken(Policy):
         name = "broken"

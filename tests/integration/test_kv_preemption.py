@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.kv_engine import counted_preemptions, engine, generate, random_prompt, sampling, scheduler_of
+from tests.kv_engine import (
+    counted_preemptions,
+    engine,
+    generate,
+    kv_offsets,
+    random_prompt,
+    sampling,
+    scheduler_of,
+)
 
 pytestmark = pytest.mark.integration
 NEW_TOKENS = 96
@@ -29,4 +37,4 @@ def test_preempted_requests_equal_their_solo_runs_and_no_block_leaks(peaky_model
         assert [out.tokens for out in together] == [out.tokens for out in solo]
         assert [out.kv_stats for out in together] == [out.kv_stats for out in solo]
         assert pool.get_num_free_blocks() == free_at_start
-        assert not scheduler.kv_cache_manager.kvc_offsets
+        assert not kv_offsets(llm)

@@ -57,7 +57,7 @@ def test_a_kvzip_context_cache_on_the_default_model_equals_the_hf_reference(defa
     context = context_token_ids(tokenizer, lc_messages(questions[0], documents), lc_turn(questions[0]))
     assert context is not None and len(context) > 300
     with engine(default_model_path, max_model_len=2048) as llm:
-        stats = build_context_cache(llm, tokenizer, context, "kvzip", 0.75, label="towns")
+        stats = build_context_cache(llm, tokenizer, context, KVSpec.parse("kvzip-0.75"), label="towns")
         params = cache_sampling(len(context))
         outputs = [generate(llm, [prompt], params)[0] for prompt in prompts]
     assert stats is not None and stats["cache"] == "built"

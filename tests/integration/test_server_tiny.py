@@ -155,7 +155,7 @@ def test_health_needs_no_key_and_tokenize_works_with_it(tiny_server: RunningServ
 def test_startup_log_names_the_dtype_and_url_and_holds_no_warnings(tiny_server: RunningServer) -> None:
     """The dtype is the one `auto` picks for this CPU (bfloat16 with AMX, else float32), and narrowing the
     float32 checkpoint to it warns nothing."""
-    from compression.vllm_integration.cache_io import cpu_dtype
+    from compression.vllm_integration.cpu.cache_layout import cpu_dtype
 
     log = tiny_server.log_path.read_text()
     serving = f"lcrag is serving {tiny_server.model} ({cpu_dtype()}) at {tiny_server.base_url}"

