@@ -39,6 +39,7 @@ test: setup lint
 lint: $(INSTALLED)
 	$(BIN)/ruff check --quiet .
 	$(BIN)/ruff format --check --quiet .
+	$(BIN)/mypy
 
 # Recompile the full lock from pyproject.toml (CPU path); commit the result.
 lock: $(UV)

@@ -20,9 +20,13 @@ import torch
 
 from compression.budget import uniform_budgets
 from compression.policies import LayerView, Policy, keep_indices
-from compression.policies.base import Rotary
+from compression.policies.base import ReconstructionPolicy, Rotary
 from compression.policies.reconstruction import ReconstructionView
 from compression.reconstruction import ReconstructionPass
+
+HFCausalLM = (
+    Any  # a transformers causal LM of the Llama family (its `config`, `model.rotary_emb`, modeling module)
+)
 
 
 @dataclass(frozen=True)
@@ -34,7 +38,7 @@ class ReferenceOutput:
 
 @torch.no_grad()
 def generate_with_eviction(
-    model: torch.nn.Module,
+    model: HFCausalLM,
     prompt_ids: list[int],
     policy: Policy,
     ratio: float,
@@ -55,7 +59,7 @@ def generate_with_eviction(
 
 @torch.no_grad()
 def generate_with_context_cache(
-    model: torch.nn.Module,
+    model: HFCausalLM,
     context_ids: list[int],
     suffix_ids: list[int],
     policy: Policy,
@@ -70,6 +74,9 @@ def generate_with_context_cache(
     n = len(context_ids)
     cache, queries, _ = _prefill(model, context_ids)
     if passes:
+        assert isinstance(policy, ReconstructionPolicy), (
+            f"{policy.name} is not scored by reconstruction passes"
+        )
         own = _reconstruction_scores(model, policy, passes, n)
     else:
         own = _own_scores(model, cache, queries, policy, n)
@@ -82,7 +89,7 @@ def generate_with_context_cache(
     return ReferenceOutput(tokens, logprobs, kept)
 
 
-def _prefill(model: torch.nn.Module, ids: list[int]) -> tuple[Any, dict[int, torch.Tensor], torch.Tensor]:
+def _prefill(model: HFCausalLM, ids: list[int]) -> tuple[Any, dict[int, torch.Tensor], torch.Tensor]:
     """The whole prompt at once: its cache, every layer's queries and the last position's logits."""
     from transformers import DynamicCache
 
@@ -95,7 +102,7 @@ def _prefill(model: torch.nn.Module, ids: list[int]) -> tuple[Any, dict[int, tor
 
 
 def _own_scores(
-    model: torch.nn.Module, cache: Any, queries: dict[int, torch.Tensor], policy: Policy, n: int
+    model: HFCausalLM, cache: Any, queries: dict[int, torch.Tensor], policy: Policy, n: int
 ) -> list[torch.Tensor]:
     window = policy.queries_needed()
     rotary = hf_rotary(model)
@@ -109,7 +116,7 @@ def _own_scores(
     return own
 
 
-def hf_rotary(model: torch.nn.Module) -> Rotary:
+def hf_rotary(model: HFCausalLM) -> Rotary:
     """The HF model's RoPE as a `Rotary` (its `rotary_emb` gives cos and sin with both halves repeated)."""
     config = model.config
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
@@ -123,7 +130,7 @@ def hf_rotary(model: torch.nn.Module) -> Rotary:
 
 
 def _reconstruction_scores(
-    model: torch.nn.Module, policy: Policy, passes: Sequence[ReconstructionPass], n: int
+    model: HFCausalLM, policy: ReconstructionPolicy, passes: Sequence[ReconstructionPass], n: int
 ) -> list[torch.Tensor]:
     """Per layer [kv_heads, n]: the most any pass's repeat attends to each context token (zero elsewhere)."""
     totals: list[torch.Tensor] = []
@@ -156,7 +163,7 @@ def _prune(
 
 
 def _decode(
-    model: torch.nn.Module,
+    model: HFCausalLM,
     cache: Any,
     logits: torch.Tensor,
     position: int,
@@ -182,11 +189,11 @@ def _decode(
 
 
 @contextmanager
-def _queries_captured(model: torch.nn.Module) -> Iterator[dict[int, torch.Tensor]]:
+def _queries_captured(model: HFCausalLM) -> Iterator[dict[int, torch.Tensor]]:
     """Each attention layer's queries after RoPE, {layer: [1, q_heads, n, head_dim]}, recorded where the
     model's own code rotates them: its modeling module's `apply_rotary_pos_emb`, which every attention layer
     calls once per forward, in layer order (Llama, Qwen2/3 — after the q norm —, Mistral, Phi-3 alike)."""
-    modeling = sys.modules[type(model).__module__]
+    modeling: Any = sys.modules[type(model).__module__]
     rotate = modeling.apply_rotary_pos_emb
     captured: dict[int, torch.Tensor] = {}
 

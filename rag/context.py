@@ -120,6 +120,43 @@ def context_token_ids(
     return context if whole[: len(context)] == context and len(context) < len(whole) else None
 
 
+@dataclass(frozen=True)
+class RenderedPrompt:
+    """A chat prompt as the engine sees it: the chat template's text and its token ids, and for an LC prompt
+    how many leading tokens are the collection's context (None when none, or when the tokenizer merges a
+    token across the context's end)."""
+
+    messages: list[Message]
+    text: str
+    token_ids: list[int]
+    context_tokens: int | None = None
+
+    @property
+    def context_ids(self) -> list[int] | None:
+        return self.token_ids[: self.context_tokens] if self.context_tokens is not None else None
+
+
+def render_prompt(
+    tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message], turn: str | None = None
+) -> RenderedPrompt:
+    """Render and tokenize `messages` once, as vLLM's chat endpoint would (template for generation, no added
+    special tokens); with `turn` (see `lc_turn`), also find where the context before it ends."""
+    text = str(tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True))
+    boundary = text.rfind(turn) if turn else -1
+    if boundary <= 0:
+        return RenderedPrompt(list(messages), text, tokenizer.encode(text, add_special_tokens=False))
+    if not tokenizer.is_fast:  # no offsets: tokenize the context apart and check it is a prefix
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        context = tokenizer.encode(text[:boundary], add_special_tokens=False)
+        clean = ids[: len(context)] == context and len(context) < len(ids)
+        return RenderedPrompt(list(messages), text, ids, len(context) if clean else None)
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = list(encoded["input_ids"]), encoded["offset_mapping"]
+    inside = sum(1 for _, end in offsets if end <= boundary)
+    clean = 0 < inside < len(ids) and offsets[inside][0] >= boundary
+    return RenderedPrompt(list(messages), text, ids, inside if clean else None)
+
+
 def estimate_lc_prompt_tokens(document_tokens: Sequence[int]) -> int:
     """The lc-mode prompt length from per-document token counts, without fetching the texts (a pre-flight
     estimate; `count_prompt_tokens` on the built prompt is exact)."""

@@ -83,7 +83,7 @@ def retrieve(
     if reranker is not None and options.rerank:
         relevance = reranker.scores(question, [chunk.chunk.text for chunk, _ in ranked])
         best = sorted(range(len(ranked)), key=lambda i: -relevance[i])[:k]
-        hits = [(*ranked[i], relevance[i]) for i in best]
+        hits: list[tuple[StoredChunk, float, float | None]] = [(*ranked[i], relevance[i]) for i in best]
     else:
         hits = [(chunk, score, None) for chunk, score in ranked]
     if options.min_score is not None:

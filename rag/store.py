@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from rag.chunking import Chunk
 from rag.errors import (
@@ -242,7 +242,9 @@ class Store:
         cutoff = time.time() - older_than_s
         with self._writing(name):
             collection = self._collection(name)
-            metas = collection.get(include=["metadatas"])["metadatas"] or []
+            metas: list[dict[str, Any]] = [
+                dict(m) for m in collection.get(include=["metadatas"])["metadatas"] or []
+            ]
             complete = {meta["doc_id"] for meta in metas if meta["chunk_index"] == 0}
             stale = {
                 meta["doc_id"]
@@ -303,8 +305,9 @@ class Store:
         """
         collection = self._collection(name)
         include = ["metadatas", "documents", "distances", *(["embeddings"] if with_embeddings else [])]
+        query: list[Sequence[float]] = [list(embedding)]
         found = collection.query(
-            query_embeddings=[list(embedding)],
+            query_embeddings=query,
             n_results=2 * k,
             where={"doc_id": doc_id} if doc_id else None,
             include=include,  # type: ignore[arg-type]
@@ -342,7 +345,7 @@ def _upsert(
         ids=[r["id"] for r in records],
         documents=[r["text"] for r in records],
         metadatas=[r["meta"] for r in records],
-        embeddings=[list(e) for e in embeddings],
+        embeddings=[cast(Sequence[float], list(e)) for e in embeddings],
     )
 
 

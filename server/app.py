@@ -1,8 +1,10 @@
-"""Run vLLM's OpenAI-compatible server in this process, with lcrag's middleware and routers added.
+"""Run vLLM's OpenAI-compatible server in this process, with lcrag's routers and middleware added.
 
 No vLLM code is copied or forked: `serve` follows vLLM's own `run_server_worker` sequence with its public
 launcher functions (`setup_server`, `build_async_engine_client`, `build_app`, `init_app_state`,
-`serve_http`) and calls `extend_app` on the built app before serving it.
+`serve_http`) and calls `extend_app` on the built app before serving it. lcrag's routes replace vLLM's
+chat, completion and model-list routes (`server.api`); middleware only does what concerns every route:
+shutdown, origin checks, the API key, the body size limit.
 """
 
 from __future__ import annotations
@@ -22,13 +24,16 @@ from compression.vllm_integration.outputs import EngineTimings
 from compression.vllm_integration.version import check_kv_heads_split
 from lcrag.logs import vllm_logging_config_file
 from lcrag.settings import Settings
+from server.api import collections, compare, generation, kv, kv_caches, models
+from server.api_key import ApiKeyMiddleware
 from server.body_limit import BodyLimitMiddleware
+from server.engine import Engine
 from server.errors import ApiError, error_response
-from server.middleware import GENERATION_PATHS, ApiKeyMiddleware, LcragOptionsMiddleware
-from server.openapi import add_lcrag_field
+from server.openapi import add_body_schemas
 from server.origin import OriginCheckMiddleware
-from server.routes import collections, compare, kv, kv_caches, models
+from server.pipeline.pipeline import Pipeline
 from server.services import Services, open_store
+from server.serving import adopt
 from server.shutdown import SHUTDOWN_TIMEOUT_S, GracefulShutdown, Stopping, install_signal_handlers
 from server.ui_access import UiLoginMiddleware
 
@@ -120,12 +125,17 @@ def extend_app(
     services: Services | None = None,
     stopping: Stopping | None = None,
     allowed_origins: Sequence[str] = (),
+    pipeline: Pipeline | None = None,
 ) -> FastAPI:
     """Add lcrag's routers, error handler and middleware to vLLM's built app (the last added runs first);
     with `stopping`, requests in flight end cleanly when the server stops (`server.shutdown`). Foreign
     pages may change state only from `allowed_origins` (vLLM's `--allowed-origins`, `server.origin`)."""
     app.add_exception_handler(ApiError, lambda _request, error: error_response(error))
-    add_lcrag_field(app, GENERATION_PATHS)
+    if getattr(app.state, "openai_serving_chat", None) is not None:
+        adopt(app.state.openai_serving_chat)
+    app.state.lcrag_pipeline = pipeline or Pipeline(services)
+    generation.replace_vllm_generation_routes(app)
+    add_body_schemas(app, generation.BODIES)
     app.include_router(kv.router)
     if services is not None:
         app.state.lcrag = services
@@ -141,7 +151,6 @@ def extend_app(
     # vLLM's SageMaker bootstrap builds the middleware stack eagerly; Starlette rebuilds it on the first
     # request when it is unset, so clearing it lets ours join vLLM's instead of being refused.
     app.middleware_stack = None
-    app.add_middleware(LcragOptionsMiddleware, services=services)
     app.add_middleware(BodyLimitMiddleware, limit_bytes=settings.max_request_mb * 1_000_000)
     if settings.api_key is not None:
         app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key.get_secret_value())
@@ -178,17 +187,17 @@ async def serve(settings: Settings, args: Namespace) -> None:
         )
         services.engine_timings = EngineTimings()
         services.engine_timings.watch(engine_client)
+        engine = Engine(engine_client, app.state.openai_serving_models)
         if args.scheduler_cls == SCHEDULER_CLS:
             from compression.vllm_integration.stats import KVStatsLedger
             from server.kv_cache import ContextCaches
 
             services.kv_stats = KVStatsLedger()
             services.kv_stats.watch(engine_client)
-            services.context_caches = ContextCaches(
-                engine_client, services.tokenizer, model_config.max_model_len, app.state.openai_serving_models
-            )
+            services.context_caches = ContextCaches(engine, services.tokenizer, model_config.max_model_len)
+        pipeline = Pipeline(services, engine, services.context_caches)
         stopping = Stopping()
-        extend_app(app, settings, services, stopping, args.allowed_origins)
+        extend_app(app, settings, services, stopping, args.allowed_origins, pipeline)
         signals = install_signal_handlers(stopping, app.state)
         log.info(
             "lcrag is serving %s (%s) at %s (OpenAI API under /v1)",

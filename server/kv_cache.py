@@ -1,14 +1,13 @@
 """Compressed context caches, from the API server's side: building one for a collection ahead of its first
 question, running a KVzip-style policy's reconstruction passes before a build, listing, dropping, and the
 Prometheus gauges. The engine keeps the caches (compression/vllm_integration/); this talks to it through the
-engine client only: `generate` for passes and builds, `collective_rpc` for the rest (`control.py`).
+engine only: `Engine.generate` for passes and builds, a control call for the rest (`control.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from compression.reconstruction import ReconstructionError, reconstruction_passe
 from compression.spec import STATS_KEY, CacheKey, KVSpec, KVTask
 from compression.vllm_integration.control import control_async
 from compression.vllm_integration.stats import record_totals
+from server.engine import Engine
 from server.errors import BadRequestError, ServiceUnavailableError
 
 if TYPE_CHECKING:
@@ -27,37 +27,30 @@ if TYPE_CHECKING:
 
 @dataclass
 class ContextCaches:
-    engine: Any  # vLLM's engine client (AsyncLLM)
+    engine: Engine
     tokenizer: PreTrainedTokenizerBase
     max_model_len: int
-    loras: Any = None  # vLLM's OpenAIServingModels (adapter name -> LoRARequest)
     _locks: weakref.WeakValueDictionary[str, asyncio.Lock] = field(
         default_factory=weakref.WeakValueDictionary
     )
 
-    def lora_request(self, model: str | None) -> Any:
-        requests = self.loras.lora_requests if self.loras is not None else {}
-        return requests.get(model) if model else None
-
     def cache_key(self, context_ids: Sequence[int], kv: KVSpec, model: str | None) -> CacheKey:
-        lora = self.lora_request(model)
+        lora = self.engine.lora_request(model)
         return CacheKey.of(kv, context_ids, lora.lora_int_id if lora else 0)
 
     async def describe(self, label: str | None = None) -> dict[str, Any]:
-        listing = await control_async(self.engine, "list")
+        listing = await control_async(self.engine.client, "list")
         record_totals(listing)
         if label is not None:
             listing["caches"] = [cache for cache in listing["caches"] if label in cache["labels"]]
         return listing
 
     async def drop(self, label: str | None = None) -> dict[str, Any]:
-        dropped = await control_async(self.engine, "drop", label=label)
+        dropped = await control_async(self.engine.client, "drop", label=label)
         record_totals(dropped)
         return dropped
 
-    async def find(
-        self, context_ids: Sequence[int], kv: KVSpec, model: str | None
-    ) -> dict[str, Any] | None:
+    async def find(self, context_ids: Sequence[int], kv: KVSpec, model: str | None) -> dict[str, Any] | None:
         """The resident cache of exactly this context, policy, ratio and adapter, if any."""
         return self._match(await self.describe(), context_ids, kv, model)
 
@@ -125,10 +118,7 @@ class ContextCaches:
         from vllm import SamplingParams
 
         params = SamplingParams(max_tokens=1, temperature=0.0, extra_args=task.extra_args())
-        (engine_input,) = await self.engine.renderer.render_cmpl_async([{"prompt_token_ids": prompt}])
         final = None
-        async for output in self.engine.generate(
-            engine_input, params, f"lcrag-kv-{uuid.uuid4().hex}", lora_request=self.lora_request(model)
-        ):
+        async for output in self.engine.generate(prompt, params, model):
             final = output
         return ((final.kv_transfer_params or {}) if final is not None else {}).get(STATS_KEY)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from rag.context import LcDocument, Message
+from rag.context import LcDocument, RenderedPrompt
 from rag.retrieve import Citation
 
 if TYPE_CHECKING:
@@ -130,14 +130,14 @@ def retrieved_retention(
 
 def retention_report(
     tokenizer: PreTrainedTokenizerBase,
-    messages: Sequence[Message],
+    prompt: RenderedPrompt,
     documents: Sequence[LcDocument],
     fractions: Sequence[float],
     retrieved: Sequence[Citation] = (),
 ) -> dict[str, Any]:
     """What the eviction kept of each document of an LC prompt (`fractions`: the engine's kept fraction of
     each of the prompt's first positions), and of the passages retrieval would pick."""
-    rendered = str(tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True))
+    rendered = prompt.text
     encoded = tokenizer(rendered, add_special_tokens=False, return_offsets_mapping=True)
     offsets = [tuple(pair) for pair in encoded["offset_mapping"]][: len(fractions)]
     average = sum(fractions) / len(fractions) if fractions else 0.0

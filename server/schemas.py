@@ -45,12 +45,13 @@ class LcragOptions(StrictModel):
     )
     kv: KVSpec | None = Field(default=None, description="KV-cache eviction for this request.")
 
-    @model_validator(mode="after")
-    def _collection_named_for_mode_and_top_k(self) -> LcragOptions:
-        for name in ("mode", "top_k", "retrieval", "order", "min_score", "rerank"):
-            if getattr(self, name) is not None and self.collection is None:
-                raise ValueError(f"'{name}' needs 'collection' (the collection to answer from)")
-        return self
+    def needs_collection(self) -> str | None:
+        """The first field set that only means something with a collection, when none is named (checked
+        once a `docs@rag` model name has had its say)."""
+        if self.collection is not None:
+            return None
+        named = ("mode", "top_k", "retrieval", "order", "min_score", "rerank")
+        return next((name for name in named if getattr(self, name) is not None), None)
 
 
 class CollectionCreate(StrictModel):

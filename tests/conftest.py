@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +64,25 @@ def start_server(
 
 
 stop_server = local_server.stop
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Poll `condition` until it holds; fail naming `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout_s:.0f} s waiting for {what}"
+        time.sleep(0.05)
+
+
+def requests_running(base_url: str) -> int:
+    """Requests the server's engine is running now (vLLM's `vllm:num_requests_running` gauge)."""
+    metrics = httpx.get(f"{base_url}/metrics", timeout=30).text
+    values = [
+        line.rsplit(" ", 1)[1]
+        for line in metrics.splitlines()
+        if line.startswith("vllm:num_requests_running")
+    ]
+    return int(sum(float(value) for value in values))
 
 
 @pytest.fixture(scope="session")

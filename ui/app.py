@@ -10,6 +10,7 @@ Every handler turns a failure into a readable line in the page, never a stack tr
 from __future__ import annotations
 
 import contextlib
+import html
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -467,9 +468,13 @@ def _wire_chats(
     chats = [column.chat for column in columns]
     column_outputs = [widget for column in columns for widget in column.outputs]
 
+    # Says which collection's chats the page has restored (an empty element; browser tests wait on it).
+    restored_marker = gr.HTML("", elem_id="chats-restored")
+
     def restore(stored: history.SavedChats | None, collection: str | None) -> list[Any]:
         restored = history.restore(stored, collection, COLUMN_KEYS)
-        return [value for chat in restored for value in (chat, "", "", None)]
+        marker = f'<span data-collection="{html.escape(collection or "", quote=True)}"></span>'
+        return [*(value for chat in restored for value in (chat, "", "", None)), marker]
 
     def remember(stored: history.SavedChats | None, collection: str | None, *current: Any) -> Any:
         return history.remember(stored, collection, COLUMN_KEYS, current)
@@ -477,7 +482,9 @@ def _wire_chats(
     def start_over(stored: history.SavedChats | None, collection: str | None) -> list[Any]:
         return [history.forget(stored, collection), *([[], "", "", None] * len(columns))]
 
-    side.collection.change(restore, [saved, side.collection], column_outputs, api_visibility="private")
+    side.collection.change(
+        restore, [saved, side.collection], [*column_outputs, restored_marker], api_visibility="private"
+    )
     # One listener for all columns (see ui.answers): the page reads the inputs once per ask.
     asking = gr.on(
         [ask_button.click, question.submit],

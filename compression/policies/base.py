@@ -13,9 +13,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
+
+if TYPE_CHECKING:
+    from compression.policies.reconstruction import ReconstructionView
 
 
 @dataclass(frozen=True)
@@ -157,6 +160,10 @@ class ReconstructionPolicy(Policy):
     query_window: ClassVar[int | None] = 0  # the scores come from the passes, not the compressed prompt
     query_agnostic: ClassVar[bool] = True
     repeat: int = 512
+
+    def pass_scores(self, view: ReconstructionView) -> torch.Tensor:
+        """[kv_heads, span length]: how much one pass's repeat attends to each token of the span."""
+        raise NotImplementedError
 
 
 def leading(length: int, count: int) -> torch.Tensor:

@@ -359,6 +359,28 @@ def test_bad_collection_requests_get_clear_errors(
     assert response.json()["error"]["code"] == status
 
 
+def test_a_model_name_supplies_the_collection_that_rag_fields_need(client: openai.OpenAI, towns: str) -> None:
+    """`model="docs@rag"` with `"lcrag": {"top_k": 1}`: the name's collection counts before the field is
+    checked (this was a 400, "'top_k' needs 'collection'")."""
+    reply = client.chat.completions.create(
+        model=f"{towns}@rag",
+        messages=[{"role": "user", "content": "What is Brisk known for?"}],
+        max_tokens=2,
+        extra_body={"lcrag": {"top_k": 1}},
+    )
+    extra = reply.model_extra["lcrag"]  # type: ignore[index]
+    assert extra["mode"] == "rag" and extra["collection"] == towns and len(extra["citations"]) == 1
+
+
+def test_a_body_nested_too_deep_to_parse_is_a_400(tiny_server: RunningServer) -> None:
+    """20,000 nested `[` in a chat body (this was a 500, "maximum recursion depth exceeded")."""
+    deep = b'{"model": "m", "messages": ' + b"[" * 20_000 + b"]" * 20_000 + b"}"
+    with api(tiny_server) as c:
+        response = c.post("/v1/chat/completions", content=deep, headers={"content-type": "application/json"})
+    assert response.status_code == 400
+    assert response.json()["error"]["type"] == "BadRequestError" and "recursion" in response.text.lower()
+
+
 def test_chat_with_an_unknown_collection_is_a_404(client: openai.OpenAI) -> None:
     with pytest.raises(openai.NotFoundError) as error:
         client.chat.completions.create(model="nope-nope@rag", messages=[{"role": "user", "content": "Hi"}])

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -18,7 +18,7 @@ from rag import store as store_module
 from rag.ingest import Ingestor
 from rag.loaders import load_bytes
 from rag.store import Store
-from tests.conftest import start_server, stop_server
+from tests.conftest import requests_running, start_server, stop_server, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -80,19 +80,30 @@ def plant_leftovers(data_dir: Path, embedder, tokenizer, monkeypatch: pytest.Mon
 
 
 def kill_while_busy(process, server, killed_during: str) -> None:
-    """Send a long upload or a long generation, and SIGKILL the server while it runs."""
+    """Send a long upload or a long generation, and SIGKILL the server while it works on it: once the
+    upload's whole body is sent (embedding hundreds of chunks takes far longer), or once the engine runs
+    the generation (1,700 tokens)."""
     if killed_during == "upload":
         big = ("\n\n".join(town_paragraph(*TOWNS[i % len(TOWNS)]) for i in range(1500))).encode()
-        url, request = f"{server.base_url}/v1/collections/{COLLECTION}/documents", {
-            "files": [("files", ("big.txt", big, "text/plain"))]}  # fmt: skip
+        url = f"{server.base_url}/v1/collections/{COLLECTION}/documents"
+        encoded = httpx.Request("POST", url, files=[("files", ("big.txt", big, "text/plain"))])
+        body, sent = encoded.read(), threading.Event()
+
+        def chunks() -> Iterator[bytes]:
+            yield from (body[start : start + 65536] for start in range(0, len(body), 65536))
+            sent.set()
+
+        request = {"content": chunks(), "headers": {"content-type": encoded.headers["content-type"]}}
+        busy, what = sent.is_set, "the upload's body to be sent"
     else:
         url, request = f"{server.base_url}/v1/chat/completions", {"json": {
             "model": server.model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1700,
             "ignore_eos": True}}  # fmt: skip
+        busy, what = (lambda: requests_running(server.base_url) >= 1), "the generation to run"
     outcome: list[object] = []
     in_flight = threading.Thread(target=_send, args=(outcome, url), kwargs=request)
     in_flight.start()
-    time.sleep(3.0)  # embedding hundreds of chunks, or 1,700 tokens, take far longer than this
+    wait_until(busy, 60, what)
     kill_hard(process)
     in_flight.join(timeout=30)
     assert isinstance(outcome[0], httpx.TransportError), outcome  # killed while it ran

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import start_server, stop_server
+from tests.conftest import requests_running, start_server, stop_server, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -51,7 +51,8 @@ def test_sigterm_ends_in_flight_requests_with_a_503_and_exits_0_within_10s(
         for thread in threads:
             thread.start()
         assert streaming.wait(60), "the stream never started"
-        time.sleep(1.0)  # every request is now generating
+        # chat, lc, the stream and compare's two modes: every engine request is generating
+        wait_until(lambda: requests_running(server.base_url) >= 5, 60, "5 requests running in the engine")
         signalled = time.monotonic()
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0

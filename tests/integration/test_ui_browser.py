@@ -230,7 +230,7 @@ def test_documents_view_deletes_after_confirmation_and_chats_survive_a_reload(
     page.reload()
     expect(page.locator("#collection input")).to_have_value("browser-docs", timeout=60_000)
     expect(page.locator("#ask")).to_be_visible()
-    page.wait_for_timeout(1000)  # give a restore the time it would take
+    expect(page.locator('#chats-restored [data-collection="browser-docs"]')).to_have_count(1)
     expect(page.locator("#answer-a")).not_to_contain_text("Which town makes pear cider?")
     assert "Traceback" not in page.content()
 

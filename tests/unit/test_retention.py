@@ -10,7 +10,7 @@ import torch
 
 from compression import retention
 from rag.chunking import Chunk, join_chunks, joined
-from rag.context import LcDocument, lc_messages
+from rag.context import LcDocument, lc_messages, render_prompt
 from rag.retrieve import Citation
 from server.retention import retention_report
 
@@ -46,7 +46,9 @@ def second_document_kept(tokenizer: Any, citations: list[Citation]) -> tuple[dic
     fractions = [0.0] * len(tokenizer.encode(rendered, add_special_tokens=False))
     first, last = token_range(tokenizer, rendered, SECOND)
     fractions[first:last] = [1.0] * (last - first)
-    return retention_report(tokenizer, messages, documents(), fractions, citations), last - first
+    return retention_report(
+        tokenizer, render_prompt(tokenizer, messages), documents(), fractions, citations
+    ), last - first
 
 
 def test_kept_positions_land_on_their_document_and_an_evicted_passage_is_warned_about(tokenizer: Any) -> None:
@@ -68,7 +70,9 @@ def test_a_half_kept_document_has_spans_at_both_levels(tokenizer: Any) -> None:
     kept_to, _ = token_range(tokenizer, rendered, SECOND[SECOND.index(" The co-operative") :])
     fractions = [0.25] * length
     fractions[first:kept_to] = [1.0] * (kept_to - first)
-    (_, orchards) = retention_report(tokenizer, messages, documents(), fractions)["documents"]
+    (_, orchards) = retention_report(tokenizer, render_prompt(tokenizer, messages), documents(), fractions)[
+        "documents"
+    ]
     cut = SECOND.index(" The co-operative")  # a word's token starts with the space before it
     assert orchards["spans"] == [[0, cut, 1.0], [cut, len(SECOND), 0.25]]
     first_chunk, second_chunk = orchards["chunks"]

@@ -2,7 +2,7 @@
 
 import pytest
 
-from server.modes import parse_mode_spec
+from server.pipeline.request import parse_mode_spec
 from ui import views
 
 RESULT = {

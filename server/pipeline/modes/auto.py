@@ -2,9 +2,10 @@
 
 RAG first: retrieve, and if even the best chunk scores below `LCRAG_AUTO_MIN_SCORE`, go straight to LC.
 Otherwise ask the model, with the retrieved chunks, to answer or to reply `UNANSWERABLE`; that attempt is
-a short non-streamed generation (`LCRAG_AUTO_PROBE_TOKENS`). On the marker, answer with LC; else answer
-with the same RAG prompt (so its prefix is the one just computed). The client's own request, streamed or
-not, then runs on the chosen prompt, and the response's `lcrag` field carries `route` and `reason`.
+a short greedy generation on the engine, in this process (`LCRAG_AUTO_PROBE_TOKENS`). On the marker,
+answer with LC; else answer with the same RAG prompt (so its prefix is the one just computed). The
+client's own request, streamed or not, then runs on the chosen prompt, and the response's `lcrag` field
+carries `route` and `reason`.
 
 When LC is chosen but the collection does not fit the context, the answer stays with RAG and the reason
 says so; when the attempt itself fails, the answer stays with RAG too, and its request reports the error.
@@ -13,19 +14,22 @@ says so; when the attempt itself fails, the answer stays with RAG too, and its r
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from rag.context import SELF_ROUTE_INSTRUCTIONS, UNANSWERABLE, Message
+from rag.context import SELF_ROUTE_INSTRUCTIONS, UNANSWERABLE
 from rag.errors import ContextTooLongError
-from server.modes import AutoRoute, PreparedPrompt, prepare
+from server.pipeline.modes.lc import plan_lc
+from server.pipeline.modes.rag import plan_rag
+from server.pipeline.plan import AutoRoute, ModePrompt
 from server.schemas import LcragOptions
 from server.services import Services
 
-Generate = Callable[[list[Message], int], Awaitable[str | None]]
-"""Runs the model on chat messages with a token limit; the answer text, or None if the request failed."""
+Probe = Callable[[list[int], int], Awaitable[str | None]]
+"""Runs the model greedily on prompt token ids with a token limit; the answer text, or None if it failed."""
 
 
 def says_unanswerable(answer: str) -> bool:
@@ -33,50 +37,48 @@ def says_unanswerable(answer: str) -> bool:
     return UNANSWERABLE.lower() in answer.lower()
 
 
-def best_score(prepared: PreparedPrompt) -> float | None:
-    return max((c.score for c in prepared.citations), default=None)
+def best_score(prompt: ModePrompt) -> float | None:
+    return max((c.score for c in prompt.citations), default=None)
 
 
-async def prepare_auto(
+async def plan_auto(
     services: Services,
     options: LcragOptions,
-    messages: Any,
+    collection: str,
+    messages: Sequence[Any],
     max_tokens: int | None,
-    generate: Generate,
-) -> PreparedPrompt:
+    probe: Probe,
+) -> ModePrompt:
     """Choose rag or lc for this question as described above; the prompt to answer with, route attached."""
-    rag_options = options.model_copy(update={"mode": "rag"})
     rag = await run_in_threadpool(
-        prepare, services, rag_options, messages, max_tokens, SELF_ROUTE_INSTRUCTIONS
+        plan_rag, services, options, collection, messages, max_tokens, SELF_ROUTE_INSTRUCTIONS
     )
     score, min_score = best_score(rag), services.settings.auto_min_score
     if score is None or score < min_score:
         found = "no chunks" if score is None else f"best retrieval score {score:.2f}"
-        return await _try_lc(services, options, messages, max_tokens, rag, f"{found} < {min_score:.2f}")
+        return await _try_lc(services, collection, messages, max_tokens, rag, f"{found} < {min_score:.2f}")
     started = time.perf_counter()
-    answer = await generate(rag.messages, services.settings.auto_probe_tokens)
+    answer = await probe(rag.prompt.token_ids, services.settings.auto_probe_tokens)
     probe_ms = (time.perf_counter() - started) * 1000.0
     if answer is None:
         return _routed(rag, "rag", "the RAG attempt failed; its error is the answer", probe_ms)
     if says_unanswerable(answer):
-        return await _try_lc(
-            services, options, messages, max_tokens, rag, f"RAG answer was {UNANSWERABLE}", probe_ms
-        )
+        why = f"RAG answer was {UNANSWERABLE}"
+        return await _try_lc(services, collection, messages, max_tokens, rag, why, probe_ms)
     return _routed(rag, "rag", f"the retrieved chunks answered it (best score {score:.2f})", probe_ms)
 
 
 async def _try_lc(
     services: Services,
-    options: LcragOptions,
-    messages: Any,
+    collection: str,
+    messages: Sequence[Any],
     max_tokens: int | None,
-    rag: PreparedPrompt,
+    rag: ModePrompt,
     why: str,
     probe_ms: float = 0.0,
-) -> PreparedPrompt:
-    lc_options = options.model_copy(update={"mode": "lc"})
+) -> ModePrompt:
     try:
-        lc = await run_in_threadpool(prepare, services, lc_options, messages, max_tokens)
+        lc = await run_in_threadpool(plan_lc, services, collection, messages, max_tokens)
     except ContextTooLongError as error:
         reason = f"{why}, but the collection does not fit lc ({error.needed} > {error.available} tokens)"
         return _routed(rag, "rag", reason, probe_ms)
@@ -84,7 +86,5 @@ async def _try_lc(
     return _routed(lc, "lc", why, probe_ms)
 
 
-def _routed(prepared: PreparedPrompt, route: str, reason: str, probe_ms: float) -> PreparedPrompt:
-    prepared.mode = "auto"
-    prepared.route = AutoRoute(route, reason, round(probe_ms, 2))
-    return prepared
+def _routed(prompt: ModePrompt, route: str, reason: str, probe_ms: float) -> ModePrompt:
+    return replace(prompt, route=AutoRoute(route, reason, round(probe_ms, 2)))

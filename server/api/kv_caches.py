@@ -13,7 +13,7 @@ from compression import registry
 from rag.errors import RagError
 from server.errors import BadRequestError, NotFoundError, NotImplementedYetError, from_rag_error
 from server.kv_cache import ContextCaches
-from server.modes import collection_context
+from server.pipeline.modes.lc import collection_context
 from server.schemas import KVCacheBuild, KVCacheBuilt, KVCacheList, KVCacheOut
 from server.services import Services
 
@@ -46,7 +46,7 @@ async def build_cache(name: str, body: KVCacheBuild, request: Request) -> Any:
             param="policy",
         )
     model = body.model if body.model and body.model != services.served_model else None
-    if model is not None and caches.lora_request(model) is None:
+    if model is not None and caches.engine.lora_request(model) is None:
         raise NotFoundError(
             f"Unknown model {body.model!r}: use the served model or a loaded adapter.", "model"
         )

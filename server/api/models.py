@@ -6,10 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
-from server.modes import MODEL_NAME_SEPARATOR, MODES
+from server.api.vllm_routes import drop_vllm_route
+from server.pipeline.request import MODEL_NAME_SEPARATOR, MODES
 from server.services import Services
 
 router = APIRouter()
@@ -30,9 +30,5 @@ async def list_models(request: Request) -> dict[str, Any]:
 
 
 def replace_vllm_models_route(app: FastAPI) -> None:
-    app.router.routes[:] = [
-        route
-        for route in app.router.routes
-        if not (isinstance(route, APIRoute) and route.path == "/v1/models" and "GET" in route.methods)
-    ]
+    drop_vllm_route(app, "/v1/models", "GET")
     app.include_router(router)

@@ -1,10 +1,10 @@
 """POST /v1/compare: one question, several modes at once on the one engine, each answer with its costs.
 
-Each mode is an ordinary streamed `/v1/chat/completions` request with an `lcrag` field, sent to this same
-app in-process (`server.loopback`): it takes every step a client's request takes (API key, `lcrag`
-validation, retrieval or LC assembly, vLLM's handler, the response's `lcrag` field), so the numbers are
-what a client gets, and vLLM batches the concurrent requests. Times are measured here from the moment the
-compare request started, so they include each mode's share of the engine.
+Each mode is a chat request with an `lcrag` field, planned by the same pipeline as a client's chat request
+(`server.pipeline`: retrieval or LC assembly, KV eviction, the `lcrag` reply fields) and run on the engine
+in this process, so the numbers are what a client's request costs, and vLLM batches the concurrent
+requests. Times are measured here from the moment the compare request started, so they include each
+mode's share of the engine.
 
 With `timing: "isolated"` the modes run one after another instead, each timed from its own start, so each
 answer's cost is its own (concurrent modes share the engine's steps: a short RAG prompt prefilled beside a
@@ -20,8 +20,9 @@ import asyncio
 import json
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -31,15 +32,15 @@ from starlette.concurrency import run_in_threadpool
 from compression import registry
 from compression.spec import KVSpec
 from rag.errors import RagError
-from server import loopback
-from server.errors import BadRequestError, from_rag_error
-from server.modes import parse_mode_spec
+from server.engine import Engine
+from server.errors import ApiError, BadRequestError, NotFoundError, from_rag_error
+from server.pipeline.pipeline import Pipeline
+from server.pipeline.request import LcragChatRequest, parse_mode_spec
 from server.schemas import CompareRequest, CompareResponse, ModeError, ModeResult
 from server.services import Services
 
 log = logging.getLogger("lcrag.server.compare")
 router = APIRouter(tags=["compare"])
-CHAT_PATH = "/v1/chat/completions"
 OnDelta = Callable[[str], Awaitable[None]]
 
 
@@ -53,13 +54,12 @@ class ModeRun:
 
 @dataclass
 class _Progress:
-    """What one mode's stream has delivered so far."""
+    """What one mode's answer has delivered so far."""
 
     started: float
     text: str = ""
     first_token_at: float | None = None
-    lcrag: dict[str, Any] = field(default_factory=dict)
-    usage: dict[str, Any] = field(default_factory=dict)
+    completion_tokens: int = 0
 
 
 @router.post("/v1/compare", response_model=CompareResponse)
@@ -70,7 +70,7 @@ async def compare(body: CompareRequest, request: Request) -> Any:
         await run_in_threadpool(services.store.require_collection, body.collection)
     except RagError as error:
         raise from_rag_error(error, param="collection") from None
-    caller = Caller(request)
+    caller = ModeRunner(request.app.state.lcrag_pipeline, request.app.state.openai_serving_chat)
     model = body.model or services.served_model
     isolated = body.timing == "isolated"
     if body.stream:
@@ -118,8 +118,6 @@ def chat_request(body: CompareRequest, mode: str, kv: KVSpec | None, services: S
         ],
         "max_tokens": body.max_tokens or services.settings.answer_tokens,
         "temperature": body.temperature,
-        "stream": True,
-        "stream_options": {"include_usage": True},
         "lcrag": lcrag,
     }
     if body.repetition_penalty is not None:
@@ -134,50 +132,61 @@ def _check_policy(kv: KVSpec, param: str) -> None:
         raise BadRequestError(f"Invalid '{param}': {error}", param=param) from None
 
 
-class Caller:
-    """Runs chat requests against the app that received the compare request, as the same client."""
+class ModeRunner:
+    """Runs each mode's chat request through the pipeline and on the engine, in this process."""
 
-    def __init__(self, request: Request) -> None:
-        self.app = request.app
-        self.scope = request.scope
-        auth = request.headers.get("authorization")
-        self.headers = {"authorization": auth} if auth else {}
+    def __init__(self, pipeline: Pipeline, chat_handler: Any) -> None:
+        self.pipeline = pipeline
+        self.default_sampling = chat_handler.default_sampling_params if chat_handler is not None else {}
 
     async def run(self, run: ModeRun, started: float, on_delta: OnDelta | None = None) -> ModeResult:
-        """Stream one mode's answer to the end; its result or its error entry, never an exception."""
+        """One mode's answer to the end; its result or its error entry, never an exception."""
         progress = _Progress(started)
         try:
-            async with loopback.post(self.app, self.scope, CHAT_PATH, run.chat, self.headers) as response:
-                if response.status != 200:
-                    return _error_result(run.spec, response.status, await response.read())
-                async for event in response.events():
-                    if "error" in event or event.get("object") == "error":
-                        return _error_result(run.spec, 500, json.dumps(event).encode())
-                    await _absorb(event, progress, on_delta)
+            return await self._answer(run, progress, on_delta)
+        except ApiError as error:
+            return ModeResult(
+                mode=run.spec,
+                error=ModeError(message=error.message, type=error.kind, code=error.status.value),
+            )
         except Exception as error:  # an entry for this mode; the other modes go on
             log.exception("compare: mode %s failed", run.spec)
             return ModeResult(
                 mode=run.spec, error=ModeError(message=str(error), type="InternalError", code=500)
             )
-        return _result(run.spec, progress)
+
+    async def _answer(self, run: ModeRun, progress: _Progress, on_delta: OnDelta | None) -> ModeResult:
+        from vllm.sampling_params import RequestOutputKind
+
+        engine, services = self.pipeline.engine, self.pipeline.services
+        assert engine is not None and services is not None
+        request, reply = await self.pipeline.chat(LcragChatRequest.model_validate(run.chat))
+        check_model(engine, services, request.model)
+        assert reply is not None and request.planned is not None
+        params = request.to_sampling_params(run.chat["max_tokens"], self.default_sampling)
+        params.output_kind = RequestOutputKind.DELTA
+        request_id = f"compare-{uuid.uuid4().hex}"
+        async for output in engine.generate(request.planned.token_ids, params, request.model, request_id):
+            for sample in output.outputs:
+                progress.completion_tokens += len(sample.token_ids)
+                if not sample.text:
+                    continue
+                if progress.first_token_at is None:
+                    progress.first_token_at = time.perf_counter()
+                progress.text += sample.text
+                if on_delta is not None:
+                    await on_delta(sample.text)
+        fields = {**reply.head_fields(), **reply.tail_fields(request_id, progress.first_token_at)}
+        return _result(run.spec, progress, fields)
 
 
-async def _absorb(event: dict[str, Any], progress: _Progress, on_delta: OnDelta | None) -> None:
-    progress.lcrag.update(event.get("lcrag") or {})
-    progress.usage = event.get("usage") or progress.usage
-    for choice in event.get("choices") or []:
-        content = (choice.get("delta") or {}).get("content")
-        if not content:
-            continue
-        if progress.first_token_at is None:
-            progress.first_token_at = time.perf_counter()
-        progress.text += content
-        if on_delta is not None:
-            await on_delta(content)
+def check_model(engine: Engine, services: Services, model: str | None) -> None:
+    """A 404 for a model that is neither the served one nor a loaded adapter."""
+    if model and model != services.served_model and engine.lora_request(model) is None:
+        raise NotFoundError(f"The model `{model}` does not exist.", param="model")
 
 
-def _result(spec: str, progress: _Progress) -> ModeResult:
-    meta = progress.lcrag
+def _result(spec: str, progress: _Progress, meta: dict[str, Any]) -> ModeResult:
     kv = meta.get("kv")
     timings = meta.get("timings") or {}
     engine = timings.get("engine") or {}
@@ -185,8 +194,8 @@ def _result(spec: str, progress: _Progress) -> ModeResult:
         mode=spec,
         answer=progress.text,
         citations=meta.get("citations", []),
-        prompt_tokens=meta.get("prompt_tokens", progress.usage.get("prompt_tokens")),
-        completion_tokens=progress.usage.get("completion_tokens"),
+        prompt_tokens=meta.get("prompt_tokens"),
+        completion_tokens=progress.completion_tokens,
         ttft_ms=_ms_since(progress.started, progress.first_token_at),
         total_ms=_ms_since(progress.started, time.perf_counter()),
         retrieval_ms=timings.get("retrieval_ms"),
@@ -201,22 +210,13 @@ def _result(spec: str, progress: _Progress) -> ModeResult:
     )
 
 
-def _error_result(spec: str, status: int, body: bytes) -> ModeResult:
-    try:
-        payload = json.loads(body)
-        error = payload.get("error", payload)
-        message, kind, code = str(error["message"]), str(error.get("type", "Error")), error.get("code")
-        code = code if isinstance(code, int) else status
-    except (ValueError, KeyError, TypeError, AttributeError):
-        message, kind, code = body.decode(errors="replace")[:500] or f"HTTP {status}", "Error", status
-    return ModeResult(mode=spec, error=ModeError(message=message, type=kind, code=code))
-
-
 def _ms_since(started: float, at: float | None) -> float | None:
     return None if at is None else round((at - started) * 1000.0, 2)
 
 
-async def stream_events(caller: Caller, runs: list[ModeRun], isolated: bool = False) -> AsyncIterator[bytes]:
+async def stream_events(
+    caller: ModeRunner, runs: list[ModeRun], isolated: bool = False
+) -> AsyncIterator[bytes]:
     """Every mode's deltas as they arrive, then its result; `[DONE]` when all modes are done. Isolated: one
     mode after another, each timed from its own start."""
     events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
