@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -48,6 +48,13 @@ from compression.vllm_integration.plan import (
     StepPlan,
 )
 from compression.vllm_integration.version import UnsupportedEngineError, check_kv_heads_split
+
+if TYPE_CHECKING:
+    from vllm.v1.worker.gpu_model_runner import GPUModelRunner
+
+    _RunnerBase = GPUModelRunner  # what the mixin extends, for the type checker only
+else:
+    _RunnerBase = object
 
 log = logging.getLogger("lcrag.kv")
 
@@ -75,7 +82,7 @@ class RowWork:
         return (lo, hi) if lo < hi else None
 
 
-class KVRunner:
+class KVRunner(_RunnerBase):
     """Mixin of a vLLM model runner adding per-request eviction (state added by `kvc_init`)."""
 
     kvc_queries: dict[str, dict[int, list[torch.Tensor]]]  # request -> layer -> [tokens, q_heads, head_dim]
@@ -87,15 +94,6 @@ class KVRunner:
     kvc_retained: dict[str, str]  # request -> what its compaction kept, until the step's output carries it
     kvc_rotary: Rotary | None
     kvc_tp: Any  # vLLM's tensor-parallel group coordinator
-
-    # vLLM's GPUModelRunner attributes this reads
-    model: Any
-    model_config: Any
-    vllm_config: Any
-    cache_config: Any
-    requests: dict[str, Any]
-    input_batch: Any
-    query_start_loc: Any
 
     def kvc_init(self) -> None:
         from vllm.distributed import get_tp_group
@@ -196,7 +194,9 @@ class KVRunner:
         self.kvc_work, self.kvc_forget = [], []
         return self._kvc_with_retention(result)
 
-    def sample_tokens(self, *args: Any, **kwargs: Any) -> Any:
+    # vLLM decorates GPUModelRunner.sample_tokens with a bare `@torch.inference_mode`, which torch's types
+    # make an `inference_mode` object rather than a method, so no method override matches it
+    def sample_tokens(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         return self._kvc_with_retention(super().sample_tokens(*args, **kwargs))
 
     # what the runner adds
@@ -315,7 +315,8 @@ class KVRunner:
         queries = self._kvc_captured(work.request_id, layer)
         if queries is None:
             queries = keys.new_zeros(query_heads, 0, keys.shape[-1])
-        view = LayerView(*self._kvc_every_rank(keys, values, queries), self.kvc_rotary)
+        keys, values, queries = self._kvc_every_rank(keys, values, queries)
+        view = LayerView(keys, values, queries, self.kvc_rotary)
         self.kvc_scores.setdefault(work.request_id, {})[layer] = self._kvc_own_scores(work.policy, view)
 
     def _kvc_score_pass(self, work: RowWork, layer: int, kv_cache: torch.Tensor, layout: str) -> None:
@@ -413,4 +414,9 @@ class KVRunner:
 
 def rotary_of_table(table: torch.Tensor) -> Rotary:
     """A `Rotary` reading vLLM's cos/sin table ([positions, dims]: the cos half, then the sin half)."""
-    return Rotary(lambda positions: table[positions].chunk(2, dim=-1), table.shape[-1], len(table))
+
+    def cos_sin(positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        cos, sin = table[positions].chunk(2, dim=-1)
+        return cos, sin
+
+    return Rotary(cos_sin, table.shape[-1], len(table))

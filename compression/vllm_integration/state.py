@@ -56,8 +56,8 @@ class RequestKV:
             assert task.context is not None
             if not task.policy.needs_reconstruction:
                 raise ValueError(f"KV policy {task.spec.policy!r} is not scored by reconstruction passes")
-            key = CacheKey.of(task.spec, prompt[: task.context], lora).scores_key()
-            return cls(task, task.context, task.context, None, None, tuple(key))
+            key = CacheKey.of(task.spec, prompt[: task.context], lora)
+            return cls(task, task.context, task.context, None, None, tuple(key.scores_key()))
         if task.context is not None and task.context > request.num_prompt_tokens:
             task = dataclasses.replace(task, context=request.num_prompt_tokens)
         length = task.compressed_length(request.num_prompt_tokens)

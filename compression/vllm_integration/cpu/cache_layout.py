@@ -36,7 +36,8 @@ def cpu_dtype() -> str:
 def split_cache(kv_cache: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The key and value halves of a layer's cache, as the CPU attention backend views them."""
     blocks, heads, block_size, double_head = kv_cache.shape
-    return kv_cache.view(blocks, heads, 2 * block_size, double_head // 2).chunk(2, dim=2)
+    key_cache, value_cache = kv_cache.view(blocks, heads, 2 * block_size, double_head // 2).chunk(2, dim=2)
+    return key_cache, value_cache
 
 
 def slots_of(block_ids: Sequence[int], positions: torch.Tensor, block_size: int) -> torch.Tensor:
@@ -46,15 +47,16 @@ def slots_of(block_ids: Sequence[int], positions: torch.Tensor, block_size: int)
 
 
 def read_kv(
-    kv_cache: torch.Tensor, block_ids: Sequence[int], length: int, isa: str
+    kv_cache: torch.Tensor, block_ids: Sequence[int], length: int, layout: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Copies of the request's first `length` keys and values: each `[kv_heads, length, head_size]`."""
-    if isa not in READABLE_ISAS:
-        raise NotImplementedError(f"Reading the KV cache of CPU attention ISA {isa!r} is not supported.")
+    """Copies of the request's first `length` keys and values: each `[kv_heads, length, head_size]`;
+    `layout` is the layer's ISA."""
+    if layout not in READABLE_ISAS:
+        raise NotImplementedError(f"Reading the KV cache of CPU attention ISA {layout!r} is not supported.")
     key_cache, value_cache = split_cache(kv_cache)
     _, heads, block_size, head_size = key_cache.shape
     used = torch.tensor(list(block_ids[: -(-length // block_size)]), dtype=torch.long)
-    unpack = _unpack_amx if isa == "amx" else _unpack_vec
+    unpack = _unpack_amx if layout == "amx" else _unpack_vec
     keys, values = unpack(key_cache[used], value_cache[used])  # each [heads, blocks, block_size, head_size]
     return (
         keys.reshape(heads, len(used) * block_size, head_size)[:, :length].clone(),
@@ -107,7 +109,7 @@ def compact_kv(
     keys: torch.Tensor,
     values: torch.Tensor,
     keep: torch.Tensor,
-    isa: str,
+    layout: str,
 ) -> None:
     """`compact` for K/V already read with `read_kv` (`[kv_heads, length, head_size]` copies)."""
     index = keep.unsqueeze(-1).expand(-1, -1, keys.shape[-1])
@@ -115,4 +117,4 @@ def compact_kv(
     kept_values = values.gather(1, index).transpose(0, 1)
     block_size = split_cache(kv_cache)[0].shape[2]
     slots = slots_of(block_ids, torch.arange(keep.shape[1]), block_size)
-    write_kv(kv_cache, kept_keys, kept_values, slots, isa)
+    write_kv(kv_cache, kept_keys, kept_values, slots, layout)

@@ -14,7 +14,7 @@ vLLM 0.32 pieces extended (v1/worker/cpu_worker.py, cpu_model_runner.py, gpu_mod
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from vllm.v1.worker.cpu_model_runner import CPUModelRunner
@@ -65,4 +65,4 @@ class KVCompactWorker(CPUWorker):
                 f"(found {type(self.model_runner).__name__})."
             )
         self.model_runner.__class__ = KVCompactRunner
-        self.model_runner.kvc_init()
+        cast(KVCompactRunner, self.model_runner).kvc_init()  # its class is now ours
