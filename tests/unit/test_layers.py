@@ -111,7 +111,7 @@ def test_the_check_names_each_offending_file_and_line(tmp_path: Path) -> None:
     files = {
         "rag/store.py": "import os\nfrom server.app import build\n",
         "compression/x.py": "def f():\n    from lcrag import settings\n",
-        "server/routes/y.py": "from ui import views\n",
+        "server/api/y.py": "from ui import views\n",
         "server/app.py": "from ui.mount import mount_ui\n",  # allowed: app.py mounts the UI
         "evals/z.py": "from ..ui.client import LcragClient\n",  # relative, resolves to ui.client
         "bench/b.py": "from lcrag import cli\nfrom lcrag.client import connect\n",
@@ -130,5 +130,5 @@ def test_the_check_names_each_offending_file_and_line(tmp_path: Path) -> None:
         "evals/z.py:1 imports ui.client",
         "lcrag/client.py:1 imports evals.api",
         "rag/store.py:2 imports server.app",
-        "server/routes/y.py:1 imports ui",
+        "server/api/y.py:1 imports ui",
     ]
