@@ -11,7 +11,8 @@ flight at a time. Per configuration:
   (built first, timed), questions adopt it and prefill only themselves.
 Reported: questions per minute and TTFT median / p90 under that load, TTFT of one question alone (cold for
 `lc`: nothing cached), caches resident at the end, preemptions, caches released under pressure, and each
-configuration's questions per minute and lone TTFT as ratios to `lc`.
+configuration's questions per minute and lone TTFT as ratios to `lc`. (`<policy>-<ratio>` as in
+`compression.spec.parse_config`, options in brackets; the older `<policy>:<ratio>` is read too.)
 
     python -m bench.collection_cache --out out/bench                     # ~30 min on 2 cores
     python -m bench.collection_cache --collections 2 --questions 4 --context-tokens 1500 \
@@ -32,7 +33,7 @@ from typing import Any
 
 from bench.common import engine_parser
 from bench.corpus import document
-from compression.spec import KVSpec
+from compression.spec import KVSpec, config_text, parse_config
 from compression.vllm_integration.control import control
 from compression.vllm_integration.offline import (
     build_context_cache,
@@ -102,16 +103,35 @@ def make_collections(tokenizer: Any, count: int, tokens: int) -> list[Collection
     return collections
 
 
+def parse(config: str) -> tuple[KVSpec | None, bool]:
+    """(spec, cached): `lc` (or `none`) -> (None, False); `lc:<policy>-<ratio>` -> (spec, False), per-request
+    eviction; `cache:<policy>-<ratio>` -> (spec, True), a context cache (`compression.spec.parse_config`,
+    which reads the older colon spelling too)."""
+    if config in ("lc", "none"):
+        return None, False
+    spec, cached = parse_config(config.removeprefix("lc:"))
+    if spec is None or cached != config.startswith("cache:"):
+        raise ValueError(f"config {config!r}: write lc, lc:<policy>-<ratio> or cache:<policy>-<ratio>")
+    return spec, cached
+
+
+def config_argument(text: str) -> str:
+    """A `--configs` value in the one spelling (`lc`, `lc:snapkv-0.75`, `cache:kvzip-0.875`)."""
+    try:
+        spec, cached = parse(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return "lc" if spec is None else config_text(spec, cached) if cached else f"lc:{spec}"
+
+
 def params_for(config: str, context: list[int], new_tokens: int) -> Any:
     from vllm import SamplingParams
 
-    if config == "lc":
-        return greedy(new_tokens)
-    kind, _, spec = config.partition(":")
-    kv = KVSpec.parse(spec)
-    if kind == "lc":
-        return greedy(new_tokens, kv)
-    extra = kv.task(len(context), "bench").extra_args()
+    spec, cached = parse(config)
+    if not cached:
+        return greedy(new_tokens, spec)
+    assert spec is not None
+    extra = spec.task(len(context), "bench").extra_args()
     return SamplingParams(max_tokens=new_tokens, temperature=0, ignore_eos=True, extra_args=extra)
 
 
@@ -156,14 +176,13 @@ def measure(
     llm.reset_prefix_cache()
     released_before = control(llm, "list")["released_under_pressure"]  # counted since the engine started
     build_s = None
-    if config.startswith("cache:"):
-        policy, _, ratio = config.partition(":")[2].rpartition("-")
+    spec, cached = parse(config)
+    if cached:
+        assert spec is not None
         builds = []
         for index, collection in enumerate(collections):
             started = time.perf_counter()
-            stats = build_context_cache(
-                llm, tokenizer, collection.context, policy, float(ratio), label="bench"
-            )
+            stats = build_context_cache(llm, tokenizer, collection.context, spec, label="bench")
             builds.append(time.perf_counter() - started)
             print(f"  built {index + 1}/{len(collections)}: {stats} in {builds[-1]:.1f} s", flush=True)
         build_s = statistics.median(builds)
@@ -175,7 +194,7 @@ def measure(
     with counted_preemptions(llm) as preemptions:
         timings, seconds = run_load(llm, work, args.concurrency)
         lone = lone_ttft(llm, config, collections, args)
-    listing = control(llm, "list") if config.startswith("cache:") else None
+    listing = control(llm, "list") if cached else None
     ttfts = [timing.ttft_s for timing in timings]
     return ConfigResult(
         config,
@@ -195,7 +214,7 @@ def lone_ttft(llm: Any, config: str, collections: list[Collection], args: argpar
     """Median TTFT of one question at a time on an idle engine: for `lc`, nothing of it cached."""
     times = []
     for collection in collections[: args.lone]:
-        if config == "lc" or config.startswith("lc:"):
+        if not parse(config)[1]:
             llm.reset_prefix_cache()
         prompt = collection.prompts[-1]
         (timing,), _ = run_load(llm, [(prompt, params_for(config, collection.context, args.new_tokens))], 1)
@@ -233,11 +252,18 @@ def main() -> None:
     parser.add_argument("--kv-prompts", type=int, default=2, help="KV space, in whole uncompressed prompts.")
     parser.add_argument("--block-size", type=int, default=32)
     parser.add_argument("--lone", type=int, default=3, help="Lone questions timed per configuration.")
-    parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS)
+    parser.add_argument(
+        "--configs",
+        nargs="+",
+        type=config_argument,
+        default=DEFAULT_CONFIGS,
+        help="lc, lc:<policy>-<ratio> or cache:<policy>-<ratio>",
+    )
     parser.add_argument("--out", type=Path, default=None, help="Folder for the JSON and Markdown results.")
     args = parser.parse_args()
     if args.configs[0] != "lc":
         parser.error("the first config must be 'lc' (the baseline)")
+    args.configs = list(dict.fromkeys(args.configs))
 
     from transformers import AutoTokenizer
 

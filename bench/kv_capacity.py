@@ -7,13 +7,16 @@ the same time (a request decodes once its prompt is in the cache: the capacity e
 output tokens/s over the whole batch, and each as a ratio to `none`. Then two overheads:
 - plugin loaded but off: decode time of a short-prompt batch on the eviction engine vs stock vLLM;
 - scoring + compaction: one request's prefill (1 output token) with a policy vs `none`.
+Configurations are `none` or `<policy>-<ratio>` (`compression.spec.parse_config`; the older
+`<policy>:<ratio>` is read too).
 
     python -m bench.kv_capacity                       # ~15 min on 2 cores
-    python -m bench.kv_capacity --requests 3 --prompt-tokens 1500 --configs none snapkv:0.875   # quick
+    python -m bench.kv_capacity --requests 3 --prompt-tokens 1500 --configs none snapkv-0.875   # quick
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 from collections.abc import Callable
@@ -23,7 +26,7 @@ from typing import Any
 
 from bench.common import engine_parser
 from compression.policies import kept_count
-from compression.spec import KVSpec
+from compression.spec import KVSpec, normal_config, parse_config
 from compression.vllm_integration.offline import counted_preemptions, greedy, offline_engine, scheduler_of
 from compression.vllm_integration.scheduler import cdiv
 
@@ -31,7 +34,7 @@ FILLER = (
     "The archive keeps letters, ledgers and maps from the river towns, sorted by year and by the hand "
     "that wrote them, so a reader can follow one family across three generations of trade. "
 )
-DEFAULT_CONFIGS = ["none", "snapkv:0.5", "snapkv:0.75", "snapkv:0.875", "streaming_llm:0.875", "knorm:0.875"]
+DEFAULT_CONFIGS = ["none", "snapkv-0.5", "snapkv-0.75", "snapkv-0.875", "streaming_llm-0.875", "knorm-0.875"]
 
 
 @dataclass(frozen=True)
@@ -48,10 +51,26 @@ class BatchResult:
         return self.output_tokens / self.seconds
 
 
+def eviction_of(config: str) -> KVSpec | None:
+    """`none` -> None, `snapkv-0.75` (or the older `snapkv:0.75`) -> its spec; a context cache (`cache:`)
+    is not what this benchmark measures."""
+    spec, cached = parse_config(config)
+    if cached:
+        raise ValueError(f"config {config!r}: write none or <policy>-<ratio> (no context caches here)")
+    return spec
+
+
+def config_argument(text: str) -> str:
+    """A `--configs` value in the one spelling; argparse reports what is wrong with a bad one."""
+    try:
+        eviction_of(text)
+        return normal_config(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def params_of(config: str, new_tokens: int) -> Any:
-    if config == "none":
-        return greedy(new_tokens)
-    return greedy(new_tokens, KVSpec.parse(config))
+    return greedy(new_tokens, eviction_of(config))
 
 
 def prompts(tokenizer: Any, count: int, tokens: int, salt: str) -> list[list[int]]:
@@ -102,7 +121,8 @@ def block_arithmetic(configs: list[str], blocks: int, block_size: int, prompt: i
     prompt_blocks = cdiv(prompt, block_size)
     lines = [f"KV space {blocks} blocks of {block_size}; a prompt being prefilled holds {prompt_blocks}:"]
     for config in configs:
-        ratio = 0.0 if config == "none" else float(config.partition(":")[2])
+        spec = eviction_of(config)
+        ratio = 0.0 if spec is None else spec.ratio
         kept = kept_count(prompt, ratio)
         held = cdiv(kept + new, block_size)
         peak = blocks // held if ratio == 0 else 1 + (blocks - prompt_blocks) // held
@@ -158,13 +178,16 @@ def main() -> None:
         help="Tokens per engine step. At or above --prompt-tokens a step prefills one whole prompt, so "
         "requests stay resident for --new-tokens prompt admissions and the batch can fill the KV space.",
     )
-    parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS, help="none or policy:ratio")
+    parser.add_argument(
+        "--configs", nargs="+", type=config_argument, default=DEFAULT_CONFIGS, help="none or <policy>-<ratio>"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="Runs per overhead measurement (median).")
     parser.add_argument(
         "--prefill-configs",
         nargs="+",
-        default=["snapkv:0.875", "chunkkv:0.875"],
-        help="policy:ratio whose scoring + compaction overhead on one prefill is measured against none",
+        type=config_argument,
+        default=["snapkv-0.875", "chunkkv-0.875"],
+        help="<policy>-<ratio> whose scoring + compaction overhead on one prefill is measured against none",
     )
     parser.add_argument(
         "--overheads-only", action="store_true", help="Skip the batches (capacity, throughput)."
@@ -172,6 +195,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.configs[0] != "none":
         parser.error("the first config must be 'none' (the baseline)")
+    args.configs = list(dict.fromkeys(args.configs))
+    args.prefill_configs = [config for config in dict.fromkeys(args.prefill_configs) if config != "none"]
 
     from transformers import AutoTokenizer
 

@@ -8,8 +8,11 @@
   be a reconstruction pass), carried as one JSON value in `SamplingParams.extra_args[TASK_KEY]` across the
   process boundary and read back with `KVTask.from_extra_args`.
 
-Spec strings have one spelling, `<policy>-<ratio>` (`snapkv-0.75`); the older `<policy>:<ratio>`, which
-adapter cards and configs on disk may hold, is still read.
+Spec strings have one spelling, `<policy>-<ratio>` (`snapkv-0.75`), with any options in brackets
+(`kvzip[chunk=8,layers=shared]-0.875`); the older `<policy>:<ratio>`, which adapter cards, configs and eval
+answer files on disk may hold, is still read. An eval or benchmark configuration (`parse_config`) is `none`,
+a spec (eviction of each request's prompt) or `cache:` and a spec (a context compressed once, as a shared
+cache).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -33,6 +37,10 @@ STATS_KEY = "lcrag_kv"  # where the engine reports a compressed request's stats 
 RETENTION_KEY = "lcrag_kv_retention"  # ... and what its compaction kept (`compression.retention`)
 
 OptionValue = str | int | float | bool
+NO_EVICTION = "none"  # the configuration that evicts nothing
+CACHED = "cache:"  # a configuration's prefix for a shared context cache
+# `<policy>[<name>=<value>,...]-<ratio>`, or `:` before the ratio (the older spelling)
+_SPEC = re.compile(r"(?P<policy>[^\[\]]+?)(?:\[(?P<options>[^\[\]]*)\])?[-:](?P<ratio>[0-9.eE+-]+)")
 
 
 class KVSpec(BaseModel):
@@ -68,21 +76,33 @@ class KVSpec(BaseModel):
 
     @classmethod
     def parse(cls, text: str) -> KVSpec:
-        """`snapkv-0.75` (or the older `snapkv:0.75`) -> policy snapkv evicting 75 % of the K/V. Raises
-        ValueError (a PolicyError for an unknown policy or option) saying what is wrong."""
-        separator = "-" if "-" in text else ":"
-        policy, _, ratio = text.rpartition(separator)
+        """`snapkv-0.75` (or the older `snapkv:0.75`) -> policy snapkv evicting 75 % of the K/V; options in
+        brackets, `kvzip[chunk=8,layers=shared]-0.875`. Raises ValueError (a PolicyError for an unknown
+        policy or option) saying what is wrong."""
+        found = _SPEC.fullmatch(text)
         try:
-            spec = cls(policy=policy, ratio=float(ratio))
+            if found is None:
+                raise ValueError(text)
+            options = _options(found["options"] or "")
+            spec = cls(policy=found["policy"], ratio=float(found["ratio"]), options=options or None)
         except ValueError:
             raise ValueError(
-                f"bad KV spec {text!r}: write '<policy>-<ratio>' with a ratio in [0, 1), e.g. 'snapkv-0.75'"
+                f"bad KV spec {text!r}: write '<policy>-<ratio>' with a ratio in [0, 1), e.g. 'snapkv-0.75', "
+                "and any options in brackets, e.g. 'kvzip[chunk=8,layers=shared]-0.875'"
             ) from None
         spec.check()
         return spec
 
     def __str__(self) -> str:
-        return f"{self.policy}-{self.ratio:g}"
+        """The one spelling, which `parse` reads back: `snapkv-0.75`, `kvzip[chunk=8]-0.875`."""
+        return f"{self.policy_text}-{_number_text(self.ratio)}"
+
+    @property
+    def policy_text(self) -> str:
+        """The policy with the options asked for, sorted, as spec strings spell it: `kvzip[chunk=8]`."""
+        options = sorted(self.all_options().items())
+        listed = ",".join(f"{name}={_option_text(value)}" for name, value in options)
+        return f"{self.policy}[{listed}]" if listed else self.policy
 
     def check(self) -> KVSpec:
         """Self, once its policy and options are known to exist; raises PolicyError naming what exists."""
@@ -123,6 +143,72 @@ class KVSpec(BaseModel):
     def scoring_pass(self, context: int, span: tuple[int, int]) -> KVTask:
         """The engine task of a reconstruction pass over `span` of a `context`-token context."""
         return KVTask(self, context=context, span=span)
+
+
+def _options(listed: str) -> dict[str, OptionValue]:
+    """`chunk=8,layers=shared` -> {"chunk": 8, "layers": "shared"}: numbers become numbers, true and false
+    booleans (the policy validates each option)."""
+    options: dict[str, OptionValue] = {}
+    for pair in filter(None, (pair.strip() for pair in listed.split(","))):
+        name, equals, text = pair.partition("=")
+        if not (name.strip() and equals and text.strip()):
+            raise ValueError(f"option {pair!r} is not <name>=<value>")
+        options[name.strip()] = _option_value(text.strip())
+    return options
+
+
+def _option_value(text: str) -> OptionValue:
+    if text in ("true", "false"):
+        return text == "true"
+    for number in (int, float):
+        try:
+            return number(text)
+        except ValueError:
+            continue
+    return text
+
+
+def _number_text(value: float) -> str:
+    """`0.75`, `0`, `1e-05`: short, and exact (two different numbers never share a spelling)."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(value)
+
+
+def _option_text(value: OptionValue) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return _number_text(value) if isinstance(value, float) else str(value)
+
+
+def parse_config(text: str) -> tuple[KVSpec | None, bool]:
+    """An eval or benchmark configuration as (spec, cached): `none` -> (None, False); `snapkv-0.5` ->
+    (snapkv evicting half of each request's prompt, False); `cache:kvzip-0.875` -> (kvzip, True): the
+    context compressed once, query-agnostically, as a shared cache (options in brackets:
+    `cache:kvzip[chunk=8,layers=shared]-0.875`). The older colon spelling (`snapkv:0.5`,
+    `cache:kvzip:0.875`) is read too. Raises ValueError (PolicyError) saying what is wrong."""
+    if text == NO_EVICTION:
+        return None, False
+    cached = text.startswith(CACHED)
+    spec = KVSpec.parse(text.removeprefix(CACHED))
+    if cached and not spec.policy_object.query_agnostic:
+        raise ValueError(
+            f"config {text!r}: KV policy {spec.policy!r} scores with the question's attention; a shared "
+            f"cache ('{CACHED}') needs a query-agnostic policy, or write {str(spec)!r} to evict per request"
+        )
+    return spec, cached
+
+
+def config_text(spec: KVSpec | None, cached: bool = False) -> str:
+    """A configuration's one spelling: `none`, `snapkv-0.5`, `cache:kvzip[chunk=8]-0.875`."""
+    if spec is None:
+        return NO_EVICTION
+    return f"{CACHED if cached else ''}{spec}"
+
+
+def normal_config(text: str) -> str:
+    """`text` (`parse_config`'s, in either spelling) in the one spelling; an old-spelled config and its
+    new spelling name the same configuration, so results and caches keyed by it are shared."""
+    return config_text(*parse_config(text))
 
 
 def context_digest(token_ids: Sequence[int]) -> str:

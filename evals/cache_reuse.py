@@ -11,13 +11,15 @@ Each context gets four questions:
   (real Wikipedia prose, `evals.datasets`); correct when the normalised gold answer is in the answer.
 Per configuration every question is answered:
 - `none`: plain LC (the four questions share the context through vLLM's prefix cache);
-- `<policy>:<ratio>`: each question's whole prompt compressed after its prefill (query-aware);
-- `cache:<policy>:<ratio>`: the context compressed once, query-agnostically, into a context cache that all
+- `<policy>-<ratio>`: each question's whole prompt compressed after its prefill (query-aware);
+- `cache:<policy>-<ratio>`: the context compressed once, query-agnostically, into a context cache that all
   four questions adopt (built first, as `PUT /v1/collections/{name}/kv-cache` does).
-Answers are cached per item in `--out` (a rerun only fills gaps). Writes JSON, Markdown and a PNG.
+(`compression.spec.parse_config`; the older colon spelling, `cache:kvzip:0.75`, is read too.) Answers are
+cached per item in `--out`, keyed by the config's dash spelling (a rerun only fills gaps; answers stored
+under the old spelling count as the same config's). Writes JSON, Markdown and a PNG.
 
     python -m evals.cache_reuse --out out/evals                   # ~40 min on 2 cores
-    python -m evals.cache_reuse --lengths 2000 --seeds 1 --configs none cache:kvzip:0.75   # quick
+    python -m evals.cache_reuse --lengths 2000 --seeds 1 --configs none cache:kvzip-0.75   # quick
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from compression.spec import parse_config
 from evals.api import AnswerCache
-from evals.common import accuracy_plot, eval_parser
+from evals.common import accuracy_plot, config_argument, eval_parser, respelled
 from evals.compression_sweep import FILLER
 from evals.scoring import substring_match
 from rag.context import LcDocument, context_token_ids, lc_messages, lc_turn, prompt_token_ids
@@ -47,9 +50,9 @@ DEPTHS = (0.15, 0.4, 0.65, 0.9)
 DOORS = ("red door", "blue gate", "green hatch", "white vault")
 DEFAULT_CONFIGS = [
     "none",
-    *(f"{policy}:{ratio}" for policy in ("chunkkv", "snapkv") for ratio in (0.5, 0.75, 0.875)),
+    *(f"{policy}-{ratio}" for policy in ("chunkkv", "snapkv") for ratio in (0.5, 0.75, 0.875)),
     *(
-        f"cache:{policy}:{ratio}"
+        f"cache:{policy}-{ratio}"
         for policy in ("kvzip", "expected_attention", "knorm")
         for ratio in (0.5, 0.75, 0.875)
     ),
@@ -168,34 +171,30 @@ def is_correct(task: str, text: str, expected: str) -> bool:
 
 
 def params_for(config: str, context: Context, new_tokens: int) -> Any:
-    from compression.spec import KVSpec
     from compression.vllm_integration.offline import greedy
 
     params = greedy(new_tokens)
     params.ignore_eos = False
-    if config == "none":
-        return params
-    if config.startswith("cache:"):
-        task = KVSpec.parse(config.removeprefix("cache:")).task(len(context.ids), "eval")
+    spec, cached = parse_config(config)
+    if spec is not None:
+        task = spec.task(len(context.ids), "eval") if cached else spec.task()
         params.extra_args = task.extra_args()
-    else:
-        params.extra_args = KVSpec.parse(config).task().extra_args()
     return params
 
 
 def answer(llm: Any, tokenizer: Any, config: str, context: Context, new_tokens: int) -> list[Answer]:
     """The four questions of `context` under `config`, as one batch (a cache built first)."""
-    from compression.spec import KVSpec
     from compression.vllm_integration.control import control
     from compression.vllm_integration.offline import build_context_cache
 
-    if config.startswith("cache:"):
-        kv = KVSpec.parse(config.removeprefix("cache:"))
-        stats = build_context_cache(llm, tokenizer, context.ids, kv, label="eval")
+    spec, cached = parse_config(config)
+    if cached:
+        assert spec is not None
+        stats = build_context_cache(llm, tokenizer, context.ids, spec, label="eval")
         assert stats is not None and stats.get("cache") == "built", f"{config}: no cache built ({stats})"
     params = params_for(config, context, new_tokens)
     outputs = llm.generate([{"prompt_token_ids": p} for p in context.questions], params, use_tqdm=False)
-    if config.startswith("cache:"):
+    if cached:
         control(llm, "drop")  # one at a time: the KV space stays free for the next context
     return [
         Answer(config, context.task, context.length, context.seed, index, expected, out.outputs[0].text,
@@ -231,18 +230,14 @@ def plot(table: dict[str, dict[str, float]], path: Path) -> None:
         baseline = table.get("none", {}).get("all")
         if baseline is not None:
             axes.axhline(baseline, color="black", linestyle="--", label=f"uncompressed ({baseline:.0f} %)")
-        for family in dict.fromkeys(c.rpartition(":")[0] for c in table if c != "none"):
-            points = sorted(
-                (float(c.rpartition(":")[2]), row["all"])
-                for c, row in table.items()
-                if c.rpartition(":")[0] == family
-            )
-            style = "-" if family.startswith("cache:") else ":"
-            label = (
-                f"{family.partition(':')[2]} (one cache)"
-                if family.startswith("cache:")
-                else f"{family} (per question)"
-            )
+        curves: dict[tuple[str, bool], list[tuple[float, float]]] = {}
+        for config, row in table.items():
+            spec, cached = parse_config(config)
+            if spec is not None:
+                curves.setdefault((spec.policy_text, cached), []).append((spec.ratio, row["all"]))
+        for (policy, cached), points in curves.items():
+            points.sort()
+            style, label = ("-", f"{policy} (one cache)") if cached else (":", f"{policy} (per question)")
             axes.plot([p[0] for p in points], [p[1] for p in points], style, marker="o", label=label)
 
 
@@ -251,9 +246,16 @@ def main() -> None:
     parser.add_argument("--lengths", type=int, nargs="+", default=[2000, 4000, 7000])
     parser.add_argument("--seeds", type=int, default=2, help="Contexts per task and length.")
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
-    parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS)
+    parser.add_argument(
+        "--configs",
+        nargs="+",
+        type=config_argument,
+        default=DEFAULT_CONFIGS,
+        help="none, <policy>-<ratio> or cache:<policy>-<ratio>",
+    )
     parser.add_argument("--new-tokens", type=int, default=16)
     args = parser.parse_args()
+    args.configs = list(dict.fromkeys(args.configs))  # `snapkv:0.5 snapkv-0.5` is one config
 
     from tqdm import tqdm
     from transformers import AutoTokenizer
@@ -269,7 +271,7 @@ def main() -> None:
         for length in args.lengths
         for seed in range(args.seeds)
     ]
-    cached = AnswerCache(args.out / "cache_reuse.answers.jsonl", Answer, lambda answer: answer.key)
+    cached = AnswerCache(args.out / "cache_reuse.answers.jsonl", respelled(Answer), lambda answer: answer.key)
     settings = {"kv_space_gb": 4, "max_model_len": 8192, "max_num_batched_tokens": 2048}
     with offline_engine(model, **settings) as llm, cached.open():
         for config in tqdm(args.configs, desc="configs"):

@@ -1,14 +1,17 @@
-"""What the evals share: their command-line basics, bootstrap intervals and the accuracy plot's frame."""
+"""What the evals share: their command-line basics, configurations read in either spelling, bootstrap
+intervals and the accuracy plot's frame."""
 
 from __future__ import annotations
 
 import argparse
 import random
 import statistics
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 def eval_parser(doc: str | None) -> argparse.ArgumentParser:
@@ -17,6 +20,41 @@ def eval_parser(doc: str | None) -> argparse.ArgumentParser:
     parser.add_argument("--model", type=Path, default=None, help="Model folder (default: the bundled one).")
     parser.add_argument("--out", type=Path, default=Path("out/evals"))
     return parser
+
+
+def config_argument(text: str) -> str:
+    """A `--configs` value (`compression.spec.parse_config`, either spelling) in the one spelling; argparse
+    reports what is wrong with a bad one."""
+    from compression.spec import normal_config
+
+    try:
+        return normal_config(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def respelled(kind: Callable[..., T]) -> Callable[..., T]:
+    """`kind` for an answers file's lines, with each line's config in the one spelling: an answer stored
+    under the older colon spelling (`snapkv:0.5`) keys, and is reused, as the same configuration
+    (`snapkv-0.5`); a config that no longer parses stays as written and matches nothing asked now."""
+    from compression.spec import normal_config
+
+    spelled: dict[str, str] = {}
+
+    def respell(config: str) -> str:
+        if config not in spelled:
+            try:
+                spelled[config] = normal_config(config)
+            except ValueError:
+                spelled[config] = config
+        return spelled[config]
+
+    def read(**fields: Any) -> T:
+        if isinstance(fields.get("config"), str):
+            fields["config"] = respell(fields["config"])
+        return kind(**fields)
+
+    return read
 
 
 def bootstrap_ci(values: list[float], seed: int = 0, rounds: int = 1000) -> tuple[float, float]:

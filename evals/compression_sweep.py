@@ -4,9 +4,9 @@ Two needle tasks, each planted at several depths in filler prose of several leng
 - passkey: "The pass key is 48213. Remember it." -> "What is the pass key?"
 - kv lookup: a list of `key: value` lines (random 6-letter keys, 5-digit values) -> "What is the value of
   key X?"
-An answer is correct when its first number is the planted value. Every configuration (none, then each
-policy at each ratio) answers the same prompts in one batch on one engine. Writes JSON (every answer),
-a Markdown table and a PNG plot.
+An answer is correct when its first number is the planted value. Every configuration (`none`, then each
+policy at each ratio, `<policy>-<ratio>`) answers the same prompts in one batch on one engine. Writes JSON
+(every answer), a Markdown table and a PNG plot.
 
     python -m evals.compression_sweep --out out/evals        # ~50 min on 2 cores
     python -m evals.compression_sweep --lengths 1000 --depths 0.5 --policies snapkv --ratios 0.5   # quick
@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from compression.spec import KVSpec, config_text, parse_config
 from evals.common import accuracy_plot, eval_parser
 
 FILLER = (
@@ -146,13 +147,13 @@ def plot(table: dict[str, dict[str, float]], path: Path) -> None:
     with accuracy_plot(path, title, xlabel, ylabel) as axes:
         baseline = table["none"]["all"]
         axes.axhline(baseline, color="black", linestyle="--", label=f"none ({baseline:.0f} %)")
-        policies = sorted({config.split(":")[0] for config in table if config != "none"})
-        for policy in policies:
-            points = sorted(
-                (float(config.split(":")[1]), row["all"])
-                for config, row in table.items()
-                if config.startswith(f"{policy}:")
-            )
+        curves: dict[str, list[tuple[float, float]]] = {}
+        for config, row in table.items():
+            spec, _ = parse_config(config)
+            if spec is not None:
+                curves.setdefault(spec.policy_text, []).append((spec.ratio, row["all"]))
+        for policy, points in sorted(curves.items()):
+            points.sort()
             xs, ys = [0.0] + [p[0] for p in points], [baseline] + [p[1] for p in points]
             axes.plot(xs, ys, marker="o", label=policy)
 
@@ -182,7 +183,6 @@ def main() -> None:
     from tqdm import tqdm
     from transformers import AutoTokenizer
 
-    from compression.spec import KVSpec
     from compression.vllm_integration.cpu.cache_layout import cpu_dtype
     from compression.vllm_integration.offline import greedy, offline_engine
     from lcrag.context_extension import engine_settings as extension_settings
@@ -191,7 +191,8 @@ def main() -> None:
     model = model_folder(args.model)
     tokenizer = AutoTokenizer.from_pretrained(model)
     items = needles(tokenizer, args.lengths, args.depths, args.seed, args.tasks)
-    configs = ["none"] + [f"{policy}:{ratio}" for policy in args.policies for ratio in args.ratios]
+    specs = [KVSpec.parse(f"{policy}-{ratio}") for policy in args.policies for ratio in args.ratios]
+    configs = [config_text(None), *map(config_text, specs)]  # `none`, `<policy>-<ratio>`
     answers: list[Answer] = []
     dtype = cpu_dtype() if args.dtype == "auto" else args.dtype
     engine_settings: dict[str, Any] = {"max_model_len": 8192, "max_num_batched_tokens": 2048, "dtype": dtype}
@@ -199,7 +200,7 @@ def main() -> None:
         engine_settings |= extension_settings(args.context_extension, Path(model))
     with offline_engine(model, kv_space_gb=4, **engine_settings) as llm:
         for config in tqdm(configs, desc="configs"):
-            params = greedy(24) if config == "none" else greedy(24, KVSpec.parse(config))
+            params = greedy(24, parse_config(config)[0])
             params.ignore_eos = False
             llm.reset_prefix_cache()
             outputs = llm.generate([{"prompt_token_ids": n.prompt} for n in items], params, use_tqdm=False)

@@ -2,11 +2,13 @@
 answered in `lc` mode through the HTTP API under eviction configurations, by one or more served models, one
 request at a time, answers cached on disk.
 
-Configurations: `none` (no eviction); `<policy>:<ratio>` (the question inside the compressed prompt:
-per-request eviction, `kv.cache` false; a reconstruction policy such as kvzip runs its passes over the
-whole prompt); `cache:<policy>:<ratio>` (query-agnostic policies: the question outside, the collection's
-context compressed once as a shared cache, as lcrag serves follow-up questions). A policy may carry
-options: `cache:kvzip[chunk=8]:0.875`.
+Configurations (`compression.spec.parse_config`): `none` (no eviction); `<policy>-<ratio>` (the question
+inside the compressed prompt: per-request eviction, `kv.cache` false; a reconstruction policy such as kvzip
+runs its passes over the whole prompt); `cache:<policy>-<ratio>` (query-agnostic policies: the question
+outside, the collection's context compressed once as a shared cache, as lcrag serves follow-up questions).
+A policy may carry options: `cache:kvzip[chunk=8]-0.875`. The older colon spelling (`snapkv:0.5`,
+`cache:kvzip:0.875`) is read too; configurations are asked, keyed in the answer cache and reported in the
+dash spelling, and answers a file holds under the old spelling count as the same configuration's.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from compression.spec import normal_config, parse_config
 from evals.api import (
     AnswerCache,
     Reply,
@@ -28,6 +31,7 @@ from evals.api import (
     upload_whole,
     write_report,
 )
+from evals.common import respelled
 from evals.ruler_tasks import Sample
 from lcrag.client import kv_policies, served_model
 from rag.context import LC_DOCUMENT_HEADER_TOKENS, LC_TEMPLATE_TOKENS
@@ -106,39 +110,11 @@ def lc_prompt_counter(args: argparse.Namespace) -> Callable[[str], int]:
     return lambda text: count(text) + LC_TEMPLATE_TOKENS + LC_DOCUMENT_HEADER_TOKENS
 
 
-def parse_config(config: str) -> tuple[str | None, float, bool]:
-    """(policy, ratio, cached): `none` -> (None, 0, False), `snapkv:0.5` -> ("snapkv", 0.5, False),
-    `cache:kvzip:0.5` -> ("kvzip", 0.5, True)."""
-    if config == "none":
-        return None, 0.0, False
-    rest = config.removeprefix("cache:")
-    policy, _, ratio = rest.rpartition(":")
-    return policy, float(ratio), rest != config
-
-
-def policy_options(policy: str) -> tuple[str, dict[str, int | float | str]]:
-    """`kvzip[chunk=8,layers=shared]` -> ("kvzip", {"chunk": 8, "layers": "shared"}); numbers become
-    numbers (the server validates each option)."""
-    name, _, listed = policy.partition("[")
-    options: dict[str, int | float | str] = {}
-    for pair in filter(None, listed.removesuffix("]").split(",")):
-        key, _, text = pair.partition("=")
-        value: int | float | str = text
-        for number in (int, float):
-            try:
-                value = number(text)
-                break
-            except ValueError:
-                continue
-        options[key.strip()] = value
-    return name, options
-
-
 def configurations(policies: Sequence[str], ratios: Sequence[float], agnostic: set[str]) -> list[str]:
     """`none`, each policy at each ratio with the question inside, and query-agnostic ones also cached."""
-    inside = [f"{policy}:{ratio}" for policy in policies for ratio in ratios]
-    cached = [f"cache:{policy}:{ratio}" for policy in policies if policy in agnostic for ratio in ratios]
-    return ["none", *inside, *cached]
+    inside = [f"{policy}-{ratio}" for policy in policies for ratio in ratios]
+    cached = [f"cache:{policy}-{ratio}" for policy in policies if policy in agnostic for ratio in ratios]
+    return [normal_config(config) for config in ["none", *inside, *cached]]
 
 
 def query_agnostic(http: httpx.Client) -> set[str]:
@@ -149,11 +125,10 @@ def query_agnostic(http: httpx.Client) -> set[str]:
 def chat_body(config: str, collection: str, question: str, model: str, max_tokens: int) -> dict[str, Any]:
     """The streamed, greedy `lc` request that answers `question` under `config`."""
     lcrag: dict[str, Any] = {"collection": collection, "mode": "lc"}
-    policy, ratio, cached = parse_config(config)
-    if policy is not None:
-        name, options = policy_options(policy)
-        lcrag["kv"] = {"policy": name, "ratio": ratio, "cache": cached}
-        if options:
+    spec, cached = parse_config(config)
+    if spec is not None:
+        lcrag["kv"] = {"policy": spec.policy, "ratio": spec.ratio, "cache": cached}
+        if options := spec.all_options():
             lcrag["kv"]["options"] = options
     return {
         "model": model,
@@ -208,11 +183,17 @@ def answer_suite(
     models: Sequence[str] = (BASE,),
 ) -> list[A]:
     """The suite's answers (`<suite>.answers.jsonl` in --out, filled where missing) for every item in every
-    config and model, on --base-url or a server started for it."""
-    answers = AnswerCache(args.out / f"{suite}.answers.jsonl", kind, lambda answer: answer.key)  # type: ignore[attr-defined]
+    config (in the one spelling, `normal_config`) and model, on --base-url or a server started for it."""
+    if not callable(configs):  # a bad config fails before the server starts
+        configs = list(dict.fromkeys(normal_config(config) for config in configs))
+    answers = AnswerCache(
+        args.out / f"{suite}.answers.jsonl",
+        respelled(kind),
+        lambda answer: answer.key,  # type: ignore[attr-defined]
+    )
     with suite_client(args, suite) as http, answers.open():
         base = args.adapter or served_model(http)
-        chosen = configs(http) if callable(configs) else configs
+        chosen = list(dict.fromkeys(map(normal_config, configs(http)))) if callable(configs) else configs
         runs = [(config, base if model == BASE else model) for model in models for config in chosen]
         answer_all(http, answers, items, asked, runs, key, scored, args.max_tokens, f"{suite} answers")
     wanted = {key(config, model, item) for config, model in runs for item in items}

@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 
+from compression.spec import KVSpec
 from evals.api import (
     AnswerCache,
     Reply,
@@ -130,9 +131,11 @@ def mode_body(
         lcrag["retrieval"] = retrieval
         if order:
             lcrag["order"] = order
-    elif kv:
-        policy, _, ratio = kv.rpartition("-")
-        lcrag["kv"] = {"policy": policy, "ratio": float(ratio)}
+    elif kv:  # `compression.spec.KVSpec.parse`: options in brackets, the older `<policy>:<ratio>` read too
+        spec = KVSpec.parse(kv)
+        lcrag["kv"] = {"policy": spec.policy, "ratio": spec.ratio}
+        if options := spec.all_options():
+            lcrag["kv"]["options"] = options
     return {
         "model": model,
         "messages": [{"role": "user", "content": question + suffix}],

@@ -1,11 +1,11 @@
 """Needle in a haystack on real prose: the depth x length heatmap (Kamradt's test, RULER's niah_single_2: a
 7-digit magic number for a key, hidden in the Paul Graham essays), through a server's HTTP API in `lc` mode,
-per eviction configuration (`evals.lc_suite`: `none`, `<policy>:<ratio>`, `cache:<policy>:<ratio>`).
+per eviction configuration (`evals.lc_suite`: `none`, `<policy>-<ratio>`, `cache:<policy>-<ratio>`).
 Writes niah.json, niah.md (a depth x length table per configuration) and niah.png (the heatmaps).
 
     python -m evals.niah --out out/evals                                  # 5 depths x 4 lengths x 2 seeds
     python -m evals.niah --quick --out out/evals                          # a few minutes
-    python -m evals.niah --configs none cache:kvzip:0.875 snapkv:0.875 --lengths 2000 7000
+    python -m evals.niah --configs none cache:kvzip-0.875 snapkv-0.875 --lengths 2000 7000
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from evals.api import add_server_options
-from evals.common import eval_parser
+from evals.common import config_argument, eval_parser
 from evals.lc_suite import (
     Probe,
     ProbeAnswer,
@@ -111,7 +111,7 @@ def main() -> None:
     parser.add_argument("--lengths", type=int, nargs="+", default=[1000, 2000, 4000, 7000])
     parser.add_argument("--depths", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0])
     parser.add_argument("--seeds", type=int, default=2, help="Probes per cell.")
-    parser.add_argument("--configs", nargs="+", default=["none", "cache:kvzip:0.75"])
+    parser.add_argument("--configs", nargs="+", type=config_argument, default=["none", "cache:kvzip-0.75"])
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument(
         "--quick", action="store_true", help="1K and 2K tokens, 3 depths, 1 seed, no eviction."

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from evals.api import Reply, add_server_options, token_counter
-from evals.common import accuracy_plot, bootstrap_ci, eval_parser
+from evals.common import accuracy_plot, bootstrap_ci, config_argument, eval_parser
 from evals.datasets import Paragraph, QAItem, squad
 from evals.lc_suite import BASE, LcQuestion, answer_suite, report
 from evals.lc_vs_rag import ASK_SUFFIX, file_name
@@ -164,7 +164,9 @@ def main() -> None:
     parser.add_argument("--positions", type=int, nargs="+", default=None, help="0-based (default: 5 spread).")
     parser.add_argument("--paragraph-tokens", type=int, default=200, help="Longest paragraph used.")
     parser.add_argument("--models", nargs="+", default=[BASE], help=f"'{BASE}' and/or served adapters.")
-    parser.add_argument("--configs", nargs="+", default=["none"])
+    parser.add_argument(
+        "--configs", nargs="+", type=config_argument, default=["none"], help="e.g. none knorm-0.5"
+    )
     parser.add_argument("--max-tokens", type=int, default=24)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="6 questions, 5 documents, 3 positions.")

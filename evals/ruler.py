@@ -11,6 +11,7 @@ ruler.json, ruler.md (average and per-task tables) and ruler.png (score vs ratio
     python -m evals.ruler --out out/evals                       # 13 tasks x 4K and 7K: hours on 2 cores
     python -m evals.ruler --quick --out out/evals               # 2K tokens, one sample, a few minutes
     python -m evals.ruler --lengths 4000 --samples 2 --policies snapkv kvzip --ratios 0.5 0.875
+    python -m evals.ruler --lengths 4000 --configs none snapkv-0.5 "cache:kvzip[chunk=8]-0.875"
 """
 
 from __future__ import annotations
@@ -20,15 +21,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from compression.spec import parse_config
 from evals.api import add_server_options
-from evals.common import accuracy_plot, eval_parser, stratified_bootstrap_ci
+from evals.common import accuracy_plot, config_argument, eval_parser, stratified_bootstrap_ci
 from evals.lc_suite import (
     Probe,
     ProbeAnswer,
     answer_suite,
     configurations,
     lc_prompt_counter,
-    parse_config,
     probe_answer,
     probe_key,
     probe_question,
@@ -39,7 +40,7 @@ from evals.ruler_tasks import TASKS, generate
 
 DEFAULT_POLICIES = ["snapkv", "chunkkv", "kvzip", "expected_attention", "knorm"]
 DEFAULT_RATIOS = [0.25, 0.5, 0.75, 0.875]
-QUICK_CONFIGS = ["none", "snapkv:0.75", "cache:kvzip:0.75"]
+QUICK_CONFIGS = ["none", "snapkv-0.75", "cache:kvzip-0.75"]
 
 
 def summary(answers: Sequence[ProbeAnswer], tasks: Sequence[str]) -> list[dict[str, Any]]:
@@ -95,9 +96,10 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> None:
             )
             curves: dict[str, list[tuple[float, float]]] = {}
             for row in (row for row in rows if row["length"] == length and row["config"] != "none"):
-                policy, ratio, cached = parse_config(row["config"])
-                name = f"{policy} cached" if cached else str(policy)
-                curves.setdefault(name, []).append((ratio, row["average"]))
+                spec, cached = parse_config(row["config"])
+                assert spec is not None
+                name = f"{spec.policy_text} cached" if cached else spec.policy_text
+                curves.setdefault(name, []).append((spec.ratio, row["average"]))
             for name, points in curves.items():
                 points = sorted(([(0.0, baseline)] if baseline is not None else []) + points)
                 style = "--" if name.endswith("cached") else "-"
@@ -113,7 +115,11 @@ def main() -> None:
     parser.add_argument("--policies", nargs="+", default=DEFAULT_POLICIES)
     parser.add_argument("--ratios", type=float, nargs="+", default=DEFAULT_RATIOS)
     parser.add_argument(
-        "--configs", nargs="+", default=None, help="Exact configurations (overrides the two above)."
+        "--configs",
+        nargs="+",
+        type=config_argument,
+        default=None,
+        help="Exact configurations, e.g. none snapkv-0.5 cache:kvzip-0.875 (overrides the two above).",
     )
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument(

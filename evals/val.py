@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from evals.api import add_server_options
-from evals.common import eval_parser
+from evals.common import config_argument, eval_parser
 from evals.lc_suite import (
     BASE,
     Probe,
@@ -107,7 +107,9 @@ def main() -> None:
     parser.add_argument("--bins", type=int, default=5, help="Depth bins.")
     parser.add_argument("--samples", type=int, default=4, help="Probes per task, length and bin.")
     parser.add_argument("--models", nargs="+", default=[BASE], help=f"'{BASE}' and/or served adapters.")
-    parser.add_argument("--configs", nargs="+", default=["none"])
+    parser.add_argument(
+        "--configs", nargs="+", type=config_argument, default=["none"], help="e.g. none knorm-0.5"
+    )
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--quick", action="store_true", help="2K tokens, 3 bins, 1 sample.")
     args = parser.parse_args()

@@ -21,13 +21,13 @@ def test_position_asks_every_question_at_every_position(
 
     argv = ["position", "--base-url", tiny_server.base_url, "--api-key", "test-key", "--questions", "2",
             "--documents", "3", "--positions", "0", "2", "--paragraph-tokens", "70", "--max-tokens", "4",
-            "--configs", "none", "knorm:0.5", "--out", str(tmp_path)]  # fmt: skip
+            "--configs", "none", "knorm-0.5", "--out", str(tmp_path)]  # fmt: skip
     monkeypatch.setattr(sys, "argv", argv)
     position.main()
     rows = json.loads((tmp_path / "position.json").read_text())["summary"]
     assert [(row["model"], row["config"]) for row in rows] == [
         (tiny_server.model, "none"),
-        (tiny_server.model, "knorm:0.5"),
+        (tiny_server.model, "knorm-0.5"),
     ]
     assert all(row["questions"] == 2 and set(row["positions"]) == {"0", "2"} for row in rows)
     assert all(row["gap"] >= 0 for row in rows)

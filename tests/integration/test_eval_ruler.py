@@ -1,6 +1,7 @@
 """`lcrag eval ruler` end to end against the tiny server: every configuration answers every sample through
 the HTTP API (question inside and outside the compression), the report has its tables, JSON and plot, and a
-rerun sends nothing again (answers are cached)."""
+rerun sends nothing again (answers are cached). A config in the older colon spelling is read, and reported,
+cached and reused in the dash spelling."""
 
 from __future__ import annotations
 
@@ -22,12 +23,12 @@ def test_ruler_reports_every_configuration_and_reruns_from_its_cache(
 
     argv = ["ruler", "--base-url", tiny_server.base_url, "--api-key", "test-key", "--lengths", "400",
             "--samples", "1", "--tasks", "niah_single_1", "vt", "niah_multikey_2", "--max-tokens", "4",
-            "--configs", "none", "snapkv:0.5", "cache:knorm:0.5", "--out", str(tmp_path)]  # fmt: skip
+            "--configs", "none", "snapkv-0.5", "cache:knorm:0.5", "--out", str(tmp_path)]  # fmt: skip
     monkeypatch.setattr(sys, "argv", argv)
     ruler.main()
     report = json.loads((tmp_path / "ruler.json").read_text())
     rows = {row["config"]: row for row in report["summary"]}
-    assert set(rows) == {"none", "snapkv:0.5", "cache:knorm:0.5"}
+    assert set(rows) == {"none", "snapkv-0.5", "cache:knorm-0.5"}  # the old spelling read, written anew
     assert all(row["samples"] == 3 and row["failed"] == 0 for row in rows.values())
     assert all(set(row["tasks"]) == {"niah_single_1", "vt", "niah_multikey_2"} for row in rows.values())
     answers = [json.loads(line) for line in (tmp_path / "ruler.answers.jsonl").read_text().splitlines()]
@@ -37,8 +38,9 @@ def test_ruler_reports_every_configuration_and_reruns_from_its_cache(
             assert answer["kv_tokens_after"] is None
         else:
             assert 0 < answer["kv_tokens_after"] < answer["kv_tokens_before"]
-    assert {a["cache"] for a in answers if a["config"] == "cache:knorm:0.5"} == {"built"}
-    assert "| cache:knorm:0.5 | 400 | 3 |" in (tmp_path / "ruler.md").read_text()
+    assert {a["cache"] for a in answers if a["config"] == "cache:knorm-0.5"} == {"built"}
+    assert "| cache:knorm-0.5 | 400 | 3 |" in (tmp_path / "ruler.md").read_text()
     assert (tmp_path / "ruler.png").stat().st_size > 0
-    ruler.main()  # everything cached: no request is sent again
+    monkeypatch.setattr(sys, "argv", [arg.replace("knorm:", "knorm-") for arg in argv])
+    ruler.main()  # everything cached, whichever the spelling: no request is sent again
     assert len((tmp_path / "ruler.answers.jsonl").read_text().splitlines()) == 9

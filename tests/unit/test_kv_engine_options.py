@@ -84,6 +84,21 @@ def test_spec_strings_have_one_spelling_and_the_old_one_is_still_read(
 
 
 @pytest.mark.parametrize(
+    ("text", "spelled"),
+    [
+        ("kvzip[chunk=8,layers=shared]-0.875", "kvzip[chunk=8,layers=shared]-0.875"),
+        ("kvzip[layers=shared,chunk=8]:0.875", "kvzip[chunk=8,layers=shared]-0.875"),
+        ("random[seed=-1]:0.5", "random[seed=-1]-0.5"),
+        ("snapkv-0.123456789", "snapkv-0.123456789"),  # exact: two ratios never share a spelling
+    ],
+)
+def test_spec_options_are_written_in_brackets(text: str, spelled: str) -> None:
+    parsed = KVSpec.parse(text)
+    assert str(parsed) == spelled and KVSpec.parse(spelled) == parsed
+    assert KVSpec.parse("kvzip[chunk=8,layers=shared]-0.5").all_options() == {"chunk": 8, "layers": "shared"}
+
+
+@pytest.mark.parametrize(
     ("text", "phrase"),
     [
         ("snapkv", "e.g. 'snapkv-0.75'"),
