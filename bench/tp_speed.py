@@ -42,7 +42,7 @@ def main() -> None:
         data.mkdir()
         serve = ["--model", str(model), "--max-model-len", "4096", "--kv-cache-gb", "2",
                  "--tensor-parallel-size", size, "--data-dir", str(data)]  # fmt: skip
-        process, url = local_server.start(serve, data / "server.log", {"LCRAG_UI": "false"})
+        process, url = local_server.start(serve, data / "server.log")
         try:
             print(f"--- tensor-parallel-size {size}", flush=True)
             sizes = ["--prompt-tokens", args.prompt_tokens, "--decode-tokens", args.decode_tokens]

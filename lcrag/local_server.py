@@ -25,16 +25,18 @@ def free_port() -> int:
 
 
 def start(
-    args: Sequence[str], log_path: Path, env: dict[str, str] | None = None
+    args: Sequence[str], log_path: Path, env: dict[str, str] | None = None, ui: bool = False
 ) -> tuple[subprocess.Popen[bytes], str]:
     """`lcrag serve --port <free> *args`, its output in `log_path`; (process, base URL) once /health is 200.
-    Raises RuntimeError with the log's tail if it exits or is not healthy in time."""
+    The web UI is left out unless `ui` (building it adds seconds to every start; evals, benchmarks and
+    most tests only use the API). Raises RuntimeError with the log's tail if it exits or is not healthy in
+    time."""
     port = free_port()
     process = subprocess.Popen(
         [str(LCRAG), "serve", "--port", str(port), *args],
         stdout=log_path.open("wb"),
         stderr=subprocess.STDOUT,
-        env={**os.environ, **(env or {})},
+        env={**os.environ, "LCRAG_UI": "true" if ui else "false", **(env or {})},
     )
     base_url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + START_TIMEOUT_S

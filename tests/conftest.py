@@ -55,11 +55,17 @@ def peaky_model_dir(tmp_path_factory: pytest.TempPathFactory, default_model_path
 
 
 def start_server(
-    log_dir: Path, args: list[str], model: str, api_key: str | None = None, env: dict[str, str] | None = None
+    log_dir: Path,
+    args: list[str],
+    model: str,
+    api_key: str | None = None,
+    env: dict[str, str] | None = None,
+    ui: bool = False,
 ) -> tuple[subprocess.Popen[bytes], RunningServer]:
+    """`lcrag serve` with `args`, without the web UI unless `ui` (tests of the UI ask for it)."""
     log_path = log_dir / f"lcrag-serve-{len(list(log_dir.glob('lcrag-serve-*.log')))}.log"
     command = [*args, "--api-key", api_key] if api_key else list(args)
-    process, base_url = local_server.start(command, log_path, env)
+    process, base_url = local_server.start(command, log_path, env, ui=ui)
     return process, RunningServer(base_url, model, api_key, log_path)
 
 
@@ -105,6 +111,7 @@ def tiny_server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) 
         model=tiny_model_dir.name,
         api_key="test-key",
         env={"LCRAG_MAX_UPLOAD_MB": "1", "LCRAG_MAX_REQUEST_MB": "3", "LCRAG_ANSWER_TOKENS": "64"},
+        ui=True,  # tests/integration/test_ui*.py
     )
     yield server
     stop_server(process)
@@ -117,7 +124,7 @@ def real_server(
     """`lcrag serve` with the bundled SmolLM2-135M-Instruct, as `make serve` starts it."""
     log_dir = tmp_path_factory.mktemp("real-server")
     process, server = start_server(
-        log_dir, ["--max-model-len", "2048", "--kv-cache-gb", "1"], model=default_model_path.name
+        log_dir, ["--max-model-len", "2048", "--kv-cache-gb", "1"], model=default_model_path.name, ui=True
     )
     yield server
     stop_server(process)
