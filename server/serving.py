@@ -8,7 +8,7 @@ The handler vLLM built at start-up is adopted in place (`adopt`), so its configu
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from vllm.entrypoints.openai.chat_completion.serving import OpenAIServingChat
 
@@ -32,4 +32,4 @@ class LcragServingChat(OpenAIServingChat):
 def adopt(handler: OpenAIServingChat) -> LcragServingChat:
     """vLLM's chat handler, now an `LcragServingChat` (same object, same state)."""
     handler.__class__ = LcragServingChat
-    return handler  # type: ignore[return-value]
+    return cast(LcragServingChat, handler)
