@@ -124,6 +124,18 @@ def test_isolated_timing_runs_the_modes_one_after_another(tiny_server: RunningSe
     assert [r["mode"] for r in body["results"]] == ["rag", "lc"] and all(r["answer"] for r in body["results"])
 
 
+def test_a_model_the_server_does_not_serve_is_a_404_entry_per_mode(
+    tiny_server: RunningServer, towns: str
+) -> None:
+    response = compare(
+        tiny_server, question="Which town has a bridge?", collection=towns, model="no-such-model"
+    )
+    assert response.status_code == 200
+    for result in response.json()["results"]:
+        assert result["answer"] is None and result["error"]["code"] == 404
+        assert "no-such-model" in result["error"]["message"]
+
+
 @pytest.mark.parametrize(
     ("body", "status", "param", "phrase"),
     [

@@ -146,6 +146,14 @@ def test_kv_in_the_model_name_and_collection_modes_combine(
         ),
         ({"model": "kvdocs@lc:snapkv-lots"}, "model", "write '<policy>-<ratio>'"),
         ({"model": "kvdocs@lc:nope-0.5"}, "model", "Unknown KV policy 'nope'"),
+        (  # kvzip's reconstruction passes need the prompt as plain-text messages lcrag renders itself
+            {
+                "messages": [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}],
+                "lcrag": {"kv": {"policy": "kvzip", "ratio": 0.5}},
+            },
+            "lcrag.kv.policy",
+            "whose messages are plain text",
+        ),
     ],
 )
 def test_bad_kv_settings_are_400s_naming_the_field(
@@ -154,6 +162,25 @@ def test_bad_kv_settings_are_400s_naming_the_field(
     body = {"model": tiny_server.model, "messages": [{"role": "user", "content": "Hi"}], **request_part}
     response = httpx.post(
         f"{tiny_server.base_url}/v1/chat/completions", json=body, headers=tiny_server.headers(), timeout=30
+    )
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == param and phrase in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("lcrag", "param", "phrase"),
+    [
+        ({"collection": "kvdocs"}, "lcrag.collection", "send the question as chat messages"),
+        ({"kv": {"policy": "kvzip", "ratio": 0.5}}, "lcrag.kv.policy", "reconstruction passes"),
+    ],
+)
+def test_completions_refuse_what_only_chat_requests_can_do(
+    tiny_server: RunningServer, lcrag: dict[str, object], param: str, phrase: str
+) -> None:
+    body = {"model": tiny_server.model, "prompt": "Hi", "max_tokens": 2, "lcrag": lcrag}
+    response = httpx.post(
+        f"{tiny_server.base_url}/v1/completions", json=body, headers=tiny_server.headers(), timeout=30
     )
     assert response.status_code == 400, response.text
     error = response.json()["error"]
