@@ -60,7 +60,8 @@ class Pipeline:
         if not self.concerns_lcrag(request):
             return request, None
         request, options = resolve(request, self._served_model())
-        plan = ChatPlan(await self._mode_prompt(request, options), self._eviction(options))
+        kv = self._eviction(options)  # before any retrieval or probe: a 501 needs no work done first
+        plan = ChatPlan(await self._mode_prompt(request, options), kv)
         if plan.prompt is None and plan.kv is None:
             return request, None
         task = plan.kv_task()
