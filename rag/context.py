@@ -111,13 +111,7 @@ def context_token_ids(
 ) -> list[int] | None:
     """The token ids of an LC prompt up to its `turn` (see `lc_turn`), when they are exactly the start of
     the whole prompt's ids (None if the tokenizer merges across the boundary)."""
-    rendered = str(tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True))
-    boundary = rendered.rfind(turn)
-    if boundary <= 0:
-        return None
-    context = tokenizer.encode(rendered[:boundary], add_special_tokens=False)
-    whole = tokenizer.encode(rendered, add_special_tokens=False)
-    return context if whole[: len(context)] == context and len(context) < len(whole) else None
+    return render_prompt(tokenizer, messages, turn).context_ids
 
 
 @dataclass(frozen=True)
@@ -165,8 +159,7 @@ def estimate_lc_prompt_tokens(document_tokens: Sequence[int]) -> int:
 
 def prompt_token_ids(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message]) -> list[int]:
     """The prompt's tokens, as vLLM's chat endpoint renders the template (for generation) and encodes it."""
-    rendered = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-    return tokenizer.encode(str(rendered), add_special_tokens=False)
+    return render_prompt(tokenizer, messages).token_ids
 
 
 def count_prompt_tokens(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message]) -> int:

@@ -67,7 +67,8 @@ class Pipeline:
         task = plan.kv_task()
         prompt = plan.prompt.prompt if plan.prompt is not None else None
         if task is not None and prompt is None and task.policy.needs_reconstruction:
-            prompt = render_prompt(self._tokenizer(), self._plain_messages(request, task))
+            assert self.services is not None  # eviction runs only on a server with services
+            prompt = render_prompt(self.services.tokenizer, self._plain_messages(request, task))
         if task is not None:
             await self._prepare_kv(task, prompt.token_ids if prompt else [], request.model)
             request = request.model_copy(
@@ -168,9 +169,3 @@ class Pipeline:
 
     def _served_model(self) -> str | None:
         return self.services.served_model if self.services is not None else None
-
-    def _tokenizer(self) -> Any:
-        if self.caches is not None:
-            return self.caches.tokenizer
-        assert self.services is not None
-        return self.services.tokenizer
