@@ -29,7 +29,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from compression import registry
 from compression.spec import KVSpec
 from rag.errors import RagError
 from server.engine import Engine
@@ -92,8 +91,6 @@ def plan(body: CompareRequest, services: Services) -> list[ModeRun]:
             mode, kv = parse_mode_spec(spec)
         except ValueError as error:
             raise BadRequestError(f"Invalid '{param}': {error}", param=param) from None
-        if kv is not None:
-            _check_policy(kv, param)
         if spec in body.modes[:index]:
             raise BadRequestError(f"Invalid '{param}': mode {spec!r} is listed twice.", param=param)
         runs.append(ModeRun(spec, chat_request(body, mode, kv, services)))
@@ -123,13 +120,6 @@ def chat_request(body: CompareRequest, mode: str, kv: KVSpec | None, services: S
     if body.repetition_penalty is not None:
         chat["repetition_penalty"] = body.repetition_penalty
     return chat
-
-
-def _check_policy(kv: KVSpec, param: str) -> None:
-    try:
-        registry.create(kv.policy)
-    except registry.PolicyError as error:
-        raise BadRequestError(f"Invalid '{param}': {error}", param=param) from None
 
 
 class ModeRunner:
